@@ -1,0 +1,1 @@
+//! Two-view geometry: homography and fundamental-matrix estimators and LO-RANSAC.

@@ -1,0 +1,23 @@
+//! wbs: a wide-baseline stereo matcher.
+//!
+//! Two photographs in, a verdict out: local affine features (Hessian detector, Baumberg or AffNet
+//! shape, gradient-histogram or OriNet orientation, SIFT-family or HardNet descriptors), tentative
+//! correspondences by the second-nearest-neighbour ratio test, and LO-RANSAC geometric verification.
+//! The library does the work; the `wbs` binary is a thin command-line layer over it.
+//!
+//! The data flow, one module per arrow:
+//! ```text
+//! image ─▶ pyramid ─▶ detect ─▶ shape ─▶ orient ─▶ patch ─▶ describe ─▶ matching ─▶ geometry
+//! ```
+//! and [`pipeline`] runs the arrows from one [`pipeline::Config`].
+//!
+//! Conventions (see `docs/conventions.md`): pixel centres at integer coordinates, the top-left
+//! pixel's centre is (0, 0); a local affine frame (LAF) `[A | c]` maps a point `u` of the normalised
+//! patch `[-1, 1]²` to the image point `A·u + c`; homographies map image 1 to image 2; a
+//! fundamental matrix satisfies `x2ᵀ·F·x1 = 0`; images are f32 gray in 0..255.
+
+pub mod error;
+pub mod geometry;
+pub mod nn;
+
+pub use error::{Error, Result};
