@@ -16,8 +16,19 @@
 //! patch `[-1, 1]²` to the image point `A·u + c`; homographies map image 1 to image 2; a
 //! fundamental matrix satisfies `x2ᵀ·F·x1 = 0`; images are f32 gray in 0..255.
 
+pub mod describe;
+pub mod detect;
 pub mod error;
+pub mod feature;
 pub mod geometry;
+pub mod image;
+pub mod laf;
+pub mod matching;
+pub mod math;
 pub mod nn;
+pub mod orient;
+pub mod patch;
+pub mod pyramid;
+pub mod shape;
 
 pub use error::{Error, Result};

@@ -1,0 +1,46 @@
+//! Orientation: rotates each upright frame so that its patch x axis follows the image.
+//!
+//! `upright` keeps the gravity direction (hesaff's default: no rotation invariance),
+//! `histogram` uses the dominant gradient orientations (one feature per peak ≥ 0.8 of the maximum,
+//! [`histogram`]), `orinet` asks the network.
+
+pub mod histogram;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::feature::Feature;
+use crate::patch::{sample_from_space, SIFT_PATCH};
+use crate::pyramid::ScaleSpace;
+
+/// How features are oriented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OrientationMethod {
+    /// No rotation: up is up.
+    Upright,
+    /// Dominant gradient orientation (36-bin histogram, every peak ≥ 0.8·max).
+    Histogram,
+    /// OriNet.
+    Orinet,
+}
+
+/// Orients features by their gradient histogram; `half` folds orientations modulo 180° (for
+/// HalfRootSIFT). A feature with several peaks becomes several features; one without any
+/// gradient above the noise floor is dropped (it cannot be described either).
+pub fn orient_by_histogram(space: &ScaleSpace, features: &[Feature], half: bool) -> Vec<Feature> {
+    let per_feature: Vec<Vec<Feature>> = features
+        .par_iter()
+        .map_init(
+            || vec![0f32; SIFT_PATCH.pixels()],
+            |patch, f| {
+                sample_from_space(space, &f.laf, &SIFT_PATCH, patch);
+                histogram::dominant_orientations(patch, half)
+                    .into_iter()
+                    .map(|theta| f.with_laf(f.laf.rotated(theta)))
+                    .collect()
+            },
+        )
+        .collect();
+    per_feature.into_iter().flatten().collect()
+}

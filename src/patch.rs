@@ -1,0 +1,191 @@
+//! Sampling normalised patches from local affine frames.
+//!
+//! One sampler for every consumer (SIFT, the orientation histogram, AffNet, OriNet, HardNet), and
+//! the one the networks were trained with: kornia's `extract_patches_from_pyramid` convention
+//! (reference `affnet.md` §9). Patch pixel (i, j) (row i, column j) sits at
+//! `u = ((2j+1)/PS − 1, (2i+1)/PS − 1)` in the frame, i.e. at `g = A·u + c` in the chosen image's
+//! pixels, and is read bilinearly at `g·W/(W−1) − 0.5` (x) and `g·H/(H−1) − 0.5` (y) with the
+//! coordinates clamped to the image (border replication). A half-pixel difference moves network
+//! outputs by about 1 %, so nothing else in wbs samples patches.
+//!
+//! The image is chosen from the scale space so that it is blurred about as much as the patch's
+//! sampling step needs ([`PatchSpec::blur_per_step`]) and never coarser than that step.
+
+use rayon::prelude::*;
+
+use crate::image::GrayImage;
+use crate::laf::Laf;
+use crate::pyramid::ScaleSpace;
+
+/// The patch of Perdoch's SIFT (and of the orientation histogram): 41×41.
+pub const SIFT_PATCH: PatchSpec = PatchSpec {
+    size: 41,
+    blur_per_step: 1.5,
+};
+
+/// The patch of AffNet, OriNet and HardNet: 32×32. The blur matches the original HesAffNet,
+/// which samples the level just below the detection (σ_det/2^(1/3)): with the frame spanning
+/// ±3√3·σ over 32 samples, that is about 2.44 sampling steps.
+pub const NET_PATCH: PatchSpec = PatchSpec {
+    size: 32,
+    blur_per_step: 2.44,
+};
+
+/// The size of a square patch and how much anti-aliasing blur it wants.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PatchSpec {
+    pub size: usize,
+    /// The wanted blur of the sampled image, in units of the patch's sampling step (input-image
+    /// pixels per patch pixel). hesaff blurs SIFT patches by 1.5 steps.
+    pub blur_per_step: f32,
+}
+
+impl PatchSpec {
+    pub fn pixels(&self) -> usize {
+        self.size * self.size
+    }
+}
+
+/// Samples a `size`×`size` patch of `image` over `laf` (given in `image`'s pixels) into `out`.
+pub fn sample_patch(image: &GrayImage, laf: &Laf, size: usize, out: &mut [f32]) {
+    debug_assert_eq!(out.len(), size * size);
+    let (w, h) = (image.width(), image.height());
+    // kornia normalises by (W − 1) and grid_sample de-normalises by W with align_corners=False.
+    let fx = w as f32 / (w.max(2) - 1) as f32;
+    let fy = h as f32 / (h.max(2) - 1) as f32;
+    let a = laf.a;
+    let inv = 1.0 / size as f32;
+    for i in 0..size {
+        let v = (2 * i + 1) as f32 * inv - 1.0;
+        let row = &mut out[i * size..(i + 1) * size];
+        for (j, o) in row.iter_mut().enumerate() {
+            let u = (2 * j + 1) as f32 * inv - 1.0;
+            let gx = a[0][0] * u + a[0][1] * v + laf.c[0];
+            let gy = a[1][0] * u + a[1][1] * v + laf.c[1];
+            *o = image.sample_clamped(gx * fx - 0.5, gy * fy - 0.5);
+        }
+    }
+}
+
+/// Samples the patch of `laf` (input-image pixels) from the suitable image of the scale space.
+pub fn sample_from_space(space: &ScaleSpace, laf: &Laf, spec: &PatchSpec, out: &mut [f32]) {
+    let step = 2.0 * laf.scale() / spec.size as f32;
+    let level = space.sampling_level(spec.blur_per_step * step);
+    sample_patch(
+        level.image,
+        &laf.in_level(level.pixel_distance),
+        spec.size,
+        out,
+    );
+}
+
+/// Samples the patches of many frames, in parallel; returns N·size² values.
+pub fn extract_patches(space: &ScaleSpace, lafs: &[Laf], spec: &PatchSpec) -> Vec<f32> {
+    let pixels = spec.pixels();
+    let mut out = vec![0f32; lafs.len() * pixels];
+    out.par_chunks_mut(pixels)
+        .zip(lafs.par_iter())
+        .for_each(|(patch, laf)| sample_from_space(space, laf, spec, patch));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_checks_from_kornia() {
+        // A 5×5 image with LAF [[2, 0, 2], [0, 2, 2]] and PS 5, and a 4×4 image with LAF
+        // [[1.5, 0, 1.5], [0, 1.5, 1.5]] and PS 4, both return the image itself.
+        let img = GrayImage::from_fn(5, 5, |x, y| (y * 5 + x) as f32);
+        let mut out = vec![0.0; 25];
+        sample_patch(&img, &Laf::circle(2.0, 2.0, 2.0), 5, &mut out);
+        for (a, b) in out.iter().zip(img.data()) {
+            assert!((a - b).abs() < 1e-5, "{out:?}");
+        }
+        let img = GrayImage::from_fn(4, 4, |x, y| (y * 4 + x) as f32 * 1.5);
+        let mut out = vec![0.0; 16];
+        sample_patch(&img, &Laf::circle(1.5, 1.5, 1.5), 4, &mut out);
+        for (a, b) in out.iter().zip(img.data()) {
+            assert!((a - b).abs() < 1e-5, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn kornia_affnet_toy_patch_when_shared_data_is_present() {
+        // golden.json lists the non-zero values of the toy patch resampled with this convention.
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/weights/golden.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            eprintln!("SKIP: {} not found", path.display());
+            return;
+        };
+        let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let toy = &golden["kornia_affnet_toy"];
+        let image = GrayImage::from_fn(32, 32, |x, y| {
+            if (15..=16).contains(&y) && (9..=22).contains(&x) {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        let mut patch = vec![0.0; 32 * 32];
+        sample_patch(&image, &Laf::circle(16.0, 16.0, 20.0), 32, &mut patch);
+        let expected = find_nonzero_values(toy).expect("golden patch values");
+        let mut checked = 0;
+        for (index, value) in expected {
+            assert!(
+                (patch[index] - value).abs() < 1e-5,
+                "pixel {index}: {} vs {value}",
+                patch[index]
+            );
+            checked += 1;
+        }
+        let nonzero = patch.iter().filter(|v| v.abs() > 1e-7).count();
+        assert_eq!(nonzero, checked, "the patch has other non-zero values");
+        assert!(checked > 20);
+    }
+
+    /// Finds the list of (flat index, value) of the toy patch in golden.json, whatever the exact
+    /// field layout: entries with (row, col, value) or (index, value).
+    fn find_nonzero_values(toy: &serde_json::Value) -> Option<Vec<(usize, f32)>> {
+        let sampling = toy.get("patch_sampling")?;
+        let list = sampling
+            .as_object()?
+            .values()
+            .find_map(|v| v.as_array().filter(|a| a.len() > 20))?;
+        list.iter()
+            .map(|entry| {
+                if let Some(o) = entry.as_object() {
+                    let r = o.get("row").or(o.get("y"))?.as_u64()? as usize;
+                    let c = o.get("col").or(o.get("x"))?.as_u64()? as usize;
+                    let v = o.get("value").or(o.get("v"))?.as_f64()? as f32;
+                    Some((r * 32 + c, v))
+                } else {
+                    let a = entry.as_array()?;
+                    match a.len() {
+                        3 => Some((
+                            a[0].as_u64()? as usize * 32 + a[1].as_u64()? as usize,
+                            a[2].as_f64()? as f32,
+                        )),
+                        2 => Some((a[0].as_u64()? as usize, a[1].as_f64()? as f32)),
+                        _ => None,
+                    }
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn patch_follows_the_frame_orientation() {
+        // An image that increases to the right; a frame rotated by 90° looks down the image, so
+        // the patch increases downwards instead.
+        let img = GrayImage::from_fn(64, 64, |x, _| x as f32);
+        let laf = Laf::circle(32.0, 32.0, 10.0).rotated(std::f32::consts::FRAC_PI_2);
+        let mut out = vec![0.0; 9];
+        sample_patch(&img, &laf, 3, &mut out);
+        // Rows of the patch follow the frame's y axis, which now points to image −x.
+        assert!(out[0] > out[6], "{out:?}");
+        assert!((out[0] - out[2]).abs() < 1e-3, "{out:?}");
+    }
+}
