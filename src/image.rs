@@ -104,14 +104,13 @@ impl GrayImage {
     pub fn sample_clamped(&self, x: f32, y: f32) -> f32 {
         let max_x = (self.width - 1) as f32;
         let max_y = (self.height - 1) as f32;
+        // Clamped to be non-negative, so truncation is floor (and avoids a libm call).
         let x = x.clamp(0.0, max_x);
         let y = y.clamp(0.0, max_y);
-        let x0 = x.floor();
-        let y0 = y.floor();
-        let fx = x - x0;
-        let fy = y - y0;
-        let x0 = x0 as usize;
-        let y0 = y0 as usize;
+        let x0 = x as usize;
+        let y0 = y as usize;
+        let fx = x - x0 as f32;
+        let fy = y - y0 as f32;
         let x1 = (x0 + 1).min(self.width - 1);
         let y1 = (y0 + 1).min(self.height - 1);
         let top = self.at(x0, y0) * (1.0 - fx) + self.at(x1, y0) * fx;

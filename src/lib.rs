@@ -16,6 +16,7 @@
 //! patch `[-1, 1]²` to the image point `A·u + c`; homographies map image 1 to image 2; a
 //! fundamental matrix satisfies `x2ᵀ·F·x1 = 0`; images are f32 gray in 0..255.
 
+pub mod cli;
 pub mod describe;
 pub mod detect;
 pub mod error;
@@ -28,7 +29,11 @@ pub mod math;
 pub mod nn;
 pub mod orient;
 pub mod patch;
+pub mod pipeline;
+pub mod protocol;
 pub mod pyramid;
 pub mod shape;
+pub mod synth;
+pub mod viz;
 
 pub use error::{Error, Result};

@@ -1,3 +1,5 @@
+//! The `wbs` binary: everything happens in the library; see `wbs --help`.
+
 fn main() {
-    println!("wbs");
+    std::process::exit(wbs::cli::run());
 }

@@ -55,14 +55,51 @@ pub fn sample_patch(image: &GrayImage, laf: &Laf, size: usize, out: &mut [f32]) 
     let fy = h as f32 / (h.max(2) - 1) as f32;
     let a = laf.a;
     let inv = 1.0 / size as f32;
+    // Sample position of patch pixel (i, j) in image pixels: origin + j·dx + i·dy.
+    let u0 = inv - 1.0;
+    let du = 2.0 * inv;
+    let origin = [
+        (a[0][0] * u0 + a[0][1] * u0 + laf.c[0]) * fx - 0.5,
+        (a[1][0] * u0 + a[1][1] * u0 + laf.c[1]) * fy - 0.5,
+    ];
+    let dx = [a[0][0] * du * fx, a[1][0] * du * fy];
+    let dy = [a[0][1] * du * fx, a[1][1] * du * fy];
+    let last = (size - 1) as f32;
+    let corners = [
+        origin,
+        [origin[0] + last * dx[0], origin[1] + last * dx[1]],
+        [origin[0] + last * dy[0], origin[1] + last * dy[1]],
+        [
+            origin[0] + last * (dx[0] + dy[0]),
+            origin[1] + last * (dx[1] + dy[1]),
+        ],
+    ];
+    // A small margin keeps the fast path safe from rounding in the incremental positions.
+    let inside = corners.iter().all(|p| {
+        p[0] >= 0.0 && p[1] >= 0.0 && p[0] < (w - 1) as f32 - 1e-3 && p[1] < (h - 1) as f32 - 1e-3
+    });
+    let data = image.data();
     for i in 0..size {
-        let v = (2 * i + 1) as f32 * inv - 1.0;
         let row = &mut out[i * size..(i + 1) * size];
-        for (j, o) in row.iter_mut().enumerate() {
-            let u = (2 * j + 1) as f32 * inv - 1.0;
-            let gx = a[0][0] * u + a[0][1] * v + laf.c[0];
-            let gy = a[1][0] * u + a[1][1] * v + laf.c[1];
-            *o = image.sample_clamped(gx * fx - 0.5, gy * fy - 0.5);
+        let start = [origin[0] + i as f32 * dy[0], origin[1] + i as f32 * dy[1]];
+        if inside {
+            for (j, o) in row.iter_mut().enumerate() {
+                let x = start[0] + j as f32 * dx[0];
+                let y = start[1] + j as f32 * dx[1];
+                // Non-negative here, so truncation is floor (and avoids a libm call).
+                let (x0, y0) = (x as usize, y as usize);
+                let (tx, ty) = (x - x0 as f32, y - y0 as f32);
+                let p = y0 * w + x0;
+                let top = data[p] + tx * (data[p + 1] - data[p]);
+                let bottom = data[p + w] + tx * (data[p + w + 1] - data[p + w]);
+                *o = top + ty * (bottom - top);
+            }
+        } else {
+            for (j, o) in row.iter_mut().enumerate() {
+                let x = start[0] + j as f32 * dx[0];
+                let y = start[1] + j as f32 * dx[1];
+                *o = image.sample_clamped(x, y);
+            }
         }
     }
 }

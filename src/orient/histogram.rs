@@ -60,9 +60,10 @@ pub fn dominant_orientations(patch: &[f32], half: bool) -> Vec<f32> {
             // nearest bin only, which limits the precision to ±5°).
             let theta = fast_atan2(gy, gx);
             let position = BINS as f32 * (theta / PI + 1.0) / 2.0 - 0.5;
-            let lower = position.floor();
-            let fraction = position - lower;
-            let lower = (lower as i32).rem_euclid(BINS as i32) as usize;
+            // position ≥ −0.5, so truncating position + 1 is floor + 1 (no libm call).
+            let lower = (position + 1.0) as i32 - 1;
+            let fraction = position - lower as f32;
+            let lower = lower.rem_euclid(BINS as i32) as usize;
             let vote = magnitude * weight;
             hist[lower] += vote * (1.0 - fraction);
             hist[(lower + 1) % BINS] += vote * fraction;

@@ -160,11 +160,10 @@ fn warp_window(
         for i in -half..=half {
             let wx = rx + i as f32 * a[0][0];
             let wy = ry + i as f32 * a[1][0];
-            let x = wx.floor();
-            let y = wy.floor();
-            let (xi, yi) = (x as i32, y as i32);
-            out[k] = if xi >= 0 && yi >= 0 && xi < width && yi < height {
-                let (fx, fy) = (wx - x, wy - y);
+            // Negative positions are outside anyway, so truncation can stand in for floor.
+            let (xi, yi) = (wx as i32, wy as i32);
+            out[k] = if wx >= 0.0 && wy >= 0.0 && xi < width && yi < height {
+                let (fx, fy) = (wx - xi as f32, wy - yi as f32);
                 let p = yi as usize * stride + xi as usize;
                 (1.0 - fy) * ((1.0 - fx) * data[p] + fx * data[p + 1])
                     + fy * ((1.0 - fx) * data[p + stride] + fx * data[p + stride + 1])

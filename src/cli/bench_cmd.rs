@@ -1,0 +1,127 @@
+//! `wbs bench`: the speed figures the project tracks, measured in this process.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use rand::{RngExt, SeedableRng};
+
+use crate::matching::two_nearest;
+use crate::pipeline::{match_files, Config, Method};
+use crate::{Error, Result};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The image pair of the end-to-end benchmark (default: OxAff graf img1/img3 from
+    /// ../shared/datasets, else the bundled sample pair).
+    #[arg(long, num_args = 2, value_names = ["IMAGE1", "IMAGE2"])]
+    pub pair: Option<Vec<PathBuf>>,
+    /// Timed repetitions of each benchmark (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Descriptors per side in the matching benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    pub descriptors: usize,
+    /// Preset of the end-to-end benchmark.
+    #[arg(long, value_enum, default_value_t = Method::Hesaff)]
+    pub method: Method,
+}
+
+/// Minimum and median of a list of seconds.
+fn stats(mut seconds: Vec<f64>) -> (f64, f64) {
+    seconds.sort_by(f64::total_cmp);
+    (seconds[0], seconds[seconds.len() / 2])
+}
+
+fn time_runs(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    f()?; // warm-up: page cache, thread pool, lazily built tables
+    let mut seconds = Vec::with_capacity(repeat);
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        f()?;
+        seconds.push(t.elapsed().as_secs_f64());
+    }
+    Ok(stats(seconds))
+}
+
+fn default_pair() -> Option<(PathBuf, PathBuf)> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let graf = root.join("../shared/datasets/OxAff/graf");
+    if graf.join("img1.png").exists() {
+        return Some((graf.join("img1.png"), graf.join("img3.png")));
+    }
+    let sample = root.join("data/sample");
+    sample
+        .join("img1.png")
+        .exists()
+        .then(|| (sample.join("img1.png"), sample.join("img2.png")))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    println!(
+        "wbs bench: {} threads, {} timed runs each (min / median)",
+        rayon::current_num_threads(),
+        args.repeat
+    );
+    let pair = match &args.pair {
+        Some(p) => Some((p[0].clone(), p[1].clone())),
+        None => default_pair(),
+    };
+    match pair {
+        Some((a, b)) => {
+            let config = Config::preset(args.method);
+            let report = match_files(&a, &b, &config)?;
+            let (min, median) = time_runs(args.repeat, || match_files(&a, &b, &config).map(|_| ()))?;
+            println!(
+                "match {} {}  ({}, rootsift): {:.3} s / {:.3} s   [features {}/{}, tentatives {}, inliers {}]",
+                a.display(),
+                b.display(),
+                args.method.name(),
+                min,
+                median,
+                report.features[0],
+                report.features[1],
+                report.tentatives,
+                report.inliers
+            );
+        }
+        None => println!("match: no image pair found (pass --pair A B)"),
+    }
+
+    let n = args.descriptors;
+    if n < 2 {
+        return Err(Error::invalid("--descriptors must be at least 2"));
+    }
+    let (a, b) = (rootsift_like(n, 1), rootsift_like(n, 2));
+    let (min, median) = time_runs(args.repeat, || {
+        let nn = two_nearest(&a, &b, 128);
+        std::hint::black_box(&nn);
+        Ok(())
+    })?;
+    println!(
+        "nearest neighbours {n} x {n} RootSIFT-like (128-D, exact, 2-NN): {:.3} s / {:.3} s  ({:.1} GFLOP/s)",
+        min,
+        median,
+        2.0 * (n as f64).powi(2) * 128.0 / min / 1e9
+    );
+    Ok(())
+}
+
+/// Random vectors with RootSIFT's statistics: non-negative, square roots of an L1-normalised
+/// sparse-ish histogram, unit L2 norm.
+fn rootsift_like(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut v = vec![0f32; n * 128];
+    for row in v.chunks_exact_mut(128) {
+        let mut sum = 0.0;
+        for x in row.iter_mut() {
+            let u: f32 = rng.random_range(0.0..1.0);
+            *x = u * u * u;
+            sum += *x;
+        }
+        for x in row.iter_mut() {
+            *x = (*x / sum).sqrt();
+        }
+    }
+    v
+}

@@ -1,0 +1,131 @@
+//! `wbs match A B`: match two images and report.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{DeviceChoice, FeatureArgs, VerifyArgs};
+use crate::pipeline::{match_files, MatchReport};
+use crate::viz::{draw_matches, MatchDrawing};
+use crate::{Error, Result};
+
+#[derive(Args, Debug)]
+pub struct MatchArgs {
+    /// First image (PNG, JPEG, PNM, BMP).
+    pub image1: PathBuf,
+    /// Second image.
+    pub image2: PathBuf,
+    /// Write the full report as JSON to FILE ("-" for stdout; the summary then goes to stderr).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw both images side by side with the inliers and their regions to FILE.png.
+    #[arg(long, value_name = "FILE")]
+    pub viz: Option<PathBuf>,
+    /// Include every tentative correspondence ([x1, y1, x2, y2, ratio]) in the JSON report.
+    #[arg(long)]
+    pub tentatives: bool,
+    /// Also draw the outlier tentatives (faint) in --viz.
+    #[arg(long)]
+    pub viz_outliers: bool,
+    #[command(flatten)]
+    pub features: FeatureArgs,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+pub fn run(args: MatchArgs) -> Result<()> {
+    let mut config = args.features.config();
+    args.verify.apply(&mut config);
+    let device = super::resolve_device(args.features.device)?;
+    let mut report = match_files(&args.image1, &args.image2, &config)?;
+    report.device = device;
+    if args.tentatives {
+        report.include_tentatives();
+    }
+
+    let json_to_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    let summary = summary(&report);
+    if json_to_stdout {
+        eprint!("{summary}");
+    } else {
+        print!("{summary}");
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::invalid(format!("cannot encode the report: {e}")))?;
+        if json_to_stdout {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}").map_err(|e| Error::io("<stdout>", e))?;
+        } else {
+            std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        }
+    }
+    if let Some(path) = &args.viz {
+        let options = config.load_options();
+        let a = crate::image::load_rgb(&args.image1, &options)?;
+        let b = crate::image::load_rgb(&args.image2, &options)?;
+        let drawing = MatchDrawing {
+            outliers: args.viz_outliers,
+            ..Default::default()
+        };
+        draw_matches(&a, &b, &report, &drawing)
+            .save(path)
+            .map_err(|e| Error::image(path, format!("cannot write: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The human summary printed by `wbs match`.
+pub fn summary(report: &MatchReport) -> String {
+    let s = &report.settings;
+    let mut out = String::new();
+    let verdict = if report.registered { "REGISTERED" } else { "NOT REGISTERED" };
+    out += &format!(
+        "{}  ({} + {:?} shape + {:?} orientation + {:?}, {} by {:?}, {})\n",
+        verdict,
+        s.method.name(),
+        s.shape,
+        s.orientation,
+        s.descriptor,
+        report.geometry,
+        s.ransac_method,
+        report.device
+    )
+    .to_lowercase()
+    .replacen(&verdict.to_lowercase(), verdict, 1);
+    out += &format!("  {}\n", report.verdict);
+    out += &format!(
+        "  features    {} / {}   (detections {} / {})\n",
+        report.features[0], report.features[1], report.detections[0], report.detections[1]
+    );
+    out += &format!("  tentatives  {}\n", report.tentatives);
+    out += &format!("  inliers     {}\n", report.inliers);
+    if let Some(m) = &report.model {
+        out += &format!("  {}\n", report.geometry);
+        for row in m {
+            out += &format!("    [{:>14.6e} {:>14.6e} {:>14.6e}]\n", row[0], row[1], row[2]);
+        }
+    } else {
+        out += &format!("  {}    none found\n", report.geometry);
+    }
+    let order = [
+        "load", "pyramid", "detect", "shape", "orient", "describe", "match", "verify", "total",
+    ];
+    let times: Vec<String> = order
+        .iter()
+        .filter_map(|k| report.timings_ms.get(*k).map(|v| format!("{k} {v:.0}")))
+        .collect();
+    out += &format!("  time (ms)   {}\n", times.join(" | "));
+    out
+}
+
+impl DeviceChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The `wbs` command line: a thin layer that maps flags onto [`crate::pipeline::Config`] and
+//! prints results. Every error is printed as one line, `error: ...`, with exit code 1 (2 for
+//! usage errors, from clap).
+
+mod bench_cmd;
+mod detect_cmd;
+mod match_cmd;
+mod synth_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::describe::DescriptorKind;
+use crate::detect::{Threshold, DEFAULT_THRESHOLD};
+use crate::geometry::{HomographyError, ModelKind, RansacMethod};
+use crate::orient::OrientationMethod;
+use crate::pipeline::{Config, Method, DEFAULT_ADAPTIVE_TARGET};
+use crate::shape::ShapeMethod;
+use crate::Result;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wbs",
+    version,
+    about = "Wide-baseline stereo matching with Hessian-Affine / AffNet features and LO-RANSAC",
+    long_about = "Wide-baseline stereo matching with Hessian-Affine / AffNet features and LO-RANSAC.\n\n\
+                  The common case:  wbs match a.jpg b.jpg --viz matches.png"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Match two images: verdict, inliers, the model, timings; optional JSON and picture.
+    Match(match_cmd::MatchArgs),
+    /// Detect features in one image and write them as Oxford ellipses (x y a b c).
+    Detect(detect_cmd::DetectArgs),
+    /// Make a wide-baseline pair from one photo by a known random homography.
+    Synth(synth_cmd::SynthArgs),
+    /// Measure speed: a whole match, descriptor matching, verification.
+    Bench(bench_cmd::BenchArgs),
+}
+
+/// Which detector runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DetectorChoice {
+    /// Hessian with a fixed threshold.
+    Hessian,
+    /// AdHess: the threshold is lowered until --target-features detections are found.
+    Adaptive,
+}
+
+/// Which device runs the networks and matching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// CUDA when a GPU answers, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// The feature flags shared by `match` and `detect`; unset flags take the preset's value.
+#[derive(Args, Debug, Clone)]
+pub struct FeatureArgs {
+    /// Preset, named as in the AffNet paper.
+    #[arg(long, value_enum, default_value_t = Method::Hesaff)]
+    pub method: Method,
+    /// Detector: fixed or adaptive threshold (default: the preset's).
+    #[arg(long, value_enum)]
+    pub detector: Option<DetectorChoice>,
+    /// Hessian threshold in hesaff units (responses are compared with its square).
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
+    pub threshold: f32,
+    /// Adaptive detector: lower the threshold until this many detections are found.
+    #[arg(long, default_value_t = DEFAULT_ADAPTIVE_TARGET)]
+    pub target_features: usize,
+    /// Adaptive detector: never lower the threshold below this.
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD / 8.0)]
+    pub threshold_floor: f32,
+    /// Affine shape (default: the preset's).
+    #[arg(long, value_enum)]
+    pub shape: Option<ShapeMethod>,
+    /// Orientation.
+    #[arg(long, value_enum, default_value_t = OrientationMethod::Histogram)]
+    pub orientation: OrientationMethod,
+    /// Descriptor.
+    #[arg(long, value_enum, default_value_t = DescriptorKind::Rootsift)]
+    pub descriptor: DescriptorKind,
+    /// Refuse images larger than this many megapixels (the scale space needs ~60 MB per MP).
+    #[arg(long, default_value_t = crate::image::DEFAULT_MAX_MEGAPIXELS)]
+    pub max_megapixels: f64,
+    /// Device for the networks and matching.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// AffNet weights (safetensors); default: WBS_WEIGHTS, then the files wbs ships.
+    #[arg(long)]
+    pub affnet_weights: Option<PathBuf>,
+    /// OriNet weights (safetensors).
+    #[arg(long)]
+    pub orinet_weights: Option<PathBuf>,
+    /// HardNet weights (safetensors).
+    #[arg(long)]
+    pub hardnet_weights: Option<PathBuf>,
+}
+
+impl FeatureArgs {
+    /// The pipeline configuration these flags describe (verification settings at defaults).
+    pub fn config(&self) -> Config {
+        let mut config = Config::preset(self.method);
+        let adaptive = match self.detector {
+            Some(DetectorChoice::Adaptive) => true,
+            Some(DetectorChoice::Hessian) => false,
+            None => self.method.is_adaptive(),
+        };
+        config.threshold = if adaptive {
+            Threshold::Adaptive {
+                threshold: self.threshold,
+                target: self.target_features,
+                floor: self.threshold_floor,
+            }
+        } else {
+            Threshold::Fixed {
+                threshold: self.threshold,
+            }
+        };
+        if let Some(shape) = self.shape {
+            config.shape = shape;
+        }
+        config.orientation = self.orientation;
+        config.descriptor = self.descriptor;
+        config.max_megapixels = self.max_megapixels;
+        config.weights.affnet = self.affnet_weights.clone();
+        config.weights.orinet = self.orinet_weights.clone();
+        config.weights.hardnet = self.hardnet_weights.clone();
+        config
+    }
+}
+
+/// Verification flags of `match`.
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Model verified by LO-RANSAC: homography (planar scenes, rotations) or fundamental matrix.
+    #[arg(long, value_enum, default_value_t = ModelKind::Homography)]
+    pub geometry: ModelKind,
+    /// Robust estimator: wbs's LO-RANSAC or the arrsac crate (a baseline without local optimisation).
+    #[arg(long, value_enum, default_value_t = RansacMethod::LoRansac)]
+    pub ransac: RansacMethod,
+    /// Inlier threshold in px (default: 3 for a homography, 1.5 Sampson for F).
+    #[arg(long)]
+    pub inlier_threshold: Option<f64>,
+    /// Homography inlier error.
+    #[arg(long, value_enum, default_value_t = HomographyError::Forward)]
+    pub homography_error: HomographyError,
+    /// RANSAC confidence.
+    #[arg(long, default_value_t = 0.999)]
+    pub confidence: f64,
+    /// RANSAC iteration cap.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_iterations: usize,
+    /// Registered with at least this many inliers.
+    #[arg(long, default_value_t = 15)]
+    pub min_inliers: usize,
+    /// Second-nearest-neighbour ratio.
+    #[arg(long, default_value_t = 0.8)]
+    pub ratio: f32,
+    /// Seed of every random choice (RANSAC); the same seed gives the same result.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl VerifyArgs {
+    pub fn apply(&self, config: &mut Config) {
+        config.set_geometry(self.geometry);
+        config.ransac_method = self.ransac;
+        if let Some(t) = self.inlier_threshold {
+            config.ransac.threshold_px = t;
+        }
+        config.ransac.homography_error = self.homography_error;
+        config.ransac.confidence = self.confidence;
+        config.ransac.max_iterations = self.max_iterations;
+        config.ransac.seed = self.seed;
+        config.min_inliers = self.min_inliers;
+        config.ratio = self.ratio;
+    }
+}
+
+/// Resolves `--device` to the device that will run (its name goes into reports).
+pub fn resolve_device(choice: DeviceChoice) -> Result<String> {
+    match choice {
+        DeviceChoice::Cpu | DeviceChoice::Auto => Ok("cpu".to_string()),
+        DeviceChoice::Cuda => Err(crate::Error::Device(
+            "--device cuda: this build has no CUDA backend yet; use --device cpu".into(),
+        )),
+    }
+}
+
+/// Parses the arguments, runs the command and returns the process exit code.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let result: Result<()> = match cli.command {
+        Command::Match(args) => match_cmd::run(args),
+        Command::Detect(args) => detect_cmd::run(args),
+        Command::Synth(args) => synth_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

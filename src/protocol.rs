@@ -1,0 +1,204 @@
+//! The evaluation protocol's verdict (`protocol.md`): a pair is registered when LO-RANSAC keeps at
+//! least 15 inliers **and** the model is right where ground truth exists:
+//! - homography ground truth: the median ground-truth transfer error of the inliers
+//!   (‖H_gt·x1 − x2‖) is at most 5 px;
+//! - annotated correspondences (WxBS style): at least half of them lie within 5 px of their
+//!   epipolar lines under the estimated F (mean of the two one-sided point-to-line distances).
+//!
+//! A pair without ground truth is judged on the inlier count alone. `tools/score.py` in the shared
+//! folder implements the same rules independently; the two must agree.
+
+use nalgebra::{Matrix3, Vector3};
+use serde::{Deserialize, Serialize};
+
+/// The median ground-truth error allowed for a homography pair, px.
+pub const MAX_MEDIAN_TRANSFER_ERROR: f64 = 5.0;
+/// The epipolar distance within which an annotated correspondence counts as explained, px.
+pub const MAX_EPIPOLAR_DISTANCE: f64 = 5.0;
+/// The fraction of annotated correspondences that must be explained.
+pub const MIN_EXPLAINED_FRACTION: f64 = 0.5;
+
+/// What is known about the true geometry of a pair.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GroundTruth {
+    /// A homography mapping image 1 to image 2.
+    Homography(Matrix3<f64>),
+    /// Annotated correspondences `[x1, y1, x2, y2]`.
+    Correspondences(Vec<[f64; 4]>),
+    /// Nothing: judged on the inlier count alone.
+    None,
+}
+
+/// The verdict on one pair.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    pub registered: bool,
+    pub inliers: usize,
+    /// Median ground-truth transfer error of the inliers (homography) or the fraction of
+    /// annotated correspondences explained (correspondences); None without ground truth or
+    /// without a model.
+    pub metric: Option<f64>,
+    /// Whether ground truth was available.
+    pub has_ground_truth: bool,
+    pub reason: String,
+}
+
+/// Judges a match result (its inliers as [x1, y1, x2, y2] and its model) against ground truth.
+pub fn judge(
+    inlier_matches: &[[f64; 4]],
+    model: Option<&[[f64; 3]; 3]>,
+    truth: &GroundTruth,
+    min_inliers: usize,
+) -> Judgement {
+    let inliers = inlier_matches.len();
+    let enough = inliers >= min_inliers;
+    let count_reason = if enough {
+        format!("{inliers} inliers ≥ {min_inliers}")
+    } else {
+        format!("only {inliers} inliers (< {min_inliers})")
+    };
+    match truth {
+        GroundTruth::None => Judgement {
+            registered: enough,
+            inliers,
+            metric: None,
+            has_ground_truth: false,
+            reason: format!("{count_reason}; no ground truth"),
+        },
+        GroundTruth::Homography(h) => {
+            let median = median_transfer_error(inlier_matches, h);
+            let right = median.is_some_and(|m| m <= MAX_MEDIAN_TRANSFER_ERROR);
+            Judgement {
+                registered: enough && right,
+                inliers,
+                metric: median,
+                has_ground_truth: true,
+                reason: match median {
+                    Some(m) => format!(
+                        "{count_reason}; median ground-truth error {m:.2} px {} {MAX_MEDIAN_TRANSFER_ERROR}",
+                        if right { "≤" } else { ">" }
+                    ),
+                    None => format!("{count_reason}; no inliers to check"),
+                },
+            }
+        }
+        GroundTruth::Correspondences(points) => {
+            let fraction = model.and_then(|f| explained_fraction(points, &rows_to_matrix(f)));
+            let right = fraction.is_some_and(|f| f >= MIN_EXPLAINED_FRACTION);
+            Judgement {
+                registered: enough && right,
+                inliers,
+                metric: fraction,
+                has_ground_truth: true,
+                reason: match fraction {
+                    Some(f) => format!(
+                        "{count_reason}; {:.0} % of the annotated correspondences within {MAX_EPIPOLAR_DISTANCE} px of their epipolar lines",
+                        100.0 * f
+                    ),
+                    None => format!("{count_reason}; no model to check"),
+                },
+            }
+        }
+    }
+}
+
+/// The median of ‖H·x1 − x2‖ over the matches; None when there are none.
+pub fn median_transfer_error(matches: &[[f64; 4]], h: &Matrix3<f64>) -> Option<f64> {
+    let mut errors: Vec<f64> = matches
+        .iter()
+        .map(|m| {
+            let p = h * Vector3::new(m[0], m[1], 1.0);
+            if p[2].abs() < 1e-15 {
+                f64::INFINITY
+            } else {
+                ((p[0] / p[2] - m[2]).powi(2) + (p[1] / p[2] - m[3]).powi(2)).sqrt()
+            }
+        })
+        .collect();
+    if errors.is_empty() {
+        return None;
+    }
+    errors.sort_by(f64::total_cmp);
+    let n = errors.len();
+    // numpy's median: the mean of the two middle values for an even count.
+    Some(if n % 2 == 1 {
+        errors[n / 2]
+    } else {
+        0.5 * (errors[n / 2 - 1] + errors[n / 2])
+    })
+}
+
+/// The fraction of correspondences whose mean one-sided epipolar distance under `f` (with
+/// x2ᵀ·F·x1 = 0) is at most 5 px.
+pub fn explained_fraction(points: &[[f64; 4]], f: &Matrix3<f64>) -> Option<f64> {
+    if points.is_empty() {
+        return None;
+    }
+    let explained = points
+        .iter()
+        .filter(|p| {
+            let x1 = Vector3::new(p[0], p[1], 1.0);
+            let x2 = Vector3::new(p[2], p[3], 1.0);
+            let l2 = f * x1; // epipolar line of x1 in image 2
+            let l1 = f.transpose() * x2; // epipolar line of x2 in image 1
+            let d2 = x2.dot(&l2).abs() / (l2[0] * l2[0] + l2[1] * l2[1]).sqrt();
+            let d1 = x1.dot(&l1).abs() / (l1[0] * l1[0] + l1[1] * l1[1]).sqrt();
+            0.5 * (d1 + d2) <= MAX_EPIPOLAR_DISTANCE
+        })
+        .count();
+    Some(explained as f64 / points.len() as f64)
+}
+
+/// A row-major 3×3 array as a matrix.
+pub fn rows_to_matrix(rows: &[[f64; 3]; 3]) -> Matrix3<f64> {
+    Matrix3::from_fn(|r, c| rows[r][c])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shifted(n: usize, dx: f64) -> Vec<[f64; 4]> {
+        (0..n)
+            .map(|i| {
+                let (x, y) = (i as f64 * 7.0 % 100.0, i as f64 * 3.0 % 80.0);
+                [x, y, x + dx, y]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn homography_verdicts_on_right_and_wrong_models() {
+        let truth = GroundTruth::Homography(Matrix3::new(1.0, 0.0, 10.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0));
+        let right = judge(&shifted(20, 10.0), None, &truth, 15);
+        assert!(right.registered && right.metric.unwrap() < 1e-9, "{right:?}");
+        let wrong = judge(&shifted(20, 20.0), None, &truth, 15);
+        assert!(!wrong.registered && (wrong.metric.unwrap() - 10.0).abs() < 1e-9);
+        let few = judge(&shifted(14, 10.0), None, &truth, 15);
+        assert!(!few.registered && few.reason.contains("only 14"));
+        let none = judge(&shifted(20, 99.0), None, &GroundTruth::None, 15);
+        assert!(none.registered && !none.has_ground_truth);
+    }
+
+    #[test]
+    fn median_is_numpys() {
+        let h = Matrix3::identity();
+        let m = [[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 10.0], [0.0, 0.0, 0.0, 0.5]];
+        assert!((median_transfer_error(&m, &h).unwrap() - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn fundamental_verdicts() {
+        // A pure horizontal translation: F = [t]x with t = (1, 0, 0) → epipolar lines y = const.
+        let f = [[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]];
+        let good: Vec<[f64; 4]> = (0..10).map(|i| [i as f64, i as f64 * 2.0, i as f64 + 30.0, i as f64 * 2.0 + 1.0]).collect();
+        let inliers = shifted(20, 5.0);
+        let j = judge(&inliers, Some(&f), &GroundTruth::Correspondences(good.clone()), 15);
+        assert!(j.registered && j.metric == Some(1.0), "{j:?}");
+        let bad: Vec<[f64; 4]> = good.iter().map(|p| [p[0], p[1], p[2], p[3] + 20.0]).collect();
+        let j = judge(&inliers, Some(&f), &GroundTruth::Correspondences(bad), 15);
+        assert!(!j.registered && j.metric == Some(0.0));
+        let j = judge(&inliers, None, &GroundTruth::Correspondences(good), 15);
+        assert!(!j.registered);
+    }
+}
