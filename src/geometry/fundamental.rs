@@ -101,10 +101,12 @@ pub(crate) fn fit_fundamental(
     }
     let t1 = hartley_of(p1, indices)?;
     let t2 = hartley_of(p2, indices)?;
-    let mut ata = [0.0f64; 81];
+    // AᵀA = Σ w·(x2x2ᵀ) ⊗ (x1x1ᵀ): accumulate the 6×6 products of the distinct monomials of
+    // x2x2ᵀ and x1x1ᵀ (36 FMAs a point, vectorisable) instead of the 45 of the 9×9 triangle.
+    let mut s = [[0.0f64; 6]; 6];
     let mut used = 0usize;
     for &i in indices {
-        let w2 = match weight_by {
+        let w = match weight_by {
             Some(f) => {
                 let d = sampson_denominator(f, p1[i], p2[i]);
                 if !(d > 0.0 && d.is_finite()) {
@@ -114,11 +116,13 @@ pub(crate) fn fit_fundamental(
             }
             None => 1.0,
         };
-        let r = epipolar_row(t1.apply(p1[i]), t2.apply(p2[i]));
-        for a in 0..9 {
-            let ra = w2 * r[a];
-            for b in a..9 {
-                ata[a * 9 + b] += ra * r[b];
+        let [x, y] = t1.apply(p1[i]);
+        let [u, v] = t2.apply(p2[i]);
+        let m1 = [x * x, x * y, x, y * y, y, 1.0];
+        let m2 = [w * u * u, w * u * v, w * u, w * v * v, w * v, w];
+        for (row, a) in s.iter_mut().zip(m2) {
+            for (acc, b) in row.iter_mut().zip(m1) {
+                *acc += a * b;
             }
         }
         used += 1;
@@ -126,9 +130,14 @@ pub(crate) fn fit_fundamental(
     if used < 8 {
         return None;
     }
-    for a in 0..9 {
-        for b in 0..a {
-            ata[a * 9 + b] = ata[b * 9 + a];
+    // Position of the product of homogeneous coordinates i·k (i ≤ k) among the monomials.
+    const MONOMIAL: [[usize; 3]; 3] = [[0, 1, 2], [1, 3, 4], [2, 4, 5]];
+    let mut ata = [0.0f64; 81];
+    for (r, entry_row) in ata.chunks_exact_mut(9).enumerate() {
+        let (i, j) = (r / 3, r % 3);
+        for (c, entry) in entry_row.iter_mut().enumerate() {
+            let (k, l) = (c / 3, c % 3);
+            *entry = s[MONOMIAL[i][k]][MONOMIAL[j][l]];
         }
     }
     // Weights are only relative; rescale so the matrix is O(1) for the eigen solver.

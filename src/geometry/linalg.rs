@@ -33,9 +33,10 @@ pub(crate) fn matrix_from_row_major(h: &[f64; 9]) -> Matrix3<f64> {
     Matrix3::new(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8])
 }
 
-/// A basis of the null space of a 7×9 matrix of full rank 7, by Gauss–Jordan elimination with full
-/// pivoting (much cheaper than an SVD, and accurate on normalised data). `None` when the rank is
-/// below 7, i.e. the null space has more than two dimensions: a degenerate sample.
+/// A basis of the null space of a 7×9 matrix of full rank 7, by Gaussian elimination with
+/// partial pivoting (column swaps only where a column is exhausted) and back substitution (much cheaper than an SVD, and accurate on normalised data; it
+/// runs once per 7-point sample). `None` when the rank is below 7, i.e. the null space has more
+/// than two dimensions: a degenerate sample.
 pub(crate) fn null_space_7x9(rows: &[[f64; 9]; 7]) -> Option<([f64; 9], [f64; 9])> {
     let mut a = *rows;
     let mut columns: [usize; 9] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
@@ -43,47 +44,52 @@ pub(crate) fn null_space_7x9(rows: &[[f64; 9]; 7]) -> Option<([f64; 9], [f64; 9]
     if !scale.is_finite() || scale == 0.0 {
         return None;
     }
+    let tolerance = 1e-11 * scale;
     for r in 0..7 {
-        // Full pivot: the largest remaining entry.
-        let (mut pr, mut pc, mut pv) = (r, r, 0.0);
-        for (i, row) in a.iter().enumerate().skip(r) {
-            for (j, v) in row.iter().enumerate().skip(r) {
-                if v.abs() > pv {
-                    (pr, pc, pv) = (i, j, v.abs());
-                }
+        // Partial (row) pivoting; a column swap only when column r has no usable pivot left.
+        let (mut pr, mut pv) = (r, a[r][r].abs());
+        for (i, row) in a.iter().enumerate().skip(r + 1) {
+            if row[r].abs() > pv {
+                (pr, pv) = (i, row[r].abs());
             }
         }
-        if pv <= 1e-11 * scale {
-            return None;
-        }
-        a.swap(r, pr);
-        for row in a.iter_mut() {
-            row.swap(r, pc);
-        }
-        columns.swap(r, pc);
-        let pivot = a[r][r];
-        for v in a[r].iter_mut() {
-            *v /= pivot;
-        }
-        let pivot_row = a[r];
-        for (i, row) in a.iter_mut().enumerate() {
-            if i != r {
-                let f = row[r];
-                if f != 0.0 {
-                    for (v, p) in row.iter_mut().zip(pivot_row.iter()) {
-                        *v -= f * p;
+        if pv <= tolerance {
+            let (mut pc, mut cv) = (r, 0.0);
+            for (i, row) in a.iter().enumerate().skip(r) {
+                for (j, v) in row.iter().enumerate().skip(r + 1) {
+                    if v.abs() > cv {
+                        (pr, pc, cv) = (i, j, v.abs());
                     }
                 }
             }
+            if cv <= tolerance {
+                return None;
+            }
+            for row in a.iter_mut() {
+                row.swap(r, pc);
+            }
+            columns.swap(r, pc);
+        }
+        a.swap(r, pr);
+        let pivot_row = a[r];
+        for row in a.iter_mut().skip(r + 1) {
+            let f = row[r] / pivot_row[r];
+            for (v, p) in row.iter_mut().zip(pivot_row.iter()).skip(r) {
+                *v -= f * p;
+            }
         }
     }
-    // Now a = [I | B] in permuted columns; the free variables are permuted columns 7 and 8.
+    // Upper-triangular in permuted columns; the free variables are permuted columns 7 and 8.
     let mut basis = [[0.0; 9]; 2];
     for (k, b) in basis.iter_mut().enumerate() {
-        let free = 7 + k;
-        b[columns[free]] = 1.0;
-        for (r, row) in a.iter().enumerate() {
-            b[columns[r]] = -row[free];
+        let mut x = [0.0f64; 9];
+        x[7 + k] = 1.0;
+        for r in (0..7).rev() {
+            let sum: f64 = (r + 1..9).map(|c| a[r][c] * x[c]).sum();
+            x[r] = -sum / a[r][r];
+        }
+        for (c, v) in x.iter().enumerate() {
+            b[columns[c]] = *v;
         }
     }
     Some((basis[0], basis[1]))
@@ -263,6 +269,17 @@ mod tests {
         }
         let (a, b) = null_space_7x9(&rows).expect("random 7×9 has rank 7");
         for row in &rows {
+            let da: f64 = row.iter().zip(&a).map(|(x, y)| x * y).sum();
+            let db: f64 = row.iter().zip(&b).map(|(x, y)| x * y).sum();
+            assert!(da.abs() < 1e-12 && db.abs() < 1e-12);
+        }
+        // A zero column (e.g. all u = 0) needs a column swap; the null space must still be right.
+        let mut zero_col = rows;
+        for row in zero_col.iter_mut() {
+            row[0] = 0.0;
+        }
+        let (a, b) = null_space_7x9(&zero_col).expect("rank 7 without column 0");
+        for row in &zero_col {
             let da: f64 = row.iter().zip(&a).map(|(x, y)| x * y).sum();
             let db: f64 = row.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!(da.abs() < 1e-12 && db.abs() < 1e-12);

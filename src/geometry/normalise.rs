@@ -74,7 +74,11 @@ where
     }
     let centre = [sx / count as f64, sy / count as f64];
     let mean_distance = points
-        .map(|p| (p[0] - centre[0]).hypot(p[1] - centre[1]))
+        .map(|p| {
+            // Not `hypot`: its overflow-safe libm version costs more than the rest of a fit.
+            let (dx, dy) = (p[0] - centre[0], p[1] - centre[1]);
+            (dx * dx + dy * dy).sqrt()
+        })
         .sum::<f64>()
         / count as f64;
     // Distances below this are rounding noise of the centroid, not a spread of the points.
