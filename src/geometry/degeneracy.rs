@@ -184,8 +184,25 @@ pub(crate) fn plane_and_parallax(
         .collect();
     let ranking = &off_plane[..off_plane.len().min(PARALLAX_RANKING_POINTS)];
     let support_limit = PARALLAX_SUPPORT * threshold2;
-    let mut best: Option<(usize, Matrix3<f64>)> = None;
-    let mut limit = PARALLAX_MAX_SAMPLES;
+    let support_of = |f: &Matrix3<f64>| {
+        ranking
+            .iter()
+            .filter(|&&i| sampson_within(f, data.p1[i], data.p2[i], support_limit))
+            .count()
+    };
+    // The bar to clear is the parallax support of the sample's own F: a truly degenerate F fits
+    // the plane and only its own two off-plane points, while a falsely flagged, good F already
+    // explains the parallax, and then the adaptive stopping ends the search almost at once.
+    let mut best_support = support_of(f);
+    let mut best: Option<Matrix3<f64>> = None;
+    let mut limit = required_samples(
+        best_support,
+        ranking.len(),
+        2,
+        PARALLAX_CONFIDENCE,
+        1.0,
+        PARALLAX_MAX_SAMPLES,
+    );
     let mut pair = [0usize; 2];
     let mut drawn = 0;
     while drawn < limit {
@@ -199,12 +216,10 @@ pub(crate) fn plane_and_parallax(
         }
         let f = f / norm;
         // Planar points support every such F equally; rank candidates by the parallax points.
-        let support = ranking
-            .iter()
-            .filter(|&&i| sampson_within(&f, data.p1[i], data.p2[i], support_limit))
-            .count();
-        if best.as_ref().is_none_or(|(s, _)| support > *s) {
-            best = Some((support, f));
+        let support = support_of(&f);
+        if support > best_support {
+            best_support = support;
+            best = Some(f);
             limit = required_samples(
                 support,
                 ranking.len(),
@@ -215,7 +230,7 @@ pub(crate) fn plane_and_parallax(
             );
         }
     }
-    let (_, f_parallax) = best?;
+    let f_parallax = best?;
     let mut engine = Engine::new(family, threshold2);
     let scored = engine.evaluate(&f_parallax)?;
     Some(engine.local_optimisation(&scored, PARALLAX_LO_REPETITIONS, rng))
