@@ -150,19 +150,21 @@ pub fn verify(
         return None;
     }
     match method {
-        RansacMethod::LoRansac => verify_lo_ransac(pts1, pts2, &valid, cfg),
+        RansacMethod::LoRansac => verify_lo_ransac(pts1, pts2, &valid, cfg, true),
         RansacMethod::Arrsac => arrsac_baseline::verify_arrsac(pts1, pts2, &valid, cfg),
     }
 }
 
 /// LO-RANSAC on the correspondences `valid`. They are put in a seeded random order first, so that
 /// the sequential early rejection (SPRT) sees an unbiased stream whatever order the matcher
-/// produced; the inliers are mapped back to input indices at the end.
+/// produced; the inliers are mapped back to input indices at the end. `degensac` is always on in
+/// [`verify`]; tests turn it off to show what it is for.
 fn verify_lo_ransac(
     pts1: &[[f64; 2]],
     pts2: &[[f64; 2]],
     valid: &[usize],
     cfg: &RansacConfig,
+    degensac: bool,
 ) -> Option<Verification> {
     let mut rng = Rng::seed_from_u64(cfg.seed);
     let mut order = valid.to_vec();
@@ -188,7 +190,7 @@ fn verify_lo_ransac(
         ModelKind::Fundamental => {
             let family = FundamentalFamily {
                 data: &data,
-                degensac: true,
+                degensac,
             };
             run_family(&family, &settings, &mut rng)?
         }

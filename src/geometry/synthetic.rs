@@ -255,7 +255,15 @@ pub(crate) fn dominant_plane(
     let scene = Scene::random(&mut rng);
     let (n, d) = scene.random_plane(&mut rng);
     let (a1, a2) = scene.points_on_plane(&mut rng, n_plane, &n, d);
-    let (truth, b1, b2) = scene.general_points(&mut rng, n_off);
+    // Off-plane points with real parallax (≥ 10 px from where the plane would put them).
+    let h = scene.plane_homography(&n, d);
+    let (truth, g1, g2) = scene.general_points(&mut rng, 20 * n_off);
+    let (b1, b2): (Vec<_>, Vec<_>) = g1
+        .into_iter()
+        .zip(g2)
+        .filter(|(a, b)| super::transfer_error(&h, *a, *b) >= 10.0)
+        .take(n_off)
+        .unzip();
     let mut s = Synthetic {
         p1: Vec::new(),
         p2: Vec::new(),
