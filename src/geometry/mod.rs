@@ -11,7 +11,14 @@
 //! `fundamental` (minimal and least-squares estimators, errors), `ransac` (the LO-RANSAC engine),
 //! `families` (the two model families as the engine sees them), `sprt` (early rejection of bad
 //! hypotheses), `termination` (stopping rule), `degeneracy` (DEGENSAC), `arrsac_baseline`,
-//! `correspondences` (per-run data) and `synthetic` (scenes with known truth for tests and bench).
+//! `correspondences` (per-run data), `synthetic` (scenes with known truth for tests and bench) and
+//! `tests` (end-to-end tests of `verify`).
+//!
+//! Two deliberate departures from pydegensac, both for speed at the protocol's settings: hypotheses
+//! of the main loop are verified with a conservative SPRT (see `sprt.rs`), and DEGENSAC ranks
+//! candidate epipoles on a random subset of the off-plane points (see `degeneracy.rs`).
+//! pydegensac's symmetric-transfer and LAF checks are not implemented (use
+//! [`HomographyError::SymmetricMax`] for a symmetric criterion).
 
 mod arrsac_baseline;
 mod correspondences;
@@ -126,7 +133,8 @@ pub struct Verification {
     pub inliers: Vec<usize>,
     /// Hypotheses drawn: minimal samples for LO-RANSAC, estimator calls for ARRSAC.
     pub iterations: usize,
-    /// Local optimisations run.
+    /// Local optimisations run by the main loop (not counting the inner refinements of
+    /// DEGENSAC's plane-and-parallax step); 0 for ARRSAC and with `local_optimisation = false`.
     pub lo_runs: usize,
 }
 
