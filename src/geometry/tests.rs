@@ -171,12 +171,12 @@ fn off_plane_fit(s: &Synthetic, v: &Verification) -> (usize, usize, f64) {
     (found, off_plane.len(), d[d.len() / 2])
 }
 
-/// 500 points on a plane, 50 off it (≥ 10 px parallax), 150 outliers: ~91 % of the inliers are
-/// planar, where plain LO-RANSAC often returns an F that fits the plane and not the rest.
-const DOMINANT_PLANE_SEEDS: [u64; 4] = [500, 501, 502, 503];
+/// 500 points on a plane, 30 off it (≥ 10 px parallax), 150 outliers: ~94 % of the inliers are
+/// planar, where plain LO-RANSAC usually returns an F that fits the plane and not the rest.
+const DOMINANT_PLANE_SEEDS: [u64; 6] = [500, 501, 502, 503, 504, 505];
 
 fn dominant_plane_scene(seed: u64) -> Synthetic {
-    synthetic::dominant_plane(500, 50, 150, 0.5, seed)
+    synthetic::dominant_plane(500, 30, 150, 0.5, seed)
 }
 
 #[test]
@@ -214,8 +214,8 @@ fn without_degensac_the_dominant_plane_scenes_fail() {
         })
         .count();
     assert!(
-        failures >= 2,
-        "only {failures} of 4 scenes fail without DEGENSAC"
+        failures >= 3,
+        "only {failures} of 6 scenes fail without DEGENSAC"
     );
 }
 
