@@ -138,7 +138,10 @@ impl Config {
     /// Rejects settings that cannot work together, before any image is read.
     pub fn validate(&self) -> Result<()> {
         if !(self.ratio > 0.0 && self.ratio <= 1.0) {
-            return Err(Error::invalid(format!("--ratio must be in (0, 1], got {}", self.ratio)));
+            return Err(Error::invalid(format!(
+                "--ratio must be in (0, 1], got {}",
+                self.ratio
+            )));
         }
         if !(self.ransac.threshold_px > 0.0) {
             return Err(Error::invalid("--inlier-threshold must be positive"));
@@ -219,15 +222,25 @@ pub fn extract_features(image: &GrayImage, config: &Config) -> Result<ImageFeatu
 }
 
 /// The shape stage: upright affine frames, elongated and border-touching ones dropped.
-pub fn shape_stage(space: &ScaleSpace, detections: &[Detection], config: &Config) -> Result<Vec<Feature>> {
+pub fn shape_stage(
+    space: &ScaleSpace,
+    detections: &[Detection],
+    config: &Config,
+) -> Result<Vec<Feature>> {
     match config.shape {
-        ShapeMethod::None | ShapeMethod::Baumberg => Ok(shape_classical(space, detections, config.shape)),
+        ShapeMethod::None | ShapeMethod::Baumberg => {
+            Ok(shape_classical(space, detections, config.shape))
+        }
         ShapeMethod::Affnet => Err(Error::invalid("AffNet is not available in this build")),
     }
 }
 
 /// The orientation stage: each frame rotated by its orientation(s).
-pub fn orient_stage(space: &ScaleSpace, features: Vec<Feature>, config: &Config) -> Result<Vec<Feature>> {
+pub fn orient_stage(
+    space: &ScaleSpace,
+    features: Vec<Feature>,
+    config: &Config,
+) -> Result<Vec<Feature>> {
     match config.orientation {
         OrientationMethod::Upright => Ok(features),
         OrientationMethod::Histogram => Ok(orient_by_histogram(
@@ -240,7 +253,11 @@ pub fn orient_stage(space: &ScaleSpace, features: Vec<Feature>, config: &Config)
 }
 
 /// The description stage.
-pub fn describe_stage(space: &ScaleSpace, features: &[Feature], config: &Config) -> Result<Described> {
+pub fn describe_stage(
+    space: &ScaleSpace,
+    features: &[Feature],
+    config: &Config,
+) -> Result<Described> {
     match config.descriptor.sift_variant() {
         Some(variant) => Ok(describe_sift(space, features, variant)),
         None => Err(Error::invalid("HardNet is not available in this build")),
@@ -276,6 +293,9 @@ pub struct MatchReport {
     /// slower of the two images, which run in parallel; "match", "verify", "total").
     pub timings_ms: BTreeMap<String, f64>,
     pub ransac_iterations: usize,
+    /// The protocol's verdict against ground truth, when one was given (`--ground-truth`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ground_truth: Option<crate::protocol::Judgement>,
     pub device: String,
     pub images: [String; 2],
     pub settings: Config,
@@ -307,9 +327,7 @@ pub fn match_files(path1: &Path, path2: &Path, config: &Config) -> Result<MatchR
     let ((image1, load1), (image2, load2)) = ((a.0?, a.1), (b.0?, b.1));
     let mut report = match_images(&image1, &image2, config)?;
     report.timings_ms.insert("load".into(), load1.max(load2));
-    report
-        .timings_ms
-        .insert("total".into(), ms(start));
+    report.timings_ms.insert("total".into(), ms(start));
     report.images = [path1.display().to_string(), path2.display().to_string()];
     Ok(report)
 }
@@ -321,7 +339,11 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
 }
 
 /// Matches two loaded images.
-pub fn match_images(image1: &GrayImage, image2: &GrayImage, config: &Config) -> Result<MatchReport> {
+pub fn match_images(
+    image1: &GrayImage,
+    image2: &GrayImage,
+    config: &Config,
+) -> Result<MatchReport> {
     config.validate()?;
     let start = Instant::now();
     let (f1, f2) = rayon::join(
@@ -405,7 +427,10 @@ pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -
     } else {
         (
             false,
-            format!("only {inliers} inliers, fewer than the {} required", config.min_inliers),
+            format!(
+                "only {inliers} inliers, fewer than the {} required",
+                config.min_inliers
+            ),
         )
     };
     MatchReport {
@@ -425,6 +450,7 @@ pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -
         tentative_matches: None,
         timings_ms: timings,
         ransac_iterations: iterations,
+        ground_truth: None,
         device: "cpu".into(),
         images: [String::new(), String::new()],
         settings: config.clone(),
@@ -439,6 +465,19 @@ pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -
 }
 
 impl MatchReport {
+    /// Applies the protocol's ground-truth check: the verdict becomes the protocol's.
+    pub fn judge_against(&mut self, truth: &crate::protocol::GroundTruth) {
+        let judgement = crate::protocol::judge(
+            &self.inlier_matches,
+            self.model.as_ref(),
+            truth,
+            self.settings.min_inliers,
+        );
+        self.registered = judgement.registered;
+        self.verdict = judgement.reason.clone();
+        self.ground_truth = Some(judgement);
+    }
+
     /// Fills `tentative_matches` from the details.
     pub fn include_tentatives(&mut self) {
         if let Some(d) = &self.details {
@@ -447,7 +486,13 @@ impl MatchReport {
                     .iter()
                     .map(|t| {
                         let (p, q) = (d.features1[t.query].laf.c, d.features2[t.train].laf.c);
-                        [p[0] as f64, p[1] as f64, q[0] as f64, q[1] as f64, t.ratio as f64]
+                        [
+                            p[0] as f64,
+                            p[1] as f64,
+                            q[0] as f64,
+                            q[1] as f64,
+                            t.ratio as f64,
+                        ]
                     })
                     .collect(),
             );

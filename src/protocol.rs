@@ -149,6 +149,50 @@ pub fn explained_fraction(points: &[[f64; 4]], f: &Matrix3<f64>) -> Option<f64> 
     Some(explained as f64 / points.len() as f64)
 }
 
+/// Reads a ground-truth file: nine numbers are a homography (image 1 → image 2, any notation);
+/// rows of four numbers are annotated correspondences `x1 y1 x2 y2`.
+pub fn load_ground_truth(path: &std::path::Path) -> crate::Result<GroundTruth> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    let tokens = text.split_whitespace().count();
+    if tokens == 9 {
+        return crate::synth::parse_homography(&text)
+            .map(GroundTruth::Homography)
+            .map_err(|m| crate::Error::Dataset(format!("{}: {m}", path.display())));
+    }
+    parse_correspondences(&text)
+        .map(GroundTruth::Correspondences)
+        .map_err(|m| crate::Error::Dataset(format!("{}: {m}", path.display())))
+}
+
+/// Parses rows `x1 y1 x2 y2` (blank lines and `#` comments ignored).
+pub fn parse_correspondences(text: &str) -> std::result::Result<Vec<[f64; 4]>, String> {
+    let mut points = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let values: Vec<f64> = line
+            .split_whitespace()
+            .map(|t| {
+                t.parse::<f64>()
+                    .map_err(|_| format!("line {}: '{t}' is not a number", n + 1))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        if values.len() != 4 || values.iter().any(|v| !v.is_finite()) {
+            return Err(format!(
+                "line {}: expected 4 numbers (x1 y1 x2 y2) or a file of 9 numbers (a homography)",
+                n + 1
+            ));
+        }
+        points.push([values[0], values[1], values[2], values[3]]);
+    }
+    if points.is_empty() {
+        return Err("no correspondences in the file".into());
+    }
+    Ok(points)
+}
+
 /// A row-major 3×3 array as a matrix.
 pub fn rows_to_matrix(rows: &[[f64; 3]; 3]) -> Matrix3<f64> {
     Matrix3::from_fn(|r, c| rows[r][c])
@@ -169,9 +213,13 @@ mod tests {
 
     #[test]
     fn homography_verdicts_on_right_and_wrong_models() {
-        let truth = GroundTruth::Homography(Matrix3::new(1.0, 0.0, 10.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0));
+        let truth =
+            GroundTruth::Homography(Matrix3::new(1.0, 0.0, 10.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0));
         let right = judge(&shifted(20, 10.0), None, &truth, 15);
-        assert!(right.registered && right.metric.unwrap() < 1e-9, "{right:?}");
+        assert!(
+            right.registered && right.metric.unwrap() < 1e-9,
+            "{right:?}"
+        );
         let wrong = judge(&shifted(20, 20.0), None, &truth, 15);
         assert!(!wrong.registered && (wrong.metric.unwrap() - 10.0).abs() < 1e-9);
         let few = judge(&shifted(14, 10.0), None, &truth, 15);
@@ -183,7 +231,12 @@ mod tests {
     #[test]
     fn median_is_numpys() {
         let h = Matrix3::identity();
-        let m = [[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 10.0], [0.0, 0.0, 0.0, 0.5]];
+        let m = [
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 3.0, 0.0],
+            [0.0, 0.0, 0.0, 10.0],
+            [0.0, 0.0, 0.0, 0.5],
+        ];
         assert!((median_transfer_error(&m, &h).unwrap() - 2.0).abs() < 1e-12);
     }
 
@@ -191,11 +244,28 @@ mod tests {
     fn fundamental_verdicts() {
         // A pure horizontal translation: F = [t]x with t = (1, 0, 0) → epipolar lines y = const.
         let f = [[0.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]];
-        let good: Vec<[f64; 4]> = (0..10).map(|i| [i as f64, i as f64 * 2.0, i as f64 + 30.0, i as f64 * 2.0 + 1.0]).collect();
+        let good: Vec<[f64; 4]> = (0..10)
+            .map(|i| {
+                [
+                    i as f64,
+                    i as f64 * 2.0,
+                    i as f64 + 30.0,
+                    i as f64 * 2.0 + 1.0,
+                ]
+            })
+            .collect();
         let inliers = shifted(20, 5.0);
-        let j = judge(&inliers, Some(&f), &GroundTruth::Correspondences(good.clone()), 15);
+        let j = judge(
+            &inliers,
+            Some(&f),
+            &GroundTruth::Correspondences(good.clone()),
+            15,
+        );
         assert!(j.registered && j.metric == Some(1.0), "{j:?}");
-        let bad: Vec<[f64; 4]> = good.iter().map(|p| [p[0], p[1], p[2], p[3] + 20.0]).collect();
+        let bad: Vec<[f64; 4]> = good
+            .iter()
+            .map(|p| [p[0], p[1], p[2], p[3] + 20.0])
+            .collect();
         let j = judge(&inliers, Some(&f), &GroundTruth::Correspondences(bad), 15);
         assert!(!j.registered && j.metric == Some(0.0));
         let j = judge(&inliers, None, &GroundTruth::Correspondences(good), 15);

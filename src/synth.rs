@@ -36,8 +36,9 @@ pub struct SynthParams {
 }
 
 impl SynthParams {
-    /// Random parameters: tilt uniform in [1, max_tilt], any rotation and tilt direction, zoom
-    /// that keeps the area about constant, mild perspective and illumination change.
+    /// Random parameters: tilt uniform in [1, max_tilt], any rotation and tilt direction, a zoom
+    /// of 0.75..1.05 (so that most of the scene stays in view), mild perspective and
+    /// illumination change.
     pub fn random(seed: u64, max_tilt: f64) -> SynthParams {
         let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(seed);
         let tilt = rng.random_range(1.0..=max_tilt.max(1.0));
@@ -45,7 +46,7 @@ impl SynthParams {
             tilt,
             tilt_direction_deg: rng.random_range(0.0..180.0),
             rotation_deg: rng.random_range(-180.0..180.0),
-            scale: tilt.sqrt() * rng.random_range(0.8..1.2),
+            scale: rng.random_range(0.75..1.05),
             perspective: [rng.random_range(-0.15..0.15), rng.random_range(-0.15..0.15)],
             gamma: rng.random_range(0.7..1.4),
             gain: rng.random_range(0.8..1.15),
@@ -112,7 +113,10 @@ pub fn warp(image: &RgbImage, inverse: &Matrix3<f64>, width: u32, height: u32) -
             return Rgb([0, 0, 0]);
         }
         let (x0, y0) = (sx.floor() as u32, sy.floor() as u32);
-        let (x1, y1) = ((x0 + 1).min(image.width() - 1), (y0 + 1).min(image.height() - 1));
+        let (x1, y1) = (
+            (x0 + 1).min(image.width() - 1),
+            (y0 + 1).min(image.height() - 1),
+        );
         let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
         let mut rgb = [0u8; 3];
         for (c, v) in rgb.iter_mut().enumerate() {
@@ -126,7 +130,8 @@ pub fn warp(image: &RgbImage, inverse: &Matrix3<f64>, width: u32, height: u32) -
 }
 
 fn photometric_change(image: &mut RgbImage, params: &SynthParams) {
-    let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(params.seed ^ 0x9E37_79B9_7F4A_7C15);
+    let mut rng =
+        rand::rngs::Xoshiro256PlusPlus::seed_from_u64(params.seed ^ 0x9E37_79B9_7F4A_7C15);
     for p in image.pixels_mut() {
         if p.0 == [0, 0, 0] {
             continue; // outside the warped image
@@ -134,7 +139,9 @@ fn photometric_change(image: &mut RgbImage, params: &SynthParams) {
         for c in 0..3 {
             let v = p[c] as f64 / 255.0;
             let noise = params.noise * gaussian(&mut rng);
-            p[c] = (255.0 * params.gain * v.powf(params.gamma) + noise).round().clamp(0.0, 255.0) as u8;
+            p[c] = (255.0 * params.gain * v.powf(params.gamma) + noise)
+                .round()
+                .clamp(0.0, 255.0) as u8;
         }
     }
 }
@@ -159,17 +166,24 @@ pub fn write_homography(path: &Path, h: &Matrix3<f64>) -> Result<()> {
 /// (`883.39e-003`), any whitespace; normalised so that H[2,2] = 1.
 pub fn read_homography(path: &Path) -> Result<Matrix3<f64>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    parse_homography(&text).map_err(|message| Error::Dataset(format!("{}: {message}", path.display())))
+    parse_homography(&text)
+        .map_err(|message| Error::Dataset(format!("{}: {message}", path.display())))
 }
 
 /// Parses nine numbers into a homography normalised by H[2,2].
 pub fn parse_homography(text: &str) -> std::result::Result<Matrix3<f64>, String> {
     let values: Vec<f64> = text
         .split_whitespace()
-        .map(|t| t.parse::<f64>().map_err(|_| format!("'{t}' is not a number")))
+        .map(|t| {
+            t.parse::<f64>()
+                .map_err(|_| format!("'{t}' is not a number"))
+        })
         .collect::<std::result::Result<_, _>>()?;
     if values.len() != 9 {
-        return Err(format!("expected 9 numbers (a 3x3 homography), found {}", values.len()));
+        return Err(format!(
+            "expected 9 numbers (a 3x3 homography), found {}",
+            values.len()
+        ));
     }
     let h = Matrix3::from_row_slice(&values);
     if !h.iter().all(|v| v.is_finite()) {
@@ -200,9 +214,15 @@ mod tests {
         assert!((h[(0, 0)] - 0.88339).abs() < 1e-12 && (h[(0, 2)] - 15.0).abs() < 1e-12);
         let scaled = parse_homography("2 0 0 0 2 0 0 0 2").unwrap();
         assert!((scaled[(0, 0)] - 1.0).abs() < 1e-12);
-        assert!(parse_homography("1 0 0 0 1 0 0 0").unwrap_err().contains("9 numbers"));
-        assert!(parse_homography("1 0 0 0 1 0 0 0 x").unwrap_err().contains("not a number"));
-        assert!(parse_homography("1 0 0 0 0 0 0 0 1").unwrap_err().contains("singular"));
+        assert!(parse_homography("1 0 0 0 1 0 0 0")
+            .unwrap_err()
+            .contains("9 numbers"));
+        assert!(parse_homography("1 0 0 0 1 0 0 0 x")
+            .unwrap_err()
+            .contains("not a number"));
+        assert!(parse_homography("1 0 0 0 0 0 0 0 1")
+            .unwrap_err()
+            .contains("singular"));
     }
 
     #[test]

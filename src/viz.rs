@@ -42,7 +42,12 @@ impl Default for MatchDrawing {
 }
 
 /// The two images side by side with the inliers (and optionally the outliers) of `report`.
-pub fn draw_matches(image1: &RgbImage, image2: &RgbImage, report: &MatchReport, options: &MatchDrawing) -> RgbImage {
+pub fn draw_matches(
+    image1: &RgbImage,
+    image2: &RgbImage,
+    report: &MatchReport,
+    options: &MatchDrawing,
+) -> RgbImage {
     let (w1, h1) = image1.dimensions();
     let (w2, h2) = image2.dimensions();
     let scale = (options.max_width as f32 / (w1 + w2) as f32).min(1.0);
@@ -98,7 +103,11 @@ pub fn draw_matches(image1: &RgbImage, image2: &RgbImage, report: &MatchReport, 
             );
         }
     }
-    let verdict = if report.registered { "registered" } else { "NOT registered" };
+    let verdict = if report.registered {
+        "registered"
+    } else {
+        "NOT registered"
+    };
     let text = format!(
         "{verdict}: {} inliers / {} tentatives ({}, {})",
         report.inliers,
@@ -168,10 +177,13 @@ fn line(canvas: &mut RgbImage, p: [f32; 2], q: [f32; 2], color: Rgb<u8>, opacity
     );
 }
 
-/// The frame's ellipse `c + A·(cos t, sin t)` with a spoke to `c + A·(1, 0)` showing orientation.
+/// The frame's ellipse `c + A·(cos t, sin t)/2` with a spoke along `A·(1, 0)` showing the
+/// orientation. Half the measurement region (as kornia_moons draws LAFs), so that neighbouring
+/// regions stay readable.
 fn ellipse(canvas: &mut RgbImage, laf: &Laf, scale: f32, offset: f32, color: Rgb<u8>) {
+    let half = laf.scaled(0.5);
     let at = |u: [f32; 2]| {
-        let p = laf.map(u);
+        let p = half.map(u);
         [p[0] * scale + offset, p[1] * scale]
     };
     let n = 36;
@@ -189,6 +201,18 @@ fn ellipse(canvas: &mut RgbImage, laf: &Laf, scale: f32, offset: f32, color: Rgb
 fn label(canvas: &mut RgbImage, text: &str) {
     let size = 16.0;
     let width = (text.chars().count() as f32 * size * 0.62) as u32 + 12;
-    draw_filled_rect_mut(canvas, Rect::at(0, 0).of_size(width.min(canvas.width()), 24), Rgb([0, 0, 0]));
-    draw_text_mut(canvas, Rgb([255, 255, 255]), 6, 3, PxScale::from(size), &font(), text);
+    draw_filled_rect_mut(
+        canvas,
+        Rect::at(0, 0).of_size(width.min(canvas.width()), 24),
+        Rgb([0, 0, 0]),
+    );
+    draw_text_mut(
+        canvas,
+        Rgb([255, 255, 255]),
+        6,
+        3,
+        PxScale::from(size),
+        &font(),
+        text,
+    );
 }

@@ -54,7 +54,11 @@ fn missing_file() {
     let dir = scratch("missing");
     let good = dir.join("good.png");
     textured(&good, 64, 64);
-    let o = wbs(&["match", dir.join("nope.png").to_str().unwrap(), good.to_str().unwrap()]);
+    let o = wbs(&[
+        "match",
+        dir.join("nope.png").to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
     assert_one_line_error(&o, "no such file");
 }
 
@@ -67,12 +71,18 @@ fn corrupt_truncated_empty_and_odd_files() {
 
     let text = dir.join("text.png");
     std::fs::write(&text, "hello, I am not a picture").unwrap();
-    assert_one_line_error(&wbs(&["match", text.to_str().unwrap(), g]), "not a supported image");
+    assert_one_line_error(
+        &wbs(&["match", text.to_str().unwrap(), g]),
+        "not a supported image",
+    );
 
     let bytes = std::fs::read(&good).unwrap();
     let truncated = dir.join("truncated.png");
     std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
-    assert_one_line_error(&wbs(&["match", g, truncated.to_str().unwrap()]), "truncated.png");
+    assert_one_line_error(
+        &wbs(&["match", g, truncated.to_str().unwrap()]),
+        "truncated.png",
+    );
 
     let empty = dir.join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
@@ -101,10 +111,7 @@ fn tiny_images() {
     );
     let thin = dir.join("thin.pgm");
     image::GrayImage::new(300, 3).save(&thin).unwrap();
-    assert_one_line_error(
-        &wbs(&["detect", thin.to_str().unwrap()]),
-        "300x3",
-    );
+    assert_one_line_error(&wbs(&["detect", thin.to_str().unwrap()]), "300x3");
 }
 
 #[test]
@@ -112,14 +119,27 @@ fn uniform_images_are_not_registered_without_error() {
     let dir = scratch("uniform");
     let a = dir.join("a.png");
     let b = dir.join("b.png");
-    image::GrayImage::from_pixel(200, 150, image::Luma([90])).save(&a).unwrap();
+    image::GrayImage::from_pixel(200, 150, image::Luma([90]))
+        .save(&a)
+        .unwrap();
     textured(&b, 200, 150);
     let json = dir.join("r.json");
-    let o = wbs(&["match", a.to_str().unwrap(), b.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    let o = wbs(&[
+        "match",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("NOT REGISTERED"), "{}", stdout(&o));
-    assert!(stdout(&o).contains("no features in image 1"), "{}", stdout(&o));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert!(
+        stdout(&o).contains("no features in image 1"),
+        "{}",
+        stdout(&o)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     assert_eq!(report["registered"], false);
     assert_eq!(report["features"][0], 0);
     assert_eq!(report["inliers"], 0);
@@ -163,7 +183,13 @@ fn large_images_are_refused_unless_allowed() {
     textured(&small, 300, 200);
     let o = wbs(&["detect", big.to_str().unwrap(), "--max-megapixels", "5"]);
     assert_one_line_error(&o, "--max-megapixels");
-    let o = wbs(&["match", big.to_str().unwrap(), small.to_str().unwrap(), "--max-megapixels", "7"]);
+    let o = wbs(&[
+        "match",
+        big.to_str().unwrap(),
+        small.to_str().unwrap(),
+        "--max-megapixels",
+        "7",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -173,7 +199,9 @@ fn the_default_limit_is_40_megapixels() {
     // and the message must name the flag.
     let dir = scratch("huge");
     let huge = dir.join("huge.png");
-    image::GrayImage::from_pixel(8000, 6000, image::Luma([7])).save(&huge).unwrap();
+    image::GrayImage::from_pixel(8000, 6000, image::Luma([7]))
+        .save(&huge)
+        .unwrap();
     let o = wbs(&["detect", huge.to_str().unwrap()]);
     assert_one_line_error(&o, "pass --max-megapixels 48");
 }
@@ -196,12 +224,20 @@ fn very_different_sizes_and_formats_work() {
     })
     .save(&c)
     .unwrap();
-    image::RgbaImage::from_fn(80, 60, |x, y| image::Rgba([(x * 3) as u8, (y * 4) as u8, 9, 128]))
-        .save(&d)
-        .unwrap();
+    image::RgbaImage::from_fn(80, 60, |x, y| {
+        image::Rgba([(x * 3) as u8, (y * 4) as u8, 9, 128])
+    })
+    .save(&d)
+    .unwrap();
     for (p, q) in [(&a, &b), (&c, &d), (&b, &c)] {
         let o = wbs(&["match", p.to_str().unwrap(), q.to_str().unwrap()]);
-        assert!(o.status.success(), "{} vs {}: {}", p.display(), q.display(), stderr(&o));
+        assert!(
+            o.status.success(),
+            "{} vs {}: {}",
+            p.display(),
+            q.display(),
+            stderr(&o)
+        );
         assert!(!stderr(&o).contains("panicked"));
     }
 }
@@ -215,6 +251,12 @@ fn bad_flags_are_usage_errors() {
     let dir = scratch("flags");
     let a = dir.join("a.png");
     textured(&a, 64, 64);
-    let o = wbs(&["match", a.to_str().unwrap(), a.to_str().unwrap(), "--ratio", "1.5"]);
+    let o = wbs(&[
+        "match",
+        a.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--ratio",
+        "1.5",
+    ]);
     assert_one_line_error(&o, "--ratio");
 }

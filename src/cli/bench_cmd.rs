@@ -71,7 +71,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some((a, b)) => {
             let config = Config::preset(args.method);
             let report = match_files(&a, &b, &config)?;
-            let (min, median) = time_runs(args.repeat, || match_files(&a, &b, &config).map(|_| ()))?;
+            let (min, median) =
+                time_runs(args.repeat, || match_files(&a, &b, &config).map(|_| ()))?;
             println!(
                 "match {} {}  ({}, rootsift): {:.3} s / {:.3} s   [features {}/{}, tentatives {}, inliers {}]",
                 a.display(),

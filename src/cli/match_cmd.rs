@@ -22,6 +22,10 @@ pub struct MatchArgs {
     /// Draw both images side by side with the inliers and their regions to FILE.png.
     #[arg(long, value_name = "FILE")]
     pub viz: Option<PathBuf>,
+    /// Judge the result against ground truth as the evaluation protocol does: a homography file
+    /// (image 1 → image 2, 9 numbers) or annotated correspondences (rows x1 y1 x2 y2).
+    #[arg(long, value_name = "FILE")]
+    pub ground_truth: Option<PathBuf>,
     /// Include every tentative correspondence ([x1, y1, x2, y2, ratio]) in the JSON report.
     #[arg(long)]
     pub tentatives: bool,
@@ -38,8 +42,16 @@ pub fn run(args: MatchArgs) -> Result<()> {
     let mut config = args.features.config();
     args.verify.apply(&mut config);
     let device = super::resolve_device(args.features.device)?;
+    let truth = args
+        .ground_truth
+        .as_deref()
+        .map(crate::protocol::load_ground_truth)
+        .transpose()?;
     let mut report = match_files(&args.image1, &args.image2, &config)?;
     report.device = device;
+    if let Some(truth) = &truth {
+        report.judge_against(truth);
+    }
     if args.tentatives {
         report.include_tentatives();
     }
@@ -80,7 +92,11 @@ pub fn run(args: MatchArgs) -> Result<()> {
 pub fn summary(report: &MatchReport) -> String {
     let s = &report.settings;
     let mut out = String::new();
-    let verdict = if report.registered { "REGISTERED" } else { "NOT REGISTERED" };
+    let verdict = if report.registered {
+        "REGISTERED"
+    } else {
+        "NOT REGISTERED"
+    };
     out += &format!(
         "{}  ({} + {:?} shape + {:?} orientation + {:?}, {} by {:?}, {})\n",
         verdict,
@@ -104,7 +120,10 @@ pub fn summary(report: &MatchReport) -> String {
     if let Some(m) = &report.model {
         out += &format!("  {}\n", report.geometry);
         for row in m {
-            out += &format!("    [{:>14.6e} {:>14.6e} {:>14.6e}]\n", row[0], row[1], row[2]);
+            out += &format!(
+                "    [{:>14.6e} {:>14.6e} {:>14.6e}]\n",
+                row[0], row[1], row[2]
+            );
         }
     } else {
         out += &format!("  {}    none found\n", report.geometry);

@@ -56,7 +56,6 @@ pub fn run(args: SynthArgs) -> Result<()> {
     )?;
     let mut params = SynthParams::random(args.seed, args.max_tilt);
     if let Some(t) = args.tilt {
-        params.scale *= (t / params.tilt).sqrt();
         params.tilt = t;
     }
     if let Some(r) = args.rotation {

@@ -47,7 +47,10 @@ use correspondences::Correspondences;
 use families::{FundamentalFamily, HomographyFamily};
 use ransac::{Engine, Family, Rng, Settings};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum ModelKind {
     Homography,
     Fundamental,
@@ -64,7 +67,10 @@ impl ModelKind {
 }
 
 /// Which per-correspondence error decides a homography inlier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum HomographyError {
     /// `‖x2 − H·x1‖` (the default; OpenCV's choice).
     Forward,
@@ -117,7 +123,10 @@ impl RansacConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum RansacMethod {
     LoRansac,
     Arrsac,
