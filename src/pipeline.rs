@@ -22,7 +22,7 @@ use crate::image::{load_gray, GrayImage, LoadOptions, DEFAULT_MAX_MEGAPIXELS};
 use crate::matching::{ratio_test, remove_duplicates, two_nearest, Tentative};
 use crate::orient::{orient_by_histogram, OrientationMethod};
 use crate::pyramid::ScaleSpace;
-use crate::shape::{shape_classical, ShapeMethod};
+use crate::shape::{shape_classical, ShapeFailures, ShapeMethod};
 use crate::{Error, Result};
 
 /// The feature presets, named as in the AffNet paper.
@@ -79,6 +79,8 @@ pub struct Config {
     pub method: Method,
     pub threshold: Threshold,
     pub shape: ShapeMethod,
+    /// Detections whose shape estimation fails keep a circle or are dropped.
+    pub shape_failures: ShapeFailures,
     pub orientation: OrientationMethod,
     pub descriptor: DescriptorKind,
     /// Second-nearest-neighbour ratio (0.8).
@@ -107,6 +109,7 @@ impl Config {
             method,
             threshold,
             shape: method.shape(),
+            shape_failures: ShapeFailures::Circle,
             orientation: OrientationMethod::Histogram,
             descriptor: DescriptorKind::Rootsift,
             ratio: 0.8,
@@ -228,9 +231,12 @@ pub fn shape_stage(
     config: &Config,
 ) -> Result<Vec<Feature>> {
     match config.shape {
-        ShapeMethod::None | ShapeMethod::Baumberg => {
-            Ok(shape_classical(space, detections, config.shape))
-        }
+        ShapeMethod::None | ShapeMethod::Baumberg => Ok(shape_classical(
+            space,
+            detections,
+            config.shape,
+            config.shape_failures,
+        )),
         ShapeMethod::Affnet => Err(Error::invalid("AffNet is not available in this build")),
     }
 }

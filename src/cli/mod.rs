@@ -16,7 +16,7 @@ use crate::detect::{Threshold, DEFAULT_THRESHOLD};
 use crate::geometry::{HomographyError, ModelKind, RansacMethod};
 use crate::orient::OrientationMethod;
 use crate::pipeline::{Config, Method, DEFAULT_ADAPTIVE_TARGET};
-use crate::shape::ShapeMethod;
+use crate::shape::{ShapeFailures, ShapeMethod};
 use crate::Result;
 
 #[derive(Parser, Debug)]
@@ -83,6 +83,9 @@ pub struct FeatureArgs {
     /// Affine shape (default: the preset's).
     #[arg(long, value_enum)]
     pub shape: Option<ShapeMethod>,
+    /// Detections whose shape estimation fails: keep them as circles, or drop them (hesaff).
+    #[arg(long, value_enum, default_value_t = ShapeFailures::Circle)]
+    pub shape_failures: ShapeFailures,
     /// Orientation.
     #[arg(long, value_enum, default_value_t = OrientationMethod::Histogram)]
     pub orientation: OrientationMethod,
@@ -129,6 +132,7 @@ impl FeatureArgs {
         if let Some(shape) = self.shape {
             config.shape = shape;
         }
+        config.shape_failures = self.shape_failures;
         config.orientation = self.orientation;
         config.descriptor = self.descriptor;
         config.max_megapixels = self.max_megapixels;

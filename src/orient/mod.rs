@@ -10,8 +10,18 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::feature::Feature;
-use crate::patch::{sample_from_space, SIFT_PATCH};
+use crate::patch::{sample_from_space, PatchSpec};
 use crate::pyramid::ScaleSpace;
+
+/// The orientation histogram looks at a region 1.5× larger than the descriptor's...
+pub const ORIENTATION_SUPPORT: f32 = 1.5;
+/// ...sampled into 41×41 pixels with 2.5 steps of blur (SIFT patches get 1.5): coarser gradients
+/// give orientations that repeat better under illumination and appearance change (measured in
+/// docs/accuracy.md; MODS uses the descriptor's own patch).
+pub const ORIENTATION_PATCH: PatchSpec = PatchSpec {
+    size: 41,
+    blur_per_step: 2.5,
+};
 
 /// How features are oriented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -32,9 +42,14 @@ pub fn orient_by_histogram(space: &ScaleSpace, features: &[Feature], half: bool)
     let per_feature: Vec<Vec<Feature>> = features
         .par_iter()
         .map_init(
-            || vec![0f32; SIFT_PATCH.pixels()],
+            || vec![0f32; ORIENTATION_PATCH.pixels()],
             |patch, f| {
-                sample_from_space(space, &f.laf, &SIFT_PATCH, patch);
+                sample_from_space(
+                    space,
+                    &f.laf.scaled(ORIENTATION_SUPPORT),
+                    &ORIENTATION_PATCH,
+                    patch,
+                );
                 histogram::dominant_orientations(patch, half)
                     .into_iter()
                     .map(|theta| f.with_laf(f.laf.rotated(theta)))

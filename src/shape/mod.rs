@@ -15,10 +15,21 @@ use crate::feature::Feature;
 use crate::laf::{upright_shape, Laf, MR_SIZE};
 use crate::pyramid::ScaleSpace;
 
-pub use baumberg::BaumbergWindow;
+pub use baumberg::{Adaptation, BaumbergWindow};
 
 /// Frames more elongated than this (long/short axis) are dropped, whatever the shape method.
 pub const MAX_ELONGATION: f32 = 6.0;
+
+/// What happens to a detection whose shape estimation fails (Baumberg does not converge, or its
+/// estimate exceeds 6:1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ShapeFailures {
+    /// Keep the detection with its circular frame (wbs's default; measured in docs/accuracy.md).
+    Circle,
+    /// Drop it, as hesaff does.
+    Drop,
+}
 
 /// How the affine shape of a detection is estimated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -38,6 +49,7 @@ pub fn shape_classical(
     space: &ScaleSpace,
     detections: &[Detection],
     method: ShapeMethod,
+    failures: ShapeFailures,
 ) -> Vec<Feature> {
     let (w, h) = (space.input.width(), space.input.height());
     let window = BaumbergWindow::new();
@@ -47,7 +59,11 @@ pub fn shape_classical(
             let feature = Feature::from_detection(d);
             let shape = match method {
                 ShapeMethod::None => [[1.0, 0.0], [0.0, 1.0]],
-                ShapeMethod::Baumberg => window.adapt(space, d)?,
+                ShapeMethod::Baumberg => match window.adapt(space, d) {
+                    Adaptation::Converged(u) => u,
+                    _ if failures == ShapeFailures::Circle => [[1.0, 0.0], [0.0, 1.0]],
+                    _ => return None,
+                },
                 ShapeMethod::Affnet => unreachable!("AffNet shapes come from shape_from_network"),
             };
             keep_if_valid(feature.with_laf(shaped_laf(d, shape)), w, h)
