@@ -11,8 +11,11 @@
 //!   and for a fixed `ky` the `(kx, ci)` run is contiguous, so the left operand is the activation
 //!   buffer itself viewed with row stride `cin` (overlapping rows). `k` GEMMs accumulate the
 //!   kernel rows. The few outputs computed at padding columns are simply not copied out.
-//! - Strided convs use im2col in cache-sized blocks of output rows; a conv whose kernel covers the
-//!   whole unpadded input (the final 8×8 layers) is a plain matrix product on the buffer.
+//!   This wastes the padding columns' work, so it is used only where they are few (32×32 maps).
+//! - Other convs use im2col in cache-sized blocks of output rows; a conv whose kernel covers the
+//!   whole unpadded input (the final 8×8 layers) is a plain matrix product on the buffer, and one
+//!   with very few outputs (OriNet's final conv) is a set of dot products, since im2col would copy
+//!   more data than the dot products read.
 //!
 //! Parallelism: chunks of patches run as rayon tasks, each with its own scratch buffers reused
 //! across chunks, and GEMMs inside run single-threaded (`gemm` with `Parallelism::None`).
@@ -22,13 +25,18 @@ use rayon::prelude::*;
 use super::layers::{Layer, Sequential};
 use super::matmul::{gemm, MatMut, MatRef};
 
-/// Patches per rayon task.
-const DEFAULT_CHUNK: usize = 8;
-/// im2col block size, in values (about 256 KiB, so a block stays in L2).
-const COL_BUDGET: usize = 1 << 16;
+/// Patches per rayon task (measured: 8–32 are within noise of each other on 2 cores).
+const DEFAULT_CHUNK: usize = 16;
+/// im2col block size, in values (512 KiB, so a block stays in a 2 MiB L2 with its output).
+const COL_BUDGET: usize = 1 << 17;
 /// Below this many input channels a stride-1 conv uses im2col: the shifted GEMM's inner
 /// dimension `k·cin` would be too short to use the FMA units.
 const SHIFTED_MIN_CIN: usize = 4;
+/// The shifted GEMM is used while padded/real output pixels stays below this (1.13 at 32×32,
+/// 1.27 at 16×16, 1.56 at 8×8); above it, im2col's copy costs less than the wasted rows.
+const SHIFTED_MAX_WASTE: f64 = 1.2;
+/// Up to this many output channels, dot products beat a GEMM that is mostly padding.
+const DIRECT_MAX_COUT: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Act {
@@ -45,6 +53,8 @@ enum Method {
     Im2col,
     /// Kernel covers the whole unpadded input: one GEMM with a row per item.
     Dense,
+    /// Few output channels: dot products straight from the input buffer.
+    Direct,
 }
 
 /// A convolution with its BatchNorm folded in and its activation fused.
@@ -64,6 +74,8 @@ struct Stage {
     out_pad: usize,
     /// `[(ky·k + kx)·cin + ci][co]`, row-major `k·k·cin × cout`.
     weight: Vec<f32>,
+    /// For `Direct`: the same transposed, `[co][(ky·k + kx)·cin + ci]`; empty otherwise.
+    weight_t: Vec<f32>,
     bias: Vec<f32>,
     act: Act,
     method: Method,
@@ -136,9 +148,16 @@ impl Plan {
                             }
                         }
                     }
+                    let waste =
+                        ((h + 2 * conv.padding) * (w + 2 * conv.padding)) as f64 / (oh * ow) as f64;
                     let method = if conv.padding == 0 && k == h && k == w {
                         Method::Dense
-                    } else if conv.stride == 1 && cin >= SHIFTED_MIN_CIN {
+                    } else if cout <= DIRECT_MAX_COUT {
+                        Method::Direct
+                    } else if conv.stride == 1
+                        && cin >= SHIFTED_MIN_CIN
+                        && waste < SHIFTED_MAX_WASTE
+                    {
                         Method::Shifted
                     } else {
                         Method::Im2col
@@ -155,6 +174,7 @@ impl Plan {
                         ow,
                         out_pad: 0,
                         weight,
+                        weight_t: Vec::new(),
                         bias: conv.bias.clone().unwrap_or_else(|| vec![0.0; cout]),
                         act: Act::None,
                         method,
@@ -193,6 +213,12 @@ impl Plan {
         }
         for i in 1..stages.len() {
             stages[i - 1].out_pad = stages[i].pad;
+        }
+        for st in stages.iter_mut().filter(|st| st.method == Method::Direct) {
+            let kk = st.kk();
+            st.weight_t = (0..st.cout * kk)
+                .map(|i| st.weight[(i % kk) * st.cout + i / kk])
+                .collect();
         }
         let out_len = if pool { c } else { c * h * w };
         Ok(Plan {
@@ -275,6 +301,7 @@ impl Plan {
                     col = col.max(rows * st.kk());
                 }
                 Method::Dense => gemm_out = gemm_out.max(b * st.cout),
+                Method::Direct => gemm_out = gemm_out.max(st.ow * st.cout),
             }
         }
         Scratch {
@@ -294,6 +321,7 @@ impl Plan {
                 Method::Shifted => shifted(st, b, src, dst, &mut s.gemm_out),
                 Method::Im2col => im2col(st, b, src, dst, &mut s.gemm_out, &mut s.col),
                 Method::Dense => dense(st, b, src, dst, &mut s.gemm_out),
+                Method::Direct => direct(st, b, src, dst, &mut s.gemm_out),
             }
             std::mem::swap(&mut src, &mut dst);
         }
@@ -484,6 +512,46 @@ fn dense(st: &Stage, b: usize, src: &[f32], dst: &mut [f32], gemm_out: &mut [f32
     }
 }
 
+fn direct(st: &Stage, b: usize, src: &[f32], dst: &mut [f32], row: &mut [f32]) {
+    let (hp, wp) = st.padded_in();
+    let (kk, run, s) = (st.kk(), st.k * st.cin, st.stride);
+    zero_border(dst, b, st.oh, st.ow, st.out_pad, st.cout);
+    for bi in 0..b {
+        for oy in 0..st.oh {
+            for ox in 0..st.ow {
+                for co in 0..st.cout {
+                    let w = &st.weight_t[co * kk..(co + 1) * kk];
+                    row[ox * st.cout + co] = (0..st.k)
+                        .map(|ky| {
+                            let from = ((bi * hp + oy * s + ky) * wp + ox * s) * st.cin;
+                            dot(&src[from..from + run], &w[ky * run..(ky + 1) * run])
+                        })
+                        .sum();
+                }
+            }
+            emit_row(st, &row[..st.ow * st.cout], dst, bi, oy);
+        }
+    }
+}
+
+/// A dot product with 16 independent partial sums, so the compiler can vectorise it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::layers::{BatchNorm2d, Conv2d};
@@ -526,11 +594,12 @@ mod tests {
         Layer::BatchNorm2d(BatchNorm2d::new(m, v))
     }
 
-    /// Every method (im2col with cin 1, shifted, strided im2col, dense, pooling) on odd sizes,
-    /// against the reference layers, for several chunk sizes.
+    /// Every method but `Dense` (im2col with few input channels, shifted, strided im2col,
+    /// strided direct) and pooling on odd sizes, against the reference layers, for several
+    /// chunk sizes.
     #[test]
     fn plan_matches_reference_layers() {
-        let (h, w) = (11, 13);
+        let (h, w) = (23, 29);
         let seq = Sequential {
             layers: vec![
                 conv(2, 5, 3, 1, 1, false, 1),
@@ -542,9 +611,9 @@ mod tests {
                 conv(6, 7, 3, 2, 1, false, 5),
                 Layer::Tanh,
                 Layer::Dropout(0.5),
-                conv(7, 4, 5, 1, 2, true, 6),
+                conv(7, 3, 5, 2, 2, true, 6),
                 Layer::Relu,
-                conv(4, 3, 2, 1, 0, true, 7),
+                conv(3, 5, 2, 1, 0, true, 7),
                 Layer::GlobalAvgPool,
             ],
         };
@@ -553,8 +622,9 @@ mod tests {
         let reference = seq.forward(&Tensor::from_vec([n, 2, h, w], x.clone()));
         for chunk in [1, 3, 8] {
             let plan = Plan::new(&seq, 2, h, w).unwrap().with_chunk(chunk);
-            assert_eq!(plan.stages[0].method, Method::Im2col);
-            assert_eq!(plan.stages[1].method, Method::Shifted);
+            let methods: Vec<Method> = plan.stages.iter().map(|s| s.method).collect();
+            use Method::*;
+            assert_eq!(methods, [Im2col, Shifted, Im2col, Direct, Im2col]);
             let got = plan.run(&x, None);
             assert_eq!(got.len(), reference.data.len());
             for (a, b) in got.iter().zip(&reference.data) {
