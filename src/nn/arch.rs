@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::layers::{BatchNorm2d, Conv2d, Layer, Sequential};
+use super::weights::weights_error;
 use super::weights::Weights;
 use crate::{Error, Result};
 
@@ -175,7 +176,7 @@ impl ModelKind {
     /// values; the error names the file and the first problem.
     pub fn check(self, w: &Weights) -> Result<()> {
         self.problem(w).map_or(Ok(()), |p| {
-            Err(Error::Weights(format!("{}: {p}", w.source_name())))
+            Err(weights_error(format!("{}: {p}", w.source_name())))
         })
     }
 
@@ -237,7 +238,7 @@ impl ModelKind {
             ),
             _ => "no tensor has an expected name and shape".to_string(),
         };
-        Err(Error::Weights(format!(
+        Err(weights_error(format!(
             "{}: not AffNet, OriNet or HardNet weights: {problem}",
             w.source_name()
         )))
@@ -248,7 +249,7 @@ impl ModelKind {
         self.check(w)?;
         let tensor = |name: String| -> Result<Vec<f32>> {
             w.get(&name).map(|t| t.data.clone()).ok_or_else(|| {
-                Error::Weights(format!("{}: missing tensor '{name}'", w.source_name()))
+                weights_error(format!("{}: missing tensor '{name}'", w.source_name()))
             })
         };
         let mut layers = Vec::new();

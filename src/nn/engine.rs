@@ -256,7 +256,7 @@ impl Plan {
     pub(crate) fn run(&self, input: &[f32], norm_eps: Option<f32>) -> Vec<f32> {
         let in_len = self.in_len();
         assert!(
-            in_len > 0 && input.len() % in_len == 0,
+            in_len > 0 && input.len().is_multiple_of(in_len),
             "input of {} values is not a whole number of {}×{}×{} items",
             input.len(),
             self.in_c,

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use super::arch::ModelKind;
-use crate::{Error, Result};
+use super::weights::weights_error;
+use crate::Result;
 
 /// Environment variable naming a weights file or a directory of `*.safetensors` files.
 pub const WEIGHTS_ENV: &str = "WBS_WEIGHTS";
@@ -20,7 +21,7 @@ pub fn locate(kind: ModelKind, explicit: Option<&Path>) -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(Error::Weights(format!(
+            Err(weights_error(format!(
                 "{}: no such {} weights file",
                 p.display(),
                 kind.name()
@@ -52,7 +53,7 @@ pub fn locate(kind: ModelKind, explicit: Option<&Path>) -> Result<PathBuf> {
         ),
         None => String::new(),
     };
-    Err(Error::Weights(format!(
+    Err(weights_error(format!(
         "no {} weights found{env_note}: pass --weights FILE, set {WEIGHTS_ENV}, or import the authors' file with `wbs weights import {}.pth --out {}`",
         kind.name(),
         kind.name(),

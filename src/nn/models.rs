@@ -10,8 +10,9 @@ use super::arch::{ModelKind, PATCH_LEN, PATCH_SIZE};
 use super::engine::Plan;
 use super::layers::Sequential;
 use super::tensor::Tensor;
+use super::weights::weights_error;
 use super::weights::Weights;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Input-normalisation epsilon of ducha-aiki/affnet, its TorchScript export and MODS.
 pub const DEFAULT_INPUT_EPS: f32 = 1e-7;
@@ -32,7 +33,7 @@ impl Net {
     fn from_weights(kind: ModelKind, w: &Weights) -> Result<Net> {
         let layers = kind.build(w)?;
         let plan = Plan::new(&layers, 1, PATCH_SIZE, PATCH_SIZE).map_err(|e| {
-            Error::Weights(format!("{}: cannot compile {}: {e}", w.source_name(), kind))
+            weights_error(format!("{}: cannot compile {}: {e}", w.source_name(), kind))
         })?;
         Ok(Net {
             kind,
@@ -48,7 +49,7 @@ impl Net {
 
     fn check_len(&self, patches: &[f32]) {
         assert!(
-            patches.len() % PATCH_LEN == 0,
+            patches.len().is_multiple_of(PATCH_LEN),
             "{}: {} values is not a whole number of 32×32 patches",
             self.kind,
             patches.len()

@@ -640,7 +640,7 @@ impl<'a> Machine<'a> {
 }
 
 fn insert_pairs(d: &mut Seq<(Value, Value)>, items: Vec<Value>) -> Result<(), String> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("odd number of dict items".into());
     }
     let mut it = items.into_iter();

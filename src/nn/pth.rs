@@ -68,7 +68,10 @@ fn parse_legacy(bytes: &[u8]) -> Result<Checkpoint, String> {
     }
     let (protocol, pos) = pickle::load(bytes, pos)?;
     if protocol != Value::Int(LEGACY_PROTOCOL) {
-        return Err(format!("unsupported legacy torch protocol {protocol:?}"));
+        return Err(format!(
+            "unsupported legacy torch protocol ({} instead of 1001)",
+            protocol.kind()
+        ));
     }
     let (sys_info, pos) = pickle::load(bytes, pos)?;
     if sys_info.get("little_endian") == Some(&Value::Bool(false)) {
@@ -174,8 +177,11 @@ fn parse_zip(bytes: &[u8]) -> Result<Checkpoint, String> {
     })
 }
 
+/// Named tensor references in state_dict order.
+type Entries = Vec<(String, TensorRef)>;
+
 /// Finds the state dict: the object itself, or its `state_dict` / `model` entry.
-fn state_dict(object: &Value) -> Result<(Vec<(String, TensorRef)>, Option<i64>), String> {
+fn state_dict(object: &Value) -> Result<(Entries, Option<i64>), String> {
     let epoch = match object.get("epoch") {
         Some(Value::Int(e)) => i64::try_from(*e).ok(),
         _ => None,
@@ -190,7 +196,7 @@ fn state_dict(object: &Value) -> Result<(Vec<(String, TensorRef)>, Option<i64>),
             object.kind()
         ));
     };
-    let mut out: Vec<(String, TensorRef)> = Vec::new();
+    let mut out: Entries = Vec::new();
     for (k, v) in &d.items {
         let Value::Str(name) = k else {
             return Err(format!("state_dict key is {}, expected a string", k.kind()));
@@ -248,6 +254,11 @@ fn resolve(
             .iter()
             .try_fold(1usize, |a, &s| a.checked_mul(s))
             .ok_or_else(|| format!("tensor '{name}' is too large"))?;
+        if numel > storage.numel {
+            return Err(format!(
+                "tensor '{name}' has more elements than its storage (expanded views are not supported)"
+            ));
+        }
         if numel > 0 {
             // The furthest element the view touches must lie inside the storage.
             let last = t
@@ -336,6 +347,25 @@ mod tests {
             vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
         );
         assert_eq!(gather_f32(&raw, 2, &[2], &[1], 2), vec![2.0, 3.0]);
+    }
+
+    #[test]
+    fn broadcast_views_are_refused() {
+        let storage = StorageRef {
+            key: "0".into(),
+            dtype: DType::F32,
+            numel: 1,
+        };
+        let t = TensorRef {
+            storage,
+            offset: 0,
+            size: vec![1 << 40],
+            stride: vec![0],
+        };
+        let raw = [0u8; 4];
+        let data = HashMap::from([("0".to_string(), &raw[..])]);
+        let e = resolve(vec![("x".into(), t)], &data).unwrap_err();
+        assert!(e.contains("more elements than its storage"), "{e}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl Tensor {
     pub fn from_patches(patches: &[f32], side: usize) -> Self {
         let area = side * side;
         assert!(
-            area > 0 && patches.len() % area == 0,
+            area > 0 && patches.len().is_multiple_of(area),
             "patch buffer of {} values is not a whole number of {side}×{side} patches",
             patches.len()
         );

@@ -105,7 +105,7 @@ impl Weights {
     /// Parses safetensors bytes; every tensor must be float32.
     pub fn from_safetensors(bytes: &[u8], source: &str) -> Result<Weights> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
-            Error::Weights(format!(
+            weights_error(format!(
                 "{source}: not a readable safetensors file ({e}); PyTorch .pth files can be converted with `wbs weights import`"
             ))
         })?;
@@ -117,7 +117,7 @@ impl Weights {
         }
         for (name, view) in st.iter() {
             if view.dtype() != Dtype::F32 {
-                return Err(Error::Weights(format!(
+                return Err(weights_error(format!(
                     "{source}: tensor '{name}' is {:?}; wbs weights must be float32 (F32)",
                     view.dtype()
                 )));
@@ -151,10 +151,22 @@ impl Weights {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| {
-            Error::Weights(format!("{}: cannot serialise weights: {e}", path.display()))
+            weights_error(format!("{}: cannot serialise weights: {e}", path.display()))
         })?;
         std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
     }
+}
+
+/// A weights error whose text may quote names from a file: control characters (a newline in a
+/// corrupt tensor name, say) are replaced so the message stays on one line.
+pub(crate) fn weights_error(message: impl Into<String>) -> Error {
+    let message: String = message.into();
+    Error::Weights(
+        message
+            .chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect(),
+    )
 }
 
 /// Lets a [`Param`] be written by `safetensors::serialize`.
@@ -195,7 +207,7 @@ fn sniff(bytes: &[u8]) -> FileFormat {
 
 /// Converts a checkpoint into weights: float32 tensors only, `num_batches_tracked` dropped.
 fn from_checkpoint(bytes: &[u8], source: &str) -> Result<(Weights, pth::Checkpoint, Vec<String>)> {
-    let ckpt = pth::parse(bytes).map_err(|e| Error::Weights(format!("{source}: {e}")))?;
+    let ckpt = pth::parse(bytes).map_err(|e| weights_error(format!("{source}: {e}")))?;
     let mut w = Weights::new(source);
     let mut skipped = Vec::new();
     for t in &ckpt.tensors {
@@ -204,7 +216,7 @@ fn from_checkpoint(bytes: &[u8], source: &str) -> Result<(Weights, pth::Checkpoi
             continue;
         }
         let Some(data) = &t.data else {
-            return Err(Error::Weights(format!(
+            return Err(weights_error(format!(
                 "{source}: tensor '{}' is {}; only float32 weights are supported",
                 t.name,
                 t.dtype.name()
@@ -267,7 +279,7 @@ pub fn import_pth(input: &Path, output: &Path, kind: Option<ModelKind>) -> Resul
     let bytes = std::fs::read(input).map_err(|e| Error::io(input, e))?;
     let source = input.display().to_string();
     if sniff(&bytes) != FileFormat::Pth {
-        return Err(Error::Weights(format!(
+        return Err(weights_error(format!(
             "{source}: not a PyTorch checkpoint (expected a zip archive or a pickle stream)"
         )));
     }
@@ -357,7 +369,7 @@ pub fn inspect_file(path: &Path) -> Result<Inspection> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let source = path.display().to_string();
     let (format, metadata, mut tensors) = if sniff(&bytes) == FileFormat::Pth {
-        let ckpt = pth::parse(&bytes).map_err(|e| Error::Weights(format!("{source}: {e}")))?;
+        let ckpt = pth::parse(&bytes).map_err(|e| weights_error(format!("{source}: {e}")))?;
         let mut meta = BTreeMap::new();
         if let Some(e) = ckpt.epoch {
             meta.insert("epoch".to_string(), e.to_string());
@@ -376,7 +388,7 @@ pub fn inspect_file(path: &Path) -> Result<Inspection> {
         (ckpt.format.describe().to_string(), meta, infos)
     } else {
         let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-            Error::Weights(format!(
+            weights_error(format!(
                 "{source}: not a readable safetensors or .pth file ({e})"
             ))
         })?;
@@ -405,7 +417,7 @@ pub fn inspect_file(path: &Path) -> Result<Inspection> {
             .collect();
         ("safetensors".to_string(), meta, infos)
     };
-    tensors.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+    tensors.sort_by_key(|t| natural_key(&t.name));
     let model = {
         let mut w = Weights::new(source);
         for t in &tensors {
@@ -477,6 +489,12 @@ mod tests {
                 "features.10.weight"
             ]
         );
+    }
+
+    #[test]
+    fn errors_stay_on_one_line() {
+        let e = weights_error("bad name 'a\nb'").to_string();
+        assert_eq!(e, "bad name 'a\u{FFFD}b'");
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct TestTensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
     pub layout: Layout,
+    /// Torch storage class: `FloatStorage` (default), `LongStorage`, `HalfStorage`.
+    pub class: &'static str,
 }
 
 impl TestTensor {
@@ -59,7 +61,47 @@ impl TestTensor {
             shape,
             data,
             layout: Layout::Contiguous,
+            class: "FloatStorage",
         }
+    }
+}
+
+/// A checkpoint to write: `{'epoch': e, '<container>': OrderedDict}` or a bare OrderedDict.
+#[derive(Clone, Debug)]
+pub struct TestCheckpoint {
+    pub tensors: Vec<TestTensor>,
+    /// `Some("state_dict")` (default) or `Some("model")`; `None` for a bare state dict.
+    pub container: Option<&'static str>,
+    /// Prepended to every name (`"module."` mimics DataParallel).
+    pub prefix: &'static str,
+    pub epoch: Option<i64>,
+}
+
+impl TestCheckpoint {
+    pub fn new(tensors: Vec<TestTensor>) -> Self {
+        TestCheckpoint {
+            tensors,
+            container: Some("state_dict"),
+            prefix: "",
+            epoch: Some(20),
+        }
+    }
+
+    /// From weights (names in their order, contiguous float32).
+    pub fn from_weights(w: &wbs::nn::Weights) -> Self {
+        TestCheckpoint::new(
+            w.tensors
+                .iter()
+                .map(|(n, p)| TestTensor::new(n, p.shape.clone(), p.data.clone()))
+                .collect(),
+        )
+    }
+
+    pub fn tensor_mut(&mut self, name: &str) -> &mut TestTensor {
+        self.tensors
+            .iter_mut()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no tensor {name}"))
     }
 }
 
@@ -108,8 +150,21 @@ impl Pickle {
     }
 }
 
-/// Storage key → values, in first-use order.
-type Storages = Vec<(String, Vec<f32>)>;
+/// Storage key → (class, values), in first-use order.
+pub type Storages = Vec<(String, &'static str, Vec<f32>)>;
+
+/// Element bytes of a storage class.
+fn encode(class: &str, data: &[f32]) -> Vec<u8> {
+    match class {
+        "FloatStorage" => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        "LongStorage" => data
+            .iter()
+            .flat_map(|v| (*v as i64).to_le_bytes())
+            .collect(),
+        "HalfStorage" => data.iter().flat_map(|_| [0u8, 0x3c]).collect(),
+        other => panic!("no encoder for {other}"),
+    }
+}
 
 /// The storages and (offset, stride) of each tensor under its layout.
 fn plan_storages(tensors: &[TestTensor]) -> (Storages, Vec<(String, usize, Vec<usize>)>) {
@@ -121,7 +176,7 @@ fn plan_storages(tensors: &[TestTensor]) -> (Storages, Vec<(String, usize, Vec<u
             .collect();
         match &t.layout {
             Layout::Contiguous => {
-                storages.push((i.to_string(), t.data.clone()));
+                storages.push((i.to_string(), t.class, t.data.clone()));
                 views.push((i.to_string(), 0, contiguous));
             }
             Layout::FirstAxisInnermost => {
@@ -135,18 +190,18 @@ fn plan_storages(tensors: &[TestTensor]) -> (Storages, Vec<(String, usize, Vec<u
                 }
                 let mut stride = vec![1];
                 stride.extend(contiguous[1..].iter().map(|c| c * a));
-                storages.push((i.to_string(), s));
+                storages.push((i.to_string(), t.class, s));
                 views.push((i.to_string(), 0, stride));
             }
             Layout::Shared { key, offset } => {
-                let pos = match storages.iter().position(|(k, _)| k == key) {
+                let pos = match storages.iter().position(|(k, _, _)| k == key) {
                     Some(p) => p,
                     None => {
-                        storages.push((key.clone(), Vec::new()));
+                        storages.push((key.clone(), t.class, Vec::new()));
                         storages.len() - 1
                     }
                 };
-                let s = &mut storages[pos].1;
+                let s = &mut storages[pos].2;
                 if s.len() < offset + t.data.len() {
                     s.resize(offset + t.data.len(), 0.0);
                 }
@@ -158,30 +213,31 @@ fn plan_storages(tensors: &[TestTensor]) -> (Storages, Vec<(String, usize, Vec<u
     (storages, views)
 }
 
-/// The checkpoint pickle `{'epoch': epoch, 'state_dict': OrderedDict(...)}`.
+/// The checkpoint object pickle.
 fn checkpoint_pickle(
-    tensors: &[TestTensor],
+    c: &TestCheckpoint,
     storages: &Storages,
     views: &[(String, usize, Vec<usize>)],
     legacy: bool,
-    epoch: i64,
 ) -> Vec<u8> {
     let mut p = Pickle::new();
-    p.op(b'}')
-        .op(b'(')
-        .str("epoch")
-        .int(epoch)
-        .str("state_dict");
+    if let Some(container) = c.container {
+        p.op(b'}').op(b'(');
+        if let Some(e) = c.epoch {
+            p.str("epoch").int(e);
+        }
+        p.str(container);
+    }
     p.global("collections", "OrderedDict")
         .op(b')')
         .op(b'R')
         .op(b'(');
-    for (t, (key, offset, stride)) in tensors.iter().zip(views) {
+    for (t, (key, offset, stride)) in c.tensors.iter().zip(views) {
         let numel = storages
             .iter()
-            .find(|(k, _)| k == key)
-            .map_or(0, |(_, d)| d.len());
-        p.str(&t.name);
+            .find(|(k, _, _)| k == key)
+            .map_or(0, |(_, _, d)| d.len());
+        p.str(&format!("{}{}", c.prefix, t.name));
         p.global(
             "torch._utils",
             if legacy {
@@ -191,10 +247,7 @@ fn checkpoint_pickle(
             },
         );
         p.op(b'(');
-        p.op(b'(')
-            .str("storage")
-            .global("torch", "FloatStorage")
-            .str(key);
+        p.op(b'(').str("storage").global("torch", t.class).str(key);
         p.str(if legacy { "cuda:0" } else { "cpu" })
             .int(numel as i64);
         if legacy {
@@ -210,17 +263,17 @@ fn checkpoint_pickle(
         }
         p.op(b't').op(b'R');
     }
-    p.op(b'u').op(b'u');
+    p.op(b'u');
+    if c.container.is_some() {
+        p.op(b'u');
+    }
     p.finish()
 }
 
 /// A legacy (pre-1.6) checkpoint: five pickles, then the storages.
-pub fn legacy_pth(tensors: &[TestTensor], epoch: i64) -> Vec<u8> {
-    let (storages, views) = plan_storages(tensors);
-    legacy_pth_with_object(
-        &storages,
-        checkpoint_pickle(tensors, &storages, &views, true, epoch),
-    )
+pub fn legacy_pth(c: &TestCheckpoint) -> Vec<u8> {
+    let (storages, views) = plan_storages(&c.tensors);
+    legacy_pth_with_object(&storages, checkpoint_pickle(c, &storages, &views, true))
 }
 
 /// A legacy container around an arbitrary object pickle.
@@ -245,24 +298,21 @@ pub fn legacy_pth_with_object(storages: &Storages, object: Vec<u8>) -> Vec<u8> {
     out.extend(object);
     let mut keys = Pickle::new();
     keys.op(b']').op(b'(');
-    for (k, _) in storages {
+    for (k, _, _) in storages {
         keys.str(k);
     }
     out.extend(keys.op(b'e').finish());
-    for (_, data) in storages {
+    for (_, class, data) in storages {
         out.extend((data.len() as i64).to_le_bytes());
-        out.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+        out.extend(encode(class, data));
     }
     out
 }
 
 /// A zip (torch >= 1.6) checkpoint with stored entries under `archive/`.
-pub fn zip_pth(tensors: &[TestTensor], epoch: i64) -> Vec<u8> {
-    let (storages, views) = plan_storages(tensors);
-    zip_pth_with_object(
-        &storages,
-        checkpoint_pickle(tensors, &storages, &views, false, epoch),
-    )
+pub fn zip_pth(c: &TestCheckpoint) -> Vec<u8> {
+    let (storages, views) = plan_storages(&c.tensors);
+    zip_pth_with_object(&storages, checkpoint_pickle(c, &storages, &views, false))
 }
 
 /// A zip container around an arbitrary `data.pkl`.
@@ -271,11 +321,8 @@ pub fn zip_pth_with_object(storages: &Storages, object: Vec<u8>) -> Vec<u8> {
         ("archive/data.pkl".into(), object),
         ("archive/byteorder".into(), b"little".to_vec()),
     ];
-    for (k, data) in storages {
-        entries.push((
-            format!("archive/data/{k}"),
-            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ));
+    for (k, class, data) in storages {
+        entries.push((format!("archive/data/{k}"), encode(class, data)));
     }
     entries.push(("archive/version".into(), b"3\n".to_vec()));
     zip_stored(&entries, 0)
