@@ -17,16 +17,20 @@
 //!   with very few outputs (OriNet's final conv) is a set of dot products, since im2col would copy
 //!   more data than the dot products read.
 //!
-//! Parallelism: chunks of patches run as rayon tasks, each with its own scratch buffers reused
-//! across chunks, and GEMMs inside run single-threaded (`gemm` with `Parallelism::None`).
+//! Parallelism: chunks of patches run as rayon tasks, and GEMMs inside run single-threaded
+//! (`gemm` with `Parallelism::None`). Each thread keeps its scratch buffers between chunks and
+//! calls, so the hot path allocates nothing after the first call.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use super::layers::{Layer, Sequential};
 use super::matmul::{gemm, MatMut, MatRef};
 
-/// Patches per rayon task (measured: 8–32 are within noise of each other on 2 cores).
-const DEFAULT_CHUNK: usize = 16;
+/// Patches per rayon task (measured: 8–32 are within noise of each other on 2 cores; 8 keeps
+/// the per-thread buffers at about 4 MiB for HardNet).
+const DEFAULT_CHUNK: usize = 8;
 /// im2col block size, in values (512 KiB, so a block stays in a 2 MiB L2 with its output).
 const COL_BUDGET: usize = 1 << 17;
 /// Below this many input channels a stride-1 conv uses im2col: the shifted GEMM's inner
@@ -110,12 +114,36 @@ pub(crate) struct Plan {
     chunk: usize,
 }
 
-/// Per-task buffers, sized once for a chunk.
+/// Work buffers of one thread. Every stage writes all of what it later reads, so buffers are
+/// never cleared, only grown.
+#[derive(Default)]
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
     gemm_out: Vec<f32>,
     col: Vec<f32>,
+}
+
+/// Buffer lengths a plan needs for a chunk: `[a and b, gemm_out, col]`.
+type ScratchSizes = [usize; 3];
+
+impl Scratch {
+    fn ensure(&mut self, [act, gemm_out, col]: ScratchSizes) {
+        for (buf, len) in [
+            (&mut self.a, act),
+            (&mut self.b, act),
+            (&mut self.gemm_out, gemm_out),
+            (&mut self.col, col),
+        ] {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl Plan {
@@ -265,23 +293,35 @@ impl Plan {
         );
         let n = input.len() / in_len;
         let mut out = vec![0.0; n * self.out_len];
-        if n <= self.chunk {
-            if n > 0 {
-                let mut s = self.scratch(n);
-                self.run_chunk(input, &mut out, &mut s, norm_eps);
-            }
+        if n == 0 {
             return out;
         }
-        out.par_chunks_mut(self.chunk * self.out_len)
-            .zip(input.par_chunks(self.chunk * in_len))
-            .for_each_init(
-                || self.scratch(self.chunk),
-                |s, (o, i)| self.run_chunk(i, o, s, norm_eps),
-            );
+        let sizes = self.scratch_sizes(self.chunk.min(n));
+        let work = |(o, i): (&mut [f32], &[f32])| {
+            SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut s) => {
+                    s.ensure(sizes);
+                    self.run_chunk(i, o, &mut s, norm_eps);
+                }
+                // Only if a caller re-enters from inside a chunk: use private buffers.
+                Err(_) => {
+                    let mut s = Scratch::default();
+                    s.ensure(sizes);
+                    self.run_chunk(i, o, &mut s, norm_eps);
+                }
+            })
+        };
+        if n <= self.chunk {
+            work((&mut out, input));
+        } else {
+            out.par_chunks_mut(self.chunk * self.out_len)
+                .zip(input.par_chunks(self.chunk * in_len))
+                .for_each(work);
+        }
         out
     }
 
-    fn scratch(&self, b: usize) -> Scratch {
+    fn scratch_sizes(&self, b: usize) -> ScratchSizes {
         let first = &self.stages[0];
         let (hp, wp) = first.padded_in();
         let mut act = b * hp * wp * first.cin;
@@ -304,12 +344,7 @@ impl Plan {
                 Method::Direct => gemm_out = gemm_out.max(st.ow * st.cout),
             }
         }
-        Scratch {
-            a: vec![0.0; act],
-            b: vec![0.0; act],
-            gemm_out: vec![0.0; gemm_out],
-            col: vec![0.0; col],
-        }
+        [act, gemm_out, col]
     }
 
     fn run_chunk(&self, input: &[f32], out: &mut [f32], s: &mut Scratch, norm_eps: Option<f32>) {
