@@ -79,10 +79,24 @@ pub fn flops_per_patch(kind: ModelKind) -> f64 {
 pub struct BenchResult {
     pub kind: ModelKind,
     pub batch: usize,
-    /// Best time of one batch.
+    /// Best wall-clock time of one batch.
     pub seconds: f64,
     pub patches_per_second: f64,
     pub gflops: f64,
+    /// Patches per second of CPU time summed over all threads, from the run with the least CPU
+    /// time (Linux only). Unlike the wall-clock rate it barely changes when other processes
+    /// compete for the cores, so `threads × this` is the rate on otherwise idle cores.
+    pub patches_per_cpu_second: Option<f64>,
+}
+
+/// CPU time used so far by all threads of this process (Linux: `/proc/self/task/*/schedstat`).
+fn process_cpu_seconds() -> Option<f64> {
+    let mut ns: u64 = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 * 1e-9)
 }
 
 impl fmt::Display for BenchResult {
@@ -96,7 +110,11 @@ impl fmt::Display for BenchResult {
             self.patches_per_second,
             flops_per_patch(self.kind) / 1e6,
             self.gflops
-        )
+        )?;
+        if let Some(cpu) = self.patches_per_cpu_second {
+            write!(f, "  {cpu:>6.0} patches per CPU-second")?;
+        }
+        Ok(())
     }
 }
 
@@ -122,12 +140,15 @@ pub fn bench(kind: ModelKind, batch: usize, min_time: Duration) -> BenchResult {
     };
     run();
     let start = Instant::now();
-    let mut best = f64::INFINITY;
+    let (mut best, mut best_cpu) = (f64::INFINITY, f64::INFINITY);
     let mut runs = 0;
     while runs < 3 || start.elapsed() < min_time {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), process_cpu_seconds());
         run();
         best = best.min(t.elapsed().as_secs_f64());
+        if let (Some(a), Some(b)) = (cpu, process_cpu_seconds()) {
+            best_cpu = best_cpu.min(b - a);
+        }
         runs += 1;
     }
     let pps = batch as f64 / best;
@@ -137,6 +158,8 @@ pub fn bench(kind: ModelKind, batch: usize, min_time: Duration) -> BenchResult {
         seconds: best,
         patches_per_second: pps,
         gflops: pps * flops_per_patch(kind) / 1e9,
+        patches_per_cpu_second: (best_cpu.is_finite() && best_cpu > 0.0)
+            .then(|| batch as f64 / best_cpu),
     }
 }
 
