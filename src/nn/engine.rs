@@ -10,12 +10,12 @@
 //!   `Wp`, output pixel `q` (counted over padded rows) is `Σ_ky Σ_(kx,ci) in[q + ky·Wp + kx][ci]·w`,
 //!   and for a fixed `ky` the `(kx, ci)` run is contiguous, so the left operand is the activation
 //!   buffer itself viewed with row stride `cin` (overlapping rows). `k` GEMMs accumulate the
-//!   kernel rows. The few outputs computed at padding columns are simply not copied out.
-//!   This wastes the padding columns' work, so it is used only where they are few (32×32 maps).
+//!   kernel rows. Outputs at padding columns are computed too and not copied out; that waste is
+//!   small only on large maps, so this is used for the 32×32 layers.
 //! - Other convs use im2col in cache-sized blocks of output rows; a conv whose kernel covers the
-//!   whole unpadded input (the final 8×8 layers) is a plain matrix product on the buffer, and one
-//!   with very few outputs (OriNet's final conv) is a set of dot products, since im2col would copy
-//!   more data than the dot products read.
+//!   whole unpadded input (HardNet's final 8×8 layer) is a plain matrix product on the buffer, and
+//!   one with very few outputs (AffNet's and OriNet's final convs) is a set of dot products: a
+//!   GEMM with 2 or 3 columns is slow, and im2col would copy more data than the dots read.
 //!
 //! Parallelism: chunks of patches run as rayon tasks, and GEMMs inside run single-threaded
 //! (`gemm` with `Parallelism::None`). Each thread keeps its scratch buffers between chunks and
@@ -178,10 +178,10 @@ impl Plan {
                     }
                     let waste =
                         ((h + 2 * conv.padding) * (w + 2 * conv.padding)) as f64 / (oh * ow) as f64;
-                    let method = if conv.padding == 0 && k == h && k == w {
-                        Method::Dense
-                    } else if cout <= DIRECT_MAX_COUT {
+                    let method = if cout <= DIRECT_MAX_COUT {
                         Method::Direct
+                    } else if conv.padding == 0 && k == h && k == w {
+                        Method::Dense
                     } else if conv.stride == 1
                         && cin >= SHIFTED_MIN_CIN
                         && waste < SHIFTED_MAX_WASTE
