@@ -1,0 +1,257 @@
+//! Reference layers on NCHW tensors, one type per PyTorch module the three networks use.
+//!
+//! These are the readable definition of what the networks compute: the fast path (`engine`) is
+//! tested against them, and a training backward pass will be added next to each `forward`. They
+//! are batched and parallel over images, but not tuned.
+
+use rayon::prelude::*;
+
+use super::matmul::{gemm, MatMut, MatRef};
+use super::tensor::Tensor;
+
+/// PyTorch's default BatchNorm epsilon, used by all three networks.
+pub const BATCHNORM_EPS: f32 = 1e-5;
+
+/// A 2-D convolution with a square `k × k` kernel (PyTorch `Conv2d`, zero padding).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2d {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+    /// `[cout, cin, k, k]`, row-major.
+    pub weight: Vec<f32>,
+    /// `[cout]`, or `None` for `bias=False`.
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Conv2d {
+    /// # Panics
+    /// If the weight or bias length does not match, or `k` or `stride` is zero.
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    ) -> Self {
+        assert!(
+            k > 0 && stride > 0,
+            "kernel size and stride must be positive"
+        );
+        assert_eq!(weight.len(), cout * cin * k * k, "conv weight length");
+        if let Some(b) = &bias {
+            assert_eq!(b.len(), cout, "conv bias length");
+        }
+        Conv2d {
+            cin,
+            cout,
+            k,
+            stride,
+            padding,
+            weight,
+            bias,
+        }
+    }
+
+    /// Output height and width for an `h × w` input.
+    ///
+    /// # Panics
+    /// If the padded input is smaller than the kernel.
+    pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (hp, wp) = (h + 2 * self.padding, w + 2 * self.padding);
+        assert!(
+            hp >= self.k && wp >= self.k,
+            "input {h}×{w} with padding {} is smaller than the {}×{} kernel",
+            self.padding,
+            self.k,
+            self.k
+        );
+        (
+            (hp - self.k) / self.stride + 1,
+            (wp - self.k) / self.stride + 1,
+        )
+    }
+
+    /// Convolution as im2col + GEMM, one image per rayon task.
+    ///
+    /// # Panics
+    /// If the input channel count differs from `cin`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        assert_eq!(x.c(), self.cin, "conv input channels");
+        let (oh, ow) = self.out_size(x.h(), x.w());
+        let (kk, p) = (self.cin * self.k * self.k, oh * ow);
+        let mut out = Tensor::zeros([x.n(), self.cout, oh, ow]);
+        if out.data.is_empty() {
+            return out;
+        }
+        out.data
+            .par_chunks_mut(self.cout * p)
+            .zip(x.data.par_chunks(x.item_len().max(1)))
+            .for_each_init(
+                || vec![0.0f32; kk * p],
+                |col, (o, xi)| {
+                    self.im2col(xi, x.h(), x.w(), oh, ow, col);
+                    gemm(
+                        MatMut::row_major(o, self.cout, p),
+                        MatRef::row_major(&self.weight, self.cout, kk),
+                        MatRef::row_major(col, kk, p),
+                        false,
+                        false,
+                    );
+                    if let Some(bias) = &self.bias {
+                        for (plane, b) in o.chunks_mut(p).zip(bias) {
+                            plane.iter_mut().for_each(|v| *v += b);
+                        }
+                    }
+                },
+            );
+        out
+    }
+
+    /// `col[(ci·k + ky)·k + kx][oy·ow + ox] = x[ci][oy·s + ky − pad][ox·s + kx − pad]`, zero outside.
+    fn im2col(&self, x: &[f32], h: usize, w: usize, oh: usize, ow: usize, col: &mut [f32]) {
+        let (k, s, pad) = (self.k, self.stride, self.padding as isize);
+        for ci in 0..self.cin {
+            let plane = &x[ci * h * w..(ci + 1) * h * w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &mut col[((ci * k + ky) * k + kx) * oh * ow..][..oh * ow];
+                    for oy in 0..oh {
+                        let iy = (oy * s + ky) as isize - pad;
+                        for ox in 0..ow {
+                            let ix = (ox * s + kx) as isize - pad;
+                            row[oy * ow + ox] =
+                                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                                    plane[iy as usize * w + ix as usize]
+                                } else {
+                                    0.0
+                                };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Inference-mode `BatchNorm2d(affine=False)`: `(x − running_mean) / sqrt(running_var + eps)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNorm2d {
+    pub running_mean: Vec<f32>,
+    pub running_var: Vec<f32>,
+    pub eps: f32,
+}
+
+impl BatchNorm2d {
+    /// # Panics
+    /// If the two statistics differ in length.
+    pub fn new(running_mean: Vec<f32>, running_var: Vec<f32>) -> Self {
+        assert_eq!(
+            running_mean.len(),
+            running_var.len(),
+            "batch norm statistics"
+        );
+        BatchNorm2d {
+            running_mean,
+            running_var,
+            eps: BATCHNORM_EPS,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.running_mean.len()
+    }
+
+    /// The per-channel `(scale, shift)` with `y = x·scale + shift`, for folding into a convolution.
+    pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
+        self.running_mean
+            .iter()
+            .zip(&self.running_var)
+            .map(|(&m, &v)| {
+                let scale = 1.0 / (v as f64 + self.eps as f64).sqrt();
+                (scale as f32, (-(m as f64) * scale) as f32)
+            })
+            .unzip()
+    }
+
+    /// # Panics
+    /// If the input channel count differs.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        assert_eq!(x.c(), self.channels(), "batch norm channels");
+        let plane = x.h() * x.w();
+        let mut out = x.clone();
+        if plane == 0 {
+            return out;
+        }
+        for (i, chunk) in out.data.chunks_mut(plane).enumerate() {
+            let c = i % self.channels();
+            let (m, d) = (
+                self.running_mean[c],
+                (self.running_var[c] + self.eps).sqrt(),
+            );
+            chunk.iter_mut().for_each(|v| *v = (*v - m) / d);
+        }
+        out
+    }
+}
+
+/// One module of a `Sequential`, mirroring PyTorch's `nn.Sequential` indices so that weight
+/// names (`features.<index>.weight`) map straight onto positions.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layer {
+    Conv2d(Conv2d),
+    BatchNorm2d(BatchNorm2d),
+    Relu,
+    Tanh,
+    /// Dropout with its training probability; the identity at inference.
+    Dropout(f32),
+    /// `AdaptiveAvgPool2d(1)`: the mean of each channel.
+    GlobalAvgPool,
+}
+
+impl Layer {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        match self {
+            Layer::Conv2d(conv) => conv.forward(x),
+            Layer::BatchNorm2d(bn) => bn.forward(x),
+            Layer::Relu => x.clone().map(|v| v.max(0.0)),
+            Layer::Tanh => x.clone().map(f32::tanh),
+            Layer::Dropout(_) => x.clone(),
+            Layer::GlobalAvgPool => global_avg_pool(x),
+        }
+    }
+}
+
+/// `[n, c, h, w] → [n, c, 1, 1]`, the mean over each plane.
+pub fn global_avg_pool(x: &Tensor) -> Tensor {
+    let plane = x.h() * x.w();
+    let data = if plane == 0 {
+        vec![0.0; x.n() * x.c()]
+    } else {
+        x.data
+            .chunks(plane)
+            .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / plane as f64) as f32)
+            .collect()
+    };
+    Tensor::from_vec([x.n(), x.c(), 1, 1], data)
+}
+
+/// Layers applied in order (PyTorch `nn.Sequential`).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Sequential {
+    pub layers: Vec<Layer>,
+}
+
+impl Sequential {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let mut y = x.clone();
+        for layer in &self.layers {
+            y = layer.forward(&y);
+        }
+        y
+    }
+}
