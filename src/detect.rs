@@ -396,10 +396,11 @@ fn solve3(mut a: [[f32; 3]; 3], mut b: [f32; 3]) -> Option<[f32; 3]> {
         }
         a.swap(k, pivot);
         b.swap(k, pivot);
+        let pivot_row = a[k];
         for i in k + 1..3 {
-            let f = a[i][k] / a[k][k];
-            for j in k..3 {
-                a[i][j] -= f * a[k][j];
+            let f = a[i][k] / pivot_row[k];
+            for (x, p) in a[i][k..].iter_mut().zip(&pivot_row[k..]) {
+                *x -= f * p;
             }
             b[i] -= f * b[k];
         }

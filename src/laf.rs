@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The measurement-region multiplier of Hessian-Affine: the frame spans ±3√3·σ.
-pub const MR_SIZE: f32 = 5.196_152_4; // 3·√3
+pub const MR_SIZE: f32 = 5.196_152; // 3·√3
 
 /// A local affine frame `[A | c]`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -16,6 +16,9 @@
 //! patch `[-1, 1]²` to the image point `A·u + c`; homographies map image 1 to image 2; a
 //! fundamental matrix satisfies `x2ᵀ·F·x1 = 0`; images are f32 gray in 0..255.
 
+// `!(x > 0.0)` is used on purpose throughout: it rejects NaN as well as non-positive values.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 pub mod cli;
 pub mod describe;
 pub mod detect;
@@ -33,6 +36,7 @@ pub mod pipeline;
 pub mod protocol;
 pub mod pyramid;
 pub mod shape;
+pub mod simd;
 pub mod synth;
 pub mod viz;
 

@@ -36,7 +36,7 @@ pub struct Tentative {
 
 /// Exact two nearest neighbours of each query (row-major `dim`-vectors) in the database.
 pub fn two_nearest(queries: &[f32], database: &[f32], dim: usize) -> TwoNearest {
-    assert!(dim > 0 && queries.len() % dim == 0 && database.len() % dim == 0);
+    assert!(dim > 0 && queries.len().is_multiple_of(dim) && database.len().is_multiple_of(dim));
     let n_queries = queries.len() / dim;
     let n_database = database.len() / dim;
     let mut result = TwoNearest {

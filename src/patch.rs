@@ -76,30 +76,67 @@ pub fn sample_patch(image: &GrayImage, laf: &Laf, size: usize, out: &mut [f32]) 
     ];
     // A small margin keeps the fast path safe from rounding in the incremental positions.
     let inside = corners.iter().all(|p| {
-        p[0] >= 0.0 && p[1] >= 0.0 && p[0] < (w - 1) as f32 - 1e-3 && p[1] < (h - 1) as f32 - 1e-3
+        p[0] >= 0.0 && p[1] >= 0.0 && p[0] < (w - 1) as f32 - 0.01 && p[1] < (h - 1) as f32 - 0.01
     });
-    let data = image.data();
-    for i in 0..size {
-        let row = &mut out[i * size..(i + 1) * size];
-        let start = [origin[0] + i as f32 * dy[0], origin[1] + i as f32 * dy[1]];
-        if inside {
-            for (j, o) in row.iter_mut().enumerate() {
-                let x = start[0] + j as f32 * dx[0];
-                let y = start[1] + j as f32 * dx[1];
-                // Non-negative here, so truncation is floor (and avoids a libm call).
-                let (x0, y0) = (x as usize, y as usize);
-                let (tx, ty) = (x - x0 as f32, y - y0 as f32);
-                let p = y0 * w + x0;
-                let top = data[p] + tx * (data[p + 1] - data[p]);
-                let bottom = data[p + w] + tx * (data[p + w + 1] - data[p + w]);
-                *o = top + ty * (bottom - top);
-            }
-        } else {
+    if inside {
+        sample_inside(image.data(), w, origin, dx, dy, size, out);
+    } else {
+        for i in 0..size {
+            let row = &mut out[i * size..(i + 1) * size];
+            let start = [origin[0] + i as f32 * dy[0], origin[1] + i as f32 * dy[1]];
             for (j, o) in row.iter_mut().enumerate() {
                 let x = start[0] + j as f32 * dx[0];
                 let y = start[1] + j as f32 * dx[1];
                 *o = image.sample_clamped(x, y);
             }
+        }
+    }
+}
+
+/// Bilinear samples of an `size`×`size` grid `origin + j·dx + i·dy` (row i, column j) that lies
+/// inside `[0, W−1) × [0, H−1)`: the caller checked the four corners with a margin, and every
+/// sample is a convex combination of them. The fast path of [`sample_patch`] and of Baumberg's
+/// window.
+pub(crate) fn sample_inside(
+    data: &[f32],
+    w: usize,
+    origin: [f32; 2],
+    dx: [f32; 2],
+    dy: [f32; 2],
+    size: usize,
+    out: &mut [f32],
+) {
+    // The largest top-left index whose 2×2 neighbourhood is in bounds; clamping to it costs one
+    // integer min per sample and keeps the loads safe whatever the rounding.
+    assert!(
+        w >= 2 && data.len() >= 2 * w,
+        "sample_inside needs an image of at least 2×2"
+    );
+    let last = data.len() - (w + 2);
+    let stride = w as i32;
+    for i in 0..size {
+        let row = &mut out[i * size..(i + 1) * size];
+        let (mut x, mut y) = (origin[0] + i as f32 * dy[0], origin[1] + i as f32 * dy[1]);
+        for o in row.iter_mut() {
+            // SAFETY: the caller guarantees 0 ≤ x < W − 1 and 0 ≤ y < H − 1 (finite, far inside
+            // i32), so the conversion is exact truncation, i.e. floor.
+            let (x0, y0): (i32, i32) = unsafe { (x.to_int_unchecked(), y.to_int_unchecked()) };
+            let (tx, ty) = (x - x0 as f32, y - y0 as f32);
+            let p = ((y0 * stride + x0) as usize).min(last);
+            // SAFETY: p ≤ last = len − w − 2, so p + w + 1 < len.
+            let (a, b, c, d) = unsafe {
+                (
+                    *data.get_unchecked(p),
+                    *data.get_unchecked(p + 1),
+                    *data.get_unchecked(p + w),
+                    *data.get_unchecked(p + w + 1),
+                )
+            };
+            let top = a + tx * (b - a);
+            let bottom = c + tx * (d - c);
+            *o = top + ty * (bottom - top);
+            x += dx[0];
+            y += dx[1];
         }
     }
 }

@@ -11,8 +11,6 @@
 use std::f32::consts::PI;
 use std::sync::OnceLock;
 
-use crate::math::fast_atan2;
-
 const SIZE: usize = 41;
 const BINS: usize = 36;
 const PEAK_RATIO: f32 = 0.8;
@@ -42,33 +40,52 @@ fn weights() -> &'static [f32; SIZE * SIZE] {
 /// The dominant orientations (radians, in the patch's frame) of a 41×41 patch.
 pub fn dominant_orientations(patch: &[f32], half: bool) -> Vec<f32> {
     assert_eq!(patch.len(), SIZE * SIZE, "the orientation patch is 41×41");
-    let w = weights();
     let mut hist = [0f32; BINS];
-    for r in 1..SIZE - 1 {
-        for c in 1..SIZE - 1 {
-            let weight = w[r * SIZE + c];
-            if weight == 0.0 {
-                continue;
+    vote(patch, weights(), &mut hist);
+    peaks(hist, half)
+}
+
+crate::multiversion! {
+    /// Accumulates the gradient votes of the interior pixels: per-pixel arithmetic in one
+    /// vectorisable pass, then two scattered adds per pixel (linear interpolation between the
+    /// two nearest bin centres; MODS votes into the nearest bin only, which limits the precision
+    /// to ±5°).
+    fn vote(patch: &[f32], w: &[f32; SIZE * SIZE], hist: &mut [f32; BINS]) {
+        const INNER: usize = SIZE - 2;
+        let mut votes = [0f32; INNER];
+        let mut fractions = [0f32; INNER];
+        let mut lower = [0u32; INNER];
+        for r in 1..SIZE - 1 {
+            let above = &patch[(r - 1) * SIZE + 1..(r - 1) * SIZE + 1 + INNER];
+            let below = &patch[(r + 1) * SIZE + 1..(r + 1) * SIZE + 1 + INNER];
+            let left = &patch[r * SIZE..r * SIZE + INNER];
+            let right = &patch[r * SIZE + 2..r * SIZE + 2 + INNER];
+            let weight = &w[r * SIZE + 1..r * SIZE + 1 + INNER];
+            for k in 0..INNER {
+                let gx = right[k] - left[k];
+                let gy = below[k] - above[k];
+                let magnitude = (gx * gx + gy * gy).sqrt();
+                votes[k] = if magnitude > MIN_MAGNITUDE { magnitude * weight[k] } else { 0.0 };
+                // In [−0.5, 35.5]; +1 makes it positive, max/min also map NaN into range.
+                let position = (BINS as f32 * (crate::math::fast_atan2(gy, gx) / PI + 1.0) / 2.0 + 0.5)
+                    .max(0.0)
+                    .min(BINS as f32 + 0.999);
+                // SAFETY: 0 ≤ position < 37, finite: exact truncation.
+                let bin: i32 = unsafe { position.to_int_unchecked() };
+                fractions[k] = position - bin as f32;
+                lower[k] = ((bin + BINS as i32 - 1) % BINS as i32) as u32;
             }
-            let gx = patch[r * SIZE + c + 1] - patch[r * SIZE + c - 1];
-            let gy = patch[(r + 1) * SIZE + c] - patch[(r - 1) * SIZE + c];
-            let magnitude = (gx * gx + gy * gy).sqrt();
-            if magnitude <= MIN_MAGNITUDE {
-                continue;
+            for k in 0..INNER {
+                let (b, f, v) = (lower[k] as usize, fractions[k], votes[k]);
+                hist[b] += v * (1.0 - f);
+                hist[(b + 1) % BINS] += v * f;
             }
-            // Linear interpolation between the two nearest bin centres (MODS votes into the
-            // nearest bin only, which limits the precision to ±5°).
-            let theta = fast_atan2(gy, gx);
-            let position = BINS as f32 * (theta / PI + 1.0) / 2.0 - 0.5;
-            // position ≥ −0.5, so truncating position + 1 is floor + 1 (no libm call).
-            let lower = (position + 1.0) as i32 - 1;
-            let fraction = position - lower as f32;
-            let lower = lower.rem_euclid(BINS as i32) as usize;
-            let vote = magnitude * weight;
-            hist[lower] += vote * (1.0 - fraction);
-            hist[(lower + 1) % BINS] += vote * fraction;
         }
     }
+}
+
+/// Smooths the histogram and returns its peaks as angles (see the module doc).
+fn peaks(mut hist: [f32; BINS], half: bool) -> Vec<f32> {
     for _ in 0..SMOOTHING_PASSES {
         let previous = hist;
         for b in 0..BINS {

@@ -152,32 +152,45 @@ impl BaumbergWindow {
 
     /// The weighted second-moment matrix [[a, b], [b, c]] of the window's gradients.
     fn second_moments(&self, window: &[f32; WINDOW * WINDOW]) -> (f32, f32, f32) {
-        let (mut a, mut b, mut c) = (0f32, 0f32, 0f32);
+        second_moments(&self.mask, window)
+    }
+}
+
+crate::multiversion! {
+    /// Gradients by central differences (not halved; one-sided at the window's edge), then the
+    /// mask-weighted sums of gx², gx·gy and gy², normalised by the window size.
+    fn second_moments(mask: &[f32; WINDOW * WINDOW], window: &[f32; WINDOW * WINDOW]) -> (f32, f32, f32) {
+        let mut gx = [0f32; WINDOW * WINDOW];
+        let mut gy = [0f32; WINDOW * WINDOW];
         for r in 0..WINDOW {
-            for col in 0..WINDOW {
-                let at = |rr: usize, cc: usize| window[rr * WINDOW + cc];
-                let gx = if col == 0 {
-                    at(r, 1) - at(r, 0)
-                } else if col == WINDOW - 1 {
-                    at(r, col) - at(r, col - 1)
-                } else {
-                    at(r, col + 1) - at(r, col - 1)
-                };
-                let gy = if r == 0 {
-                    at(1, col) - at(0, col)
-                } else if r == WINDOW - 1 {
-                    at(r, col) - at(r - 1, col)
-                } else {
-                    at(r + 1, col) - at(r - 1, col)
-                };
-                let w = self.mask[r * WINDOW + col];
-                a += gx * gx * w;
-                b += gx * gy * w;
-                c += gy * gy * w;
+            let row = &window[r * WINDOW..(r + 1) * WINDOW];
+            let out = &mut gx[r * WINDOW..(r + 1) * WINDOW];
+            out[0] = row[1] - row[0];
+            out[WINDOW - 1] = row[WINDOW - 1] - row[WINDOW - 2];
+            for c in 1..WINDOW - 1 {
+                out[c] = row[c + 1] - row[c - 1];
             }
         }
+        for c in 0..WINDOW {
+            gy[c] = window[WINDOW + c] - window[c];
+            let last = (WINDOW - 1) * WINDOW + c;
+            gy[last] = window[last] - window[last - WINDOW];
+        }
+        for i in WINDOW..(WINDOW - 1) * WINDOW {
+            gy[i] = window[i + WINDOW] - window[i - WINDOW];
+        }
+        let mut wgx = [0f32; WINDOW * WINDOW];
+        let mut wgy = [0f32; WINDOW * WINDOW];
+        for i in 0..WINDOW * WINDOW {
+            wgx[i] = mask[i] * gx[i];
+            wgy[i] = mask[i] * gy[i];
+        }
         let n = (WINDOW * WINDOW) as f32;
-        (a / n, b / n, c / n)
+        (
+            crate::math::weighted_sum(&wgx, &gx) / n,
+            crate::math::weighted_sum(&wgx, &gy) / n,
+            crate::math::weighted_sum(&wgy, &gy) / n,
+        )
     }
 }
 
@@ -195,6 +208,29 @@ fn warp_window(
     let half = HALF_WINDOW as i32;
     let data = image.data();
     let stride = image.width();
+    // Most windows lie well inside the image: sample them without per-sample checks.
+    let h = HALF_WINDOW as f32;
+    let corners = [(-h, -h), (h, -h), (-h, h), (h, h)].map(|(i, j)| {
+        (
+            lx + i * a[0][0] + j * a[0][1],
+            ly + i * a[1][0] + j * a[1][1],
+        )
+    });
+    let inside = corners
+        .iter()
+        .all(|&(x, y)| x >= 0.0 && y >= 0.0 && x < width as f32 - 0.01 && y < height as f32 - 0.01);
+    if inside {
+        crate::patch::sample_inside(
+            data,
+            stride,
+            [corners[0].0, corners[0].1],
+            [a[0][0], a[1][0]],
+            [a[0][1], a[1][1]],
+            WINDOW,
+            out,
+        );
+        return;
+    }
     let mut k = 0;
     for j in -half..=half {
         let rx = lx + j as f32 * a[0][1];
