@@ -25,6 +25,7 @@ pub mod detect;
 pub mod error;
 pub mod feature;
 pub mod geometry;
+pub mod gpu;
 pub mod image;
 pub mod laf;
 pub mod matching;

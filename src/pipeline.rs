@@ -303,6 +303,9 @@ pub struct MatchReport {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ground_truth: Option<crate::protocol::Judgement>,
     pub device: String,
+    /// Why `--device auto` chose this device (e.g. "no CUDA: no NVIDIA driver").
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device_note: Option<String>,
     pub images: [String; 2],
     pub settings: Config,
     pub version: String,
@@ -458,6 +461,7 @@ pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -
         ransac_iterations: iterations,
         ground_truth: None,
         device: "cpu".into(),
+        device_note: None,
         images: [String::new(), String::new()],
         settings: config.clone(),
         version: env!("CARGO_PKG_VERSION").into(),

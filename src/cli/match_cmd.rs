@@ -48,7 +48,8 @@ pub fn run(args: MatchArgs) -> Result<()> {
         .map(crate::protocol::load_ground_truth)
         .transpose()?;
     let mut report = match_files(&args.image1, &args.image2, &config)?;
-    report.device = device;
+    report.device = device.name;
+    report.device_note = device.note;
     if let Some(truth) = &truth {
         report.judge_against(truth);
     }
@@ -97,19 +98,20 @@ pub fn summary(report: &MatchReport) -> String {
     } else {
         "NOT REGISTERED"
     };
+    let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
     out += &format!(
-        "{}  ({} + {:?} shape + {:?} orientation + {:?}, {} by {:?}, {})\n",
-        verdict,
+        "{verdict}  ({} + {} shape + {} orientation + {}, {} by {}, {})\n",
         s.method.name(),
-        s.shape,
-        s.orientation,
-        s.descriptor,
+        name(&s.shape),
+        name(&s.orientation),
+        name(&s.descriptor),
         report.geometry,
-        s.ransac_method,
+        name(&s.ransac_method),
         report.device
-    )
-    .to_lowercase()
-    .replacen(&verdict.to_lowercase(), verdict, 1);
+    );
+    if let Some(note) = &report.device_note {
+        out += &format!("  device      {} ({note})\n", report.device);
+    }
     out += &format!("  {}\n", report.verdict);
     out += &format!(
         "  features    {} / {}   (detections {} / {})\n",

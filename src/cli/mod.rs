@@ -191,13 +191,34 @@ impl VerifyArgs {
     }
 }
 
-/// Resolves `--device` to the device that will run (its name goes into reports).
-pub fn resolve_device(choice: DeviceChoice) -> Result<String> {
+/// The device that runs a command, and why when it is not the one asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedDevice {
+    /// "cpu" or "cuda".
+    pub name: String,
+    /// Why `auto` fell back to the CPU, or what GPU is used.
+    pub note: Option<String>,
+}
+
+/// Resolves `--device`: `auto` uses the CPU and says why; `cuda` without a usable GPU is an error.
+pub fn resolve_device(choice: DeviceChoice) -> Result<ResolvedDevice> {
+    let cpu = |note: Option<String>| ResolvedDevice {
+        name: "cpu".into(),
+        note,
+    };
     match choice {
-        DeviceChoice::Cpu | DeviceChoice::Auto => Ok("cpu".to_string()),
-        DeviceChoice::Cuda => Err(crate::Error::Device(
-            "--device cuda: this build has no CUDA backend yet; use --device cpu".into(),
-        )),
+        DeviceChoice::Cpu => Ok(cpu(None)),
+        DeviceChoice::Auto => Ok(cpu(Some(match crate::gpu::probe() {
+            Ok(info) => format!("GPU {} found; the CUDA pipeline is not wired in yet", info.name),
+            Err(reason) => format!("no CUDA: {reason}"),
+        }))),
+        DeviceChoice::Cuda => match crate::gpu::probe() {
+            Ok(info) => Err(crate::Error::Device(format!(
+                "--device cuda: GPU {} found, but the CUDA pipeline is not wired in yet; use --device cpu",
+                info.name
+            ))),
+            Err(reason) => Err(crate::Error::Device(format!("--device cuda: {reason}"))),
+        },
     }
 }
 

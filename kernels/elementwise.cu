@@ -1,0 +1,24 @@
+// Elementwise layers: ReLU and tanh, forward and backward. Header-free (NVRTC has no standard
+// headers). One thread per element; the CPU versions in src/nn are the reference.
+
+extern "C" __global__ void relu_forward(float* y, const float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = fmaxf(x[i], 0.0f);
+}
+
+// dx = dy where the forward input was positive.
+extern "C" __global__ void relu_backward(float* dx, const float* dy, const float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+extern "C" __global__ void tanh_forward(float* y, const float* x, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = tanhf(x[i]);
+}
+
+// dx = dy · (1 − y²), from the forward output y.
+extern "C" __global__ void tanh_backward(float* dx, const float* dy, const float* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
+}

@@ -1,0 +1,122 @@
+//! Compiling CUDA C++ to PTX with NVRTC at run time.
+
+/// The PTX ISA a CUDA 13.0 driver (driver 580) accepts; a newer NVRTC would write PTX that such a
+/// driver refuses, so compilation checks the header.
+pub const MAX_PTX_VERSION: (u32, u32) = (9, 0);
+
+/// Opens NVRTC from `WBS_NVRTC_DIR` when set (builtins first, as NVRTC needs them), so that a
+/// NVRTC outside the library path works without `LD_LIBRARY_PATH`. Idempotent.
+#[cfg(feature = "cuda")]
+fn preload() -> Result<(), String> {
+    use std::sync::OnceLock;
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let Some(dir) = std::env::var_os("WBS_NVRTC_DIR") else {
+                return Ok(());
+            };
+            let dir = std::path::PathBuf::from(dir);
+            for name in ["libnvrtc-builtins.so.13.0", "libnvrtc.so.13"] {
+                let path = dir.join(name);
+                // SAFETY: loading a shared library runs its initialisers; these are NVIDIA's
+                // NVRTC libraries, which have none with side effects on this process.
+                let library = unsafe { libloading::Library::new(&path) }
+                    .map_err(|e| format!("WBS_NVRTC_DIR: cannot load {}: {e}", path.display()))?;
+                // Keep it loaded for the life of the process, so that cudarc's later dlopen of
+                // the same soname finds it.
+                std::mem::forget(library);
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+/// Whether NVRTC can be used on this machine (no GPU needed).
+pub fn available() -> Result<(), String> {
+    #[cfg(feature = "cuda")]
+    {
+        preload()?;
+        // SAFETY: only probes whether the library can be opened.
+        if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            Ok(())
+        } else {
+            Err(
+                "libnvrtc not found (install the CUDA toolkit, or the pip wheel \
+                 nvidia-cuda-nvrtc==13.0.88 and set WBS_NVRTC_DIR to its nvidia/cu13/lib)"
+                    .into(),
+            )
+        }
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err("this wbs was built without the `cuda` feature".into())
+    }
+}
+
+/// Compiles one kernel source for `arch` (e.g. "compute_90") and returns the PTX text. Errors
+/// carry NVRTC's log, with line numbers.
+pub fn compile(name: &str, source: &str, arch: &str) -> Result<String, String> {
+    #[cfg(feature = "cuda")]
+    {
+        available()?;
+        let options = cudarc::nvrtc::CompileOptions {
+            options: vec![
+                format!("--gpu-architecture={arch}"),
+                "--std=c++17".into(),
+                "-lineinfo".into(),
+            ],
+            use_fast_math: Some(false),
+            name: Some(format!("{name}.cu")),
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, options)
+            .map_err(|e| format!("kernels/{name}.cu: {e}"))?
+            .to_src();
+        check_ptx_version(&ptx).map_err(|e| format!("kernels/{name}.cu: {e}"))?;
+        Ok(ptx)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (name, source, arch);
+        Err("this wbs was built without the `cuda` feature".into())
+    }
+}
+
+/// Rejects PTX newer than [`MAX_PTX_VERSION`].
+pub fn check_ptx_version(ptx: &str) -> Result<(u32, u32), String> {
+    let line = ptx
+        .lines()
+        .find(|l| l.trim_start().starts_with(".version"))
+        .ok_or("the PTX has no .version line")?;
+    let version = line.trim_start().trim_start_matches(".version").trim();
+    let (major, minor) = version
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .ok_or_else(|| format!("unreadable PTX version '{version}'"))?;
+    if (major, minor) > MAX_PTX_VERSION {
+        return Err(format!(
+            "NVRTC wrote PTX {major}.{minor}, newer than the {}.{} a CUDA 13.0 driver accepts; \
+             use NVRTC 13.0 (pip nvidia-cuda-nvrtc==13.0.88)",
+            MAX_PTX_VERSION.0, MAX_PTX_VERSION.1
+        ));
+    }
+    Ok((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptx_version_gate() {
+        assert_eq!(
+            check_ptx_version("//\n.version 9.0\n.target sm_90"),
+            Ok((9, 0))
+        );
+        assert_eq!(check_ptx_version(".version 8.8\n"), Ok((8, 8)));
+        assert!(check_ptx_version(".version 9.5\n")
+            .unwrap_err()
+            .contains("newer"));
+        assert!(check_ptx_version(".target sm_90\n").is_err());
+    }
+}
