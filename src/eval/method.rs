@@ -26,6 +26,30 @@ pub struct MethodConfig {
 }
 
 impl MethodConfig {
+    /// A method from one configuration: kept as it is for the model it verifies, and with the
+    /// protocol's defaults of the other model (`Config::set_geometry`) for the other pairs.
+    pub fn from_config(config: Config, device: &str) -> MethodConfig {
+        let with = |kind: ModelKind| {
+            let mut c = config.clone();
+            if c.ransac.kind != kind {
+                c.set_geometry(kind);
+            }
+            c
+        };
+        MethodConfig {
+            label: Self::label_of(&config),
+            device: device.to_string(),
+            homography: with(ModelKind::Homography),
+            fundamental: with(ModelKind::Fundamental),
+            without_ground_truth: ModelKind::Homography,
+        }
+    }
+
+    /// A preset with the protocol's defaults, on the CPU.
+    pub fn preset(method: crate::pipeline::Method) -> MethodConfig {
+        Self::from_config(Config::preset(method), "cpu")
+    }
+
     /// The model that verifies a pair with this ground truth.
     pub fn geometry_for(&self, truth: &GroundTruth) -> ModelKind {
         match truth {
