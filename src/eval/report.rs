@@ -402,7 +402,9 @@ pub fn write_reports(dir: &Path, file: &EvalFile) -> Result<Vec<PathBuf>> {
 
 /// Writes a file through a temporary name, so that an interrupted write leaves the old one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

@@ -345,7 +345,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<EvalFile> {
                         stop.store(true, Ordering::Relaxed);
                     }
                     bar.set_message(format!(
-                        "{} registered, {} failed · {}",
+                        "{} registered, {} failed, last {}",
                         s.registered, s.failed, pair.name
                     ));
                     drop(s);
@@ -406,11 +406,9 @@ fn progress_bar(todo: usize, show: bool) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(todo as u64), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed:>4} [{bar:30}] {pos}/{len} · eta {eta} · {wide_msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{elapsed:>4} [{bar:24}] {pos}/{len} eta {eta:>3} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(500));
     bar
