@@ -23,6 +23,7 @@ pub mod cli;
 pub mod describe;
 pub mod detect;
 pub mod error;
+pub mod eval;
 pub mod feature;
 pub mod geometry;
 pub mod gpu;

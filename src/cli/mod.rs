@@ -4,6 +4,7 @@
 
 mod bench_cmd;
 mod detect_cmd;
+mod eval_cmd;
 mod match_cmd;
 mod synth_cmd;
 
@@ -42,6 +43,8 @@ pub enum Command {
     Synth(synth_cmd::SynthArgs),
     /// Measure speed: a whole match, descriptor matching, verification.
     Bench(bench_cmd::BenchArgs),
+    /// Evaluate methods on datasets as protocol.md says: table, JSON, plots (`eval merge`: shards).
+    Eval(eval_cmd::EvalArgs),
 }
 
 /// Which detector runs.
@@ -230,6 +233,7 @@ pub fn run() -> i32 {
         Command::Detect(args) => detect_cmd::run(args),
         Command::Synth(args) => synth_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
     };
     match result {
         Ok(()) => 0,

@@ -1,0 +1,235 @@
+//! `wbs eval`: evaluate methods on datasets (table, JSON, plots); `wbs eval merge`: combine shards.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, ArgMatches, Args, FromArgMatches, Subcommand};
+
+use super::{FeatureArgs, VerifyArgs};
+use crate::eval::datasets::{load_dataset, load_pair_list, parse_dataset_spec, parse_list_spec};
+use crate::eval::record::Shard;
+use crate::eval::report::{paper_table_markdown, write_reports};
+use crate::eval::{EvalFile, MethodConfig, Plan, RunOptions};
+use crate::geometry::ModelKind;
+use crate::pipeline::Method;
+use crate::{Error, Result};
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    pub action: Option<EvalAction>,
+    /// A dataset in its authors' layout: OxAff, EF, EVD, SymB, WxBS or homogr, read from
+    /// <root>/<NAME>, or from DIR with NAME=DIR. Repeat for several (columns of the table).
+    #[arg(long = "dataset", value_name = "NAME[=DIR]")]
+    pub datasets: Vec<String>,
+    /// A pair list (GDB, LTLL, your data): lines `image1 image2 [H-file | pts-file | -]`, paths
+    /// relative to the list, `#` comments. The dataset is called NAME, or the file's stem.
+    #[arg(long = "list", value_name = "[NAME=]FILE")]
+    pub lists: Vec<String>,
+    /// The folder that holds the datasets named without =DIR.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Where the journal (pairs.jsonl), eval.json, table.md/.csv, summary.csv, report.md and
+    /// plots/ go.
+    #[arg(long, value_name = "DIR", default_value = "eval-out")]
+    pub out: PathBuf,
+    /// Also draw each pair's inliers to DIR/<method>/<pair>.png.
+    #[arg(long, value_name = "DIR")]
+    pub viz_dir: Option<PathBuf>,
+    /// Continue the run in --out: pairs already in its pairs.jsonl are not matched again
+    /// (failed pairs are retried).
+    #[arg(long)]
+    pub resume: bool,
+    /// Run only shard I of N (pairs whose position modulo N is I-1); combine the shards' outputs
+    /// with `wbs eval merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Pairs matched at the same time (each match also uses every core for its own stages).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Only pairs whose name contains TEXT (e.g. `graf`, `OxAff/bark/1-6`); repeatable.
+    #[arg(long, value_name = "TEXT")]
+    pub only: Vec<String>,
+    #[command(flatten)]
+    pub features: MethodsArgs,
+    /// Verification flags; the model follows each pair's ground truth (homography or, for
+    /// annotated correspondences, fundamental); --geometry applies to pairs without ground truth.
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalAction {
+    /// Combine the outputs of `wbs eval --shard I/N` runs into one report.
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The shards' eval.json files (or their --out folders).
+    #[arg(required = true, value_name = "SHARD.json")]
+    pub shards: Vec<PathBuf>,
+    /// Where the merged reports go.
+    #[arg(long, value_name = "DIR", default_value = "eval-out")]
+    pub out: PathBuf,
+}
+
+/// The feature flags of `wbs match`, with `--method` repeatable: every method becomes a row.
+#[derive(Debug, Clone)]
+pub struct MethodsArgs {
+    pub methods: Vec<Method>,
+    pub features: FeatureArgs,
+}
+
+impl Args for MethodsArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        FeatureArgs::augment_args(cmd).mut_arg("method", |a| {
+            a.action(ArgAction::Append)
+                .help("Method (preset), named as in the AffNet paper; repeat to compare several")
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for MethodsArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> std::result::Result<Self, clap::Error> {
+        let features = FeatureArgs::from_arg_matches(matches)?;
+        let methods = matches
+            .get_many::<Method>("method")
+            .map(|v| v.copied().collect())
+            .unwrap_or_else(|| vec![features.method]);
+        Ok(MethodsArgs { methods, features })
+    }
+
+    fn update_from_arg_matches(
+        &mut self,
+        matches: &ArgMatches,
+    ) -> std::result::Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+/// The methods' settings from the flags, each validated before any pair runs.
+fn methods(args: &EvalArgs) -> Result<Vec<MethodConfig>> {
+    let device = super::resolve_device(args.features.features.device)?;
+    let mut out: Vec<MethodConfig> = Vec::new();
+    for &method in &args.features.methods {
+        let mut features = args.features.features.clone();
+        features.method = method;
+        let with = |kind: ModelKind| {
+            let mut config = features.config();
+            let mut verify = args.verify.clone();
+            verify.geometry = kind;
+            verify.apply(&mut config);
+            config.validate().map(|_| config)
+        };
+        let homography = with(ModelKind::Homography)?;
+        let fundamental = with(ModelKind::Fundamental)?;
+        let label = MethodConfig::label_of(&homography);
+        if out.iter().any(|m| m.label == label) {
+            return Err(Error::invalid(format!("--method {label} is given twice")));
+        }
+        out.push(MethodConfig {
+            label,
+            device: device.clone(),
+            homography,
+            fundamental,
+            without_ground_truth: args.verify.geometry,
+        });
+    }
+    Ok(out)
+}
+
+/// The datasets named by --dataset and --list, in the order given (datasets first).
+fn datasets(args: &EvalArgs) -> Result<Vec<crate::eval::Dataset>> {
+    let mut out: Vec<crate::eval::Dataset> = Vec::new();
+    for spec in &args.datasets {
+        let (layout, dir) = parse_dataset_spec(spec, args.root.as_deref())?;
+        out.push(load_dataset(layout, &dir)?);
+    }
+    for spec in &args.lists {
+        let (name, file) = parse_list_spec(spec);
+        out.push(load_pair_list(name, &file)?);
+    }
+    for (i, d) in out.iter().enumerate() {
+        if out[..i].iter().any(|e| e.name == d.name) {
+            return Err(Error::invalid(format!(
+                "dataset {} is given twice (name a pair list with --list NAME=FILE)",
+                d.name
+            )));
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let command: Vec<String> = std::env::args().collect();
+    if let Some(EvalAction::Merge(merge)) = args.action {
+        let file = crate::eval::merge::merge(&merge.shards, command)?;
+        write_reports(&merge.out, &file)?;
+        return finish(&file, &merge.out);
+    }
+    if args.datasets.is_empty() && args.lists.is_empty() {
+        return Err(Error::invalid(
+            "wbs eval: give at least one --dataset NAME[=DIR] or --list FILE (see wbs eval --help)",
+        ));
+    }
+    if args.jobs == 0 {
+        return Err(Error::invalid("--jobs must be at least 1"));
+    }
+    let plan = Plan {
+        methods: methods(&args)?,
+        datasets: datasets(&args)?,
+        only: args.only.clone(),
+        shard: args.shard,
+    };
+    if plan.pairs().is_empty() {
+        return Err(Error::invalid(
+            "no pair to evaluate: --only or --shard selects none of the datasets' pairs",
+        ));
+    }
+    let options = RunOptions {
+        out: args.out.clone(),
+        viz_dir: args.viz_dir.clone(),
+        resume: args.resume,
+        jobs: args.jobs,
+        progress: true,
+        command,
+    };
+    let file = crate::eval::run(&plan, &options)?;
+    finish(&file, &args.out)
+}
+
+/// Prints the table and where everything went; failed pairs are counted, not fatal.
+fn finish(file: &EvalFile, out: &std::path::Path) -> Result<()> {
+    print!("{}", paper_table_markdown(file));
+    let failed: Vec<_> = file.pairs.iter().filter(|r| r.error.is_some()).collect();
+    println!(
+        "\n{} record(s): {} computed, {} resumed, {} failed · {:.0} s",
+        file.pairs.len(),
+        file.run.computed,
+        file.run.resumed,
+        failed.len(),
+        file.run.wall_seconds
+    );
+    for r in failed.iter().take(5) {
+        eprintln!(
+            "failed: {} ({}): {}",
+            r.pair,
+            r.method,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    if failed.len() > 5 {
+        eprintln!("failed: ... {} more in report.md", failed.len() - 5);
+    }
+    println!(
+        "wrote eval.json, table.md, table.csv, summary.csv, report.md and plots/ in {}",
+        out.display()
+    );
+    Ok(())
+}

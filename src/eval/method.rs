@@ -1,0 +1,83 @@
+//! A method of an evaluation: one row of the table, and the matcher settings it runs with.
+//!
+//! The protocol fixes the verification model per pair (homography ground truth → homography,
+//! annotated correspondences → fundamental matrix), so a method carries a complete
+//! [`Config`] for each model, made once from the command line. Nothing is re-derived per pair.
+
+use serde::{Deserialize, Serialize};
+
+use crate::geometry::ModelKind;
+use crate::pipeline::Config;
+use crate::protocol::GroundTruth;
+
+/// A method's settings for every pair it will see.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MethodConfig {
+    /// The row label: the preset's name (`hesaff`), with the descriptor when it is not RootSIFT.
+    pub label: String,
+    /// Where the networks and matching run ("cpu").
+    pub device: String,
+    /// Settings for pairs verified with a homography.
+    pub homography: Config,
+    /// Settings for pairs verified with a fundamental matrix.
+    pub fundamental: Config,
+    /// The model for pairs without ground truth (`--geometry`).
+    pub without_ground_truth: ModelKind,
+}
+
+impl MethodConfig {
+    /// A method from one configuration: kept as it is for the model it verifies, and with the
+    /// protocol's defaults of the other model (`Config::set_geometry`) for the other pairs.
+    pub fn from_config(config: Config, device: &str) -> MethodConfig {
+        let with = |kind: ModelKind| {
+            let mut c = config.clone();
+            if c.ransac.kind != kind {
+                c.set_geometry(kind);
+            }
+            c
+        };
+        MethodConfig {
+            label: Self::label_of(&config),
+            device: device.to_string(),
+            homography: with(ModelKind::Homography),
+            fundamental: with(ModelKind::Fundamental),
+            without_ground_truth: ModelKind::Homography,
+        }
+    }
+
+    /// A preset with the protocol's defaults, on the CPU.
+    pub fn preset(method: crate::pipeline::Method) -> MethodConfig {
+        Self::from_config(Config::preset(method), "cpu")
+    }
+
+    /// The model that verifies a pair with this ground truth.
+    pub fn geometry_for(&self, truth: &GroundTruth) -> ModelKind {
+        match truth {
+            GroundTruth::Homography(_) => ModelKind::Homography,
+            GroundTruth::Correspondences(_) => ModelKind::Fundamental,
+            GroundTruth::None => self.without_ground_truth,
+        }
+    }
+
+    /// The settings for one verification model.
+    pub fn config(&self, kind: ModelKind) -> &Config {
+        match kind {
+            ModelKind::Homography => &self.homography,
+            ModelKind::Fundamental => &self.fundamental,
+        }
+    }
+
+    /// The label of a configuration: the method's name, plus the descriptor unless it is the
+    /// presets' RootSIFT (`hesaff+halfrootsift`).
+    pub fn label_of(config: &Config) -> String {
+        let descriptor = serde_json::to_value(config.descriptor)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        if config.descriptor == crate::describe::DescriptorKind::Rootsift {
+            config.method.name().to_string()
+        } else {
+            format!("{}+{descriptor}", config.method.name())
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! `wbs eval`: the evaluation protocol of `protocol.md` over whole datasets.
+//!
+//! ```text
+//! datasets (layout → pairs) ─▶ run (match_pair per pair and method, journal) ─▶ report ─▶ plot
+//!                                                   shards ─▶ merge ──────────▶ report ─▶ plot
+//! ```
+//! Every pair is matched by [`run::match_pair`], which calls `pipeline::match_files` and
+//! `protocol::judge` exactly as `wbs match --ground-truth` does: there is one implementation of
+//! the protocol. The records (one per pair and method) are appended to a journal as they finish,
+//! and every report is a pure function of the settings and the records, so a resumed run or a
+//! merge of shards reports exactly what one uninterrupted run would.
+
+pub mod datasets;
+pub mod merge;
+pub mod method;
+pub mod plot;
+pub mod record;
+pub mod report;
+pub mod run;
+
+pub use datasets::{load_dataset, load_pair_list, Dataset, Layout, Pair, TruthSource};
+pub use method::MethodConfig;
+pub use record::{EvalFile, PairRecord, Settings, Shard};
+pub use run::{match_pair, run, Plan, RunOptions};
