@@ -135,7 +135,7 @@ fn methods(args: &EvalArgs) -> Result<Vec<MethodConfig>> {
         }
         out.push(MethodConfig {
             label,
-            device: device.clone(),
+            device: device.name.clone(),
             homography,
             fundamental,
             without_ground_truth: args.verify.geometry,
