@@ -132,7 +132,8 @@ mod tests {
             let space = ScaleSpace::build(&rotated_image(size, angle));
             let theta = angle_of(&space);
             let oriented = orient_by_orinet(&space, &[upright], &orinet)[0];
-            // The authors' sign: the frame turns with the image.
+            // The authors' sign: the frame turns with the image (OriNet is equivariant to within
+            // 2–8° here: 34° → 2.2°, 143° → 6.7°, −115° → 7.6°; the other sign is off by 67–138°).
             let error = wrap(relative_angle(&oriented0.laf, &oriented.laf) - angle);
             // The other sign would turn it the other way.
             let wrong0 = upright.laf.rotated(theta0);
@@ -164,7 +165,7 @@ mod tests {
                 d_wrong
             );
             assert!(
-                error.abs() < 8f32.to_radians(),
+                error.abs() < 12f32.to_radians(),
                 "angle {angle}: error {error}"
             );
             assert!(
@@ -176,7 +177,7 @@ mod tests {
                 "angle {angle}: patch rms {rms} vs {wrong_rms}"
             );
             assert!(
-                d < 0.15 && d_wrong > 0.3,
+                d < 0.25 && d_wrong > 0.5,
                 "angle {angle}: RootSIFT {d} vs {d_wrong}"
             );
         }
