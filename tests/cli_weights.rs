@@ -234,6 +234,51 @@ fn missing_weights_are_one_line_errors_that_say_how_to_get_them() {
 }
 
 #[test]
+fn bench_times_hesaffnet_and_the_networks() {
+    let dir = temp_dir("cli-bench");
+    let weights = dir.join("affnet.safetensors");
+    random_weights(ModelKind::AffNet, 2).save(&weights).unwrap();
+    let (a, b) = (sample(1), sample(2));
+    let common = [
+        "bench",
+        "--pair",
+        &a,
+        &b,
+        "--repeat",
+        "1",
+        "--descriptors",
+        "100",
+    ];
+    let mut args = common.to_vec();
+    args.extend([
+        "--nn-batch",
+        "16",
+        "--affnet-weights",
+        weights.to_str().unwrap(),
+    ]);
+    let o = wbs(&args, &dir);
+    assert_success(&o);
+    let out = text(&o.stdout);
+    for needle in [
+        "(hesaff, rootsift)",
+        "(hesaffnet, rootsift)",
+        "AffNet   batch    16",
+        "HardNet  batch    16",
+    ] {
+        assert!(out.contains(needle), "no '{needle}' in:\n{out}");
+    }
+    // Without AffNet weights the hesaffnet line says why it was skipped.
+    let mut args = common.to_vec();
+    args.extend(["--nn-batch", "0"]);
+    let out = text(&wbs(&args, &dir.join("empty")).stdout);
+    assert!(
+        out.contains("match (hesaffnet): skipped: no AffNet weights found"),
+        "{out}"
+    );
+    assert!(!out.contains("patches/s"), "{out}");
+}
+
+#[test]
 fn hardnet_with_random_weights_runs_end_to_end() {
     let dir = temp_dir("cli-hardnet");
     let weights = dir.join("hardnet.safetensors");

@@ -89,9 +89,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                         config.weights.affnet = Some(path);
                         bench_match(&a, &b, &config, args.repeat)?;
                     }
-                    Err(_) => println!(
-                        "match (hesaffnet): skipped, no AffNet weights found (--affnet-weights FILE or WBS_WEIGHTS)"
-                    ),
+                    Err(e) => println!("match (hesaffnet): skipped: {e}"),
                 }
             }
         }
