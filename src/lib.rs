@@ -31,6 +31,7 @@ pub mod image;
 pub mod laf;
 pub mod matching;
 pub mod math;
+pub mod models;
 pub mod nn;
 pub mod orient;
 pub mod patch;

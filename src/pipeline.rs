@@ -6,7 +6,9 @@
 //!      → nearest neighbours → ratio test → duplicates → LO-RANSAC → verdict
 //! ```
 //! `wbs match`, `wbs eval` and the benchmarks all call [`match_files`] / [`match_images`], so
-//! there is one implementation of the protocol.
+//! there is one implementation of the protocol. Those load the networks the settings use on every
+//! call; to match many pairs, load them once with [`Models::for_config`] and call
+//! [`match_files_with`] / [`match_images_with`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,15 +16,16 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::describe::{describe_sift, Described, DescriptorKind};
+use crate::describe::{describe_hardnet, describe_sift, Described, DescriptorKind};
 use crate::detect::{detect, Detection, Threshold, DEFAULT_THRESHOLD};
 use crate::feature::Feature;
 use crate::geometry::{self, ModelKind, RansacConfig, RansacMethod};
 use crate::image::{load_gray, GrayImage, LoadOptions, DEFAULT_MAX_MEGAPIXELS};
 use crate::matching::{ratio_test, remove_duplicates, two_nearest, Tentative};
-use crate::orient::{orient_by_histogram, OrientationMethod};
+use crate::models::Models;
+use crate::orient::{orient_by_histogram, orient_by_orinet, OrientationMethod};
 use crate::pyramid::ScaleSpace;
-use crate::shape::{shape_classical, ShapeFailures, ShapeMethod};
+use crate::shape::{shape_by_affnet, shape_classical, ShapeFailures, ShapeMethod};
 use crate::{Error, Result};
 
 /// The feature presets, named as in the AffNet paper.
@@ -64,7 +67,7 @@ impl Method {
 /// The AdHess target: the threshold is lowered until this many detections are found.
 pub const DEFAULT_ADAPTIVE_TARGET: usize = 3000;
 
-/// Where the network weights come from (None: the usual lookup, see `nn::weights::locate`).
+/// Where the network weights come from (None: the usual lookup, see [`crate::nn::locate`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WeightPaths {
     pub affnet: Option<PathBuf>,
@@ -156,14 +159,6 @@ impl Config {
         if !(t > 0.0) {
             return Err(Error::invalid("--threshold must be positive"));
         }
-        if self.shape == ShapeMethod::Affnet
-            || self.orientation == OrientationMethod::Orinet
-            || self.descriptor == DescriptorKind::Hardnet
-        {
-            return Err(Error::invalid(
-                "the AffNet / OriNet / HardNet stages are not built into this version yet",
-            ));
-        }
         Ok(())
     }
 }
@@ -185,6 +180,8 @@ pub struct ImageFeatures {
     pub width: usize,
     pub height: usize,
     pub detections: usize,
+    /// Regions kept by the shape stage (before orientation may split or drop them).
+    pub shaped: usize,
     pub described: Described,
     pub times: StageTimes,
 }
@@ -193,8 +190,18 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-/// Runs detection, shape, orientation and description on one image.
+/// Runs detection, shape, orientation and description on one image (loading the networks the
+/// settings use; see [`extract_features_with`] to load them once).
 pub fn extract_features(image: &GrayImage, config: &Config) -> Result<ImageFeatures> {
+    extract_features_with(image, config, &Models::for_config(config)?)
+}
+
+/// [`extract_features`] with the networks already loaded.
+pub fn extract_features_with(
+    image: &GrayImage,
+    config: &Config,
+    models: &Models,
+) -> Result<ImageFeatures> {
     let mut times = StageTimes::default();
     let t = Instant::now();
     let space = ScaleSpace::build(image);
@@ -205,20 +212,22 @@ pub fn extract_features(image: &GrayImage, config: &Config) -> Result<ImageFeatu
     times.detect = ms(t);
 
     let t = Instant::now();
-    let shaped = shape_stage(&space, &detections, config)?;
+    let shaped = shape_stage(&space, &detections, config, models)?;
     times.shape = ms(t);
+    let shaped_count = shaped.len();
 
     let t = Instant::now();
-    let oriented = orient_stage(&space, shaped, config)?;
+    let oriented = orient_stage(&space, shaped, config, models)?;
     times.orient = ms(t);
 
     let t = Instant::now();
-    let described = describe_stage(&space, &oriented, config)?;
+    let described = describe_stage(&space, &oriented, config, models)?;
     times.describe = ms(t);
     Ok(ImageFeatures {
         width: image.width(),
         height: image.height(),
         detections: detections.len(),
+        shaped: shaped_count,
         described,
         times,
     })
@@ -229,6 +238,7 @@ pub fn shape_stage(
     space: &ScaleSpace,
     detections: &[Detection],
     config: &Config,
+    models: &Models,
 ) -> Result<Vec<Feature>> {
     match config.shape {
         ShapeMethod::None | ShapeMethod::Baumberg => Ok(shape_classical(
@@ -237,7 +247,7 @@ pub fn shape_stage(
             config.shape,
             config.shape_failures,
         )),
-        ShapeMethod::Affnet => Err(Error::invalid("AffNet is not available in this build")),
+        ShapeMethod::Affnet => Ok(shape_by_affnet(space, detections, models.affnet()?)),
     }
 }
 
@@ -246,6 +256,7 @@ pub fn orient_stage(
     space: &ScaleSpace,
     features: Vec<Feature>,
     config: &Config,
+    models: &Models,
 ) -> Result<Vec<Feature>> {
     match config.orientation {
         OrientationMethod::Upright => Ok(features),
@@ -254,7 +265,7 @@ pub fn orient_stage(
             &features,
             config.descriptor.wants_half_orientation(),
         )),
-        OrientationMethod::Orinet => Err(Error::invalid("OriNet is not available in this build")),
+        OrientationMethod::Orinet => Ok(orient_by_orinet(space, &features, models.orinet()?)),
     }
 }
 
@@ -263,10 +274,11 @@ pub fn describe_stage(
     space: &ScaleSpace,
     features: &[Feature],
     config: &Config,
+    models: &Models,
 ) -> Result<Described> {
     match config.descriptor.sift_variant() {
         Some(variant) => Ok(describe_sift(space, features, variant)),
-        None => Err(Error::invalid("HardNet is not available in this build")),
+        None => Ok(describe_hardnet(space, features, models.hardnet()?)),
     }
 }
 
@@ -283,6 +295,10 @@ pub struct MatchReport {
     pub features: [usize; 2],
     /// Detections before shape adaptation.
     pub detections: [usize; 2],
+    /// Regions kept by the shape stage (elongated and border-touching ones dropped), before
+    /// orientation may split or drop them.
+    #[serde(default)]
+    pub shaped: [usize; 2],
     /// [width, height] of both images.
     pub image_sizes: [[usize; 2]; 2],
     /// "homography" or "fundamental".
@@ -324,8 +340,25 @@ pub struct MatchDetails {
     pub inliers: Vec<usize>,
 }
 
-/// Loads two image files and matches them.
+/// Loads two image files and matches them (loading the networks the settings use).
 pub fn match_files(path1: &Path, path2: &Path, config: &Config) -> Result<MatchReport> {
+    config.validate()?;
+    let start = Instant::now();
+    let models = Models::for_config(config)?;
+    let loading = ms(start);
+    let mut report = match_files_with(path1, path2, config, &models)?;
+    report.timings_ms.insert("models".into(), loading);
+    report.timings_ms.insert("total".into(), ms(start));
+    Ok(report)
+}
+
+/// [`match_files`] with the networks already loaded ([`Models::for_config`]).
+pub fn match_files_with(
+    path1: &Path,
+    path2: &Path,
+    config: &Config,
+    models: &Models,
+) -> Result<MatchReport> {
     config.validate()?;
     let start = Instant::now();
     let options = config.load_options();
@@ -334,7 +367,7 @@ pub fn match_files(path1: &Path, path2: &Path, config: &Config) -> Result<MatchR
         || timed(|| load_gray(path2, &options)),
     );
     let ((image1, load1), (image2, load2)) = ((a.0?, a.1), (b.0?, b.1));
-    let mut report = match_images(&image1, &image2, config)?;
+    let mut report = match_images_with(&image1, &image2, config, models)?;
     report.timings_ms.insert("load".into(), load1.max(load2));
     report.timings_ms.insert("total".into(), ms(start));
     report.images = [path1.display().to_string(), path2.display().to_string()];
@@ -347,17 +380,28 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     (value, ms(t))
 }
 
-/// Matches two loaded images.
+/// Matches two loaded images (loading the networks the settings use).
 pub fn match_images(
     image1: &GrayImage,
     image2: &GrayImage,
     config: &Config,
 ) -> Result<MatchReport> {
     config.validate()?;
+    match_images_with(image1, image2, config, &Models::for_config(config)?)
+}
+
+/// [`match_images`] with the networks already loaded ([`Models::for_config`]).
+pub fn match_images_with(
+    image1: &GrayImage,
+    image2: &GrayImage,
+    config: &Config,
+    models: &Models,
+) -> Result<MatchReport> {
+    config.validate()?;
     let start = Instant::now();
     let (f1, f2) = rayon::join(
-        || extract_features(image1, config),
-        || extract_features(image2, config),
+        || extract_features_with(image1, config, models),
+        || extract_features_with(image2, config, models),
     );
     let (f1, f2) = (f1?, f2?);
     let mut report = match_features(&f1, &f2, config);
@@ -449,6 +493,7 @@ pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -
         tentatives: tentatives.len(),
         features: [d1.len(), d2.len()],
         detections: [f1.detections, f2.detections],
+        shaped: [f1.shaped, f2.shaped],
         image_sizes: [[f1.width, f1.height], [f2.width, f2.height]],
         geometry: match config.ransac.kind {
             ModelKind::Homography => "homography".into(),

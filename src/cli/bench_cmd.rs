@@ -1,13 +1,15 @@
 //! `wbs bench`: the speed figures the project tracks, measured in this process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
 use rand::{RngExt, SeedableRng};
 
 use crate::matching::two_nearest;
+use crate::nn::{self, ModelKind};
 use crate::pipeline::{match_files, Config, Method};
+use crate::shape::ShapeMethod;
 use crate::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -25,6 +27,13 @@ pub struct BenchArgs {
     /// Preset of the end-to-end benchmark.
     #[arg(long, value_enum, default_value_t = Method::Hesaff)]
     pub method: Method,
+    /// AffNet weights for the end-to-end hesaffnet benchmark (default: WBS_WEIGHTS, then data/;
+    /// that line is skipped when none are found).
+    #[arg(long)]
+    pub affnet_weights: Option<PathBuf>,
+    /// Patches per batch in the network throughput benchmark (0 skips it).
+    #[arg(long, default_value_t = 2048)]
+    pub nn_batch: usize,
 }
 
 /// Minimum and median of a list of seconds.
@@ -69,22 +78,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     match pair {
         Some((a, b)) => {
-            let config = Config::preset(args.method);
-            let report = match_files(&a, &b, &config)?;
-            let (min, median) =
-                time_runs(args.repeat, || match_files(&a, &b, &config).map(|_| ()))?;
-            println!(
-                "match {} {}  ({}, rootsift): {:.3} s / {:.3} s   [features {}/{}, tentatives {}, inliers {}]",
-                a.display(),
-                b.display(),
-                args.method.name(),
-                min,
-                median,
-                report.features[0],
-                report.features[1],
-                report.tentatives,
-                report.inliers
-            );
+            let mut config = Config::preset(args.method);
+            config.weights.affnet = args.affnet_weights.clone();
+            bench_match(&a, &b, &config, args.repeat)?;
+            if config.shape != ShapeMethod::Affnet {
+                // The AffNet preset too, when its weights can be found.
+                match nn::locate(ModelKind::AffNet, args.affnet_weights.as_deref()) {
+                    Ok(path) => {
+                        let mut config = Config::preset(Method::Hesaffnet);
+                        config.weights.affnet = Some(path);
+                        bench_match(&a, &b, &config, args.repeat)?;
+                    }
+                    Err(e) => println!("match (hesaffnet): skipped: {e}"),
+                }
+            }
         }
         None => println!("match: no image pair found (pass --pair A B)"),
     }
@@ -104,6 +111,32 @@ pub fn run(args: BenchArgs) -> Result<()> {
         min,
         median,
         2.0 * (n as f64).powi(2) * 128.0 / min / 1e9
+    );
+    if args.nn_batch > 0 {
+        print!("{}", nn::bench_report(args.nn_batch));
+    }
+    Ok(())
+}
+
+/// Times whole matches of one pair (image loading and network loading included, as in
+/// `wbs match`) and prints one line.
+fn bench_match(a: &Path, b: &Path, config: &Config, repeat: usize) -> Result<()> {
+    let report = match_files(a, b, config)?;
+    let (min, median) = time_runs(repeat, || match_files(a, b, config).map(|_| ()))?;
+    println!(
+        "match {} {}  ({}, {}): {:.3} s / {:.3} s   [features {}/{}, shaped {}/{}, tentatives {}, inliers {}]",
+        a.display(),
+        b.display(),
+        config.method.name(),
+        format!("{:?}", config.descriptor).to_lowercase(),
+        min,
+        median,
+        report.features[0],
+        report.features[1],
+        report.shaped[0],
+        report.shaped[1],
+        report.tentatives,
+        report.inliers
     );
     Ok(())
 }

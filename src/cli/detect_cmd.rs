@@ -8,6 +8,7 @@ use clap::Args;
 use super::FeatureArgs;
 use crate::detect::detect;
 use crate::image::{load_gray, load_rgb};
+use crate::models::Models;
 use crate::pipeline::{describe_stage, orient_stage, shape_stage};
 use crate::pyramid::ScaleSpace;
 use crate::viz::draw_features;
@@ -35,15 +36,16 @@ pub fn run(args: DetectArgs) -> Result<()> {
     let config = args.features.config();
     config.validate()?;
     super::resolve_device(args.features.device)?;
+    let models = Models::for_config(&config)?;
     let image = load_gray(&args.image, &config.load_options())?;
     let space = ScaleSpace::build(&image);
     let detections = detect(&space, &config.threshold);
-    let shaped = shape_stage(&space, &detections, &config)?;
+    let shaped = shape_stage(&space, &detections, &config, &models)?;
 
     let mut text = String::new();
     let features = if args.describe {
-        let oriented = orient_stage(&space, shaped, &config)?;
-        let described = describe_stage(&space, &oriented, &config)?;
+        let oriented = orient_stage(&space, shaped, &config, &models)?;
+        let described = describe_stage(&space, &oriented, &config, &models)?;
         writeln!(text, "{}\n{}", described.dimension, described.len()).ok();
         for (i, f) in described.features.iter().enumerate() {
             let e = f.laf.to_ellipse();

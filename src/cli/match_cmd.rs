@@ -114,8 +114,13 @@ pub fn summary(report: &MatchReport) -> String {
     }
     out += &format!("  {}\n", report.verdict);
     out += &format!(
-        "  features    {} / {}   (detections {} / {})\n",
-        report.features[0], report.features[1], report.detections[0], report.detections[1]
+        "  features    {} / {}   (detections {} / {}, shaped {} / {})\n",
+        report.features[0],
+        report.features[1],
+        report.detections[0],
+        report.detections[1],
+        report.shaped[0],
+        report.shaped[1]
     );
     out += &format!("  tentatives  {}\n", report.tentatives);
     out += &format!("  inliers     {}\n", report.inliers);
@@ -131,7 +136,8 @@ pub fn summary(report: &MatchReport) -> String {
         out += &format!("  {}    none found\n", report.geometry);
     }
     let order = [
-        "load", "pyramid", "detect", "shape", "orient", "describe", "match", "verify", "total",
+        "models", "load", "pyramid", "detect", "shape", "orient", "describe", "match", "verify",
+        "total",
     ];
     let times: Vec<String> = order
         .iter()

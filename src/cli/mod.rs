@@ -7,6 +7,7 @@ mod detect_cmd;
 mod eval_cmd;
 mod match_cmd;
 mod synth_cmd;
+mod weights_cmd;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Evaluate methods on datasets as protocol.md says: table, JSON, plots (`eval merge`: shards).
     Eval(eval_cmd::EvalArgs),
+    /// Network weights: import the authors' PyTorch files, inspect weight files.
+    Weights(weights_cmd::WeightsArgs),
 }
 
 /// Which detector runs.
@@ -101,13 +104,14 @@ pub struct FeatureArgs {
     /// Device for the networks and matching.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
-    /// AffNet weights (safetensors); default: WBS_WEIGHTS, then the files wbs ships.
+    /// AffNet weights (safetensors, or the authors' .pth); default: WBS_WEIGHTS (a file or a
+    /// folder with affnet.safetensors), then the files wbs ships in data/.
     #[arg(long)]
     pub affnet_weights: Option<PathBuf>,
-    /// OriNet weights (safetensors).
+    /// OriNet weights (safetensors or .pth); looked up like --affnet-weights.
     #[arg(long)]
     pub orinet_weights: Option<PathBuf>,
-    /// HardNet weights (safetensors).
+    /// HardNet weights (safetensors or .pth); looked up like --affnet-weights.
     #[arg(long)]
     pub hardnet_weights: Option<PathBuf>,
 }
@@ -234,6 +238,7 @@ pub fn run() -> i32 {
         Command::Synth(args) => synth_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Weights(args) => weights_cmd::run(args),
     };
     match result {
         Ok(()) => 0,

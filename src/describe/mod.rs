@@ -1,5 +1,6 @@
 //! Descriptors: the SIFT family on 41×41 patches ([`sift`]) and HardNet on 32×32 patches.
 
+pub mod hardnet;
 pub mod sift;
 
 use rayon::prelude::*;
@@ -9,6 +10,7 @@ use crate::feature::Feature;
 use crate::patch::{sample_from_space, SIFT_PATCH};
 use crate::pyramid::ScaleSpace;
 
+pub use hardnet::describe_hardnet;
 pub use sift::{Sift, SiftScratch, SiftVariant};
 
 /// The descriptor a pipeline computes.

@@ -5,6 +5,7 @@
 //! [`histogram`]), `orinet` asks the network.
 
 pub mod histogram;
+pub mod orinet;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::feature::Feature;
 use crate::patch::{sample_from_space, PatchSpec};
 use crate::pyramid::ScaleSpace;
+
+pub use orinet::orient_by_orinet;
 
 /// The orientation histogram looks at a region 1.5× larger than the descriptor's...
 pub const ORIENTATION_SUPPORT: f32 = 1.5;

@@ -5,6 +5,7 @@
 //! scale, makes the frame upright (up is up; orientation is assigned later), and drops frames more
 //! elongated than 6:1 or whose measurement region touches the image border.
 
+pub mod affnet;
 pub mod baumberg;
 
 use rayon::prelude::*;
@@ -15,6 +16,7 @@ use crate::feature::Feature;
 use crate::laf::{upright_shape, Laf, MR_SIZE};
 use crate::pyramid::ScaleSpace;
 
+pub use affnet::shape_by_affnet;
 pub use baumberg::{Adaptation, BaumbergWindow};
 
 /// Frames more elongated than this (long/short axis) are dropped, whatever the shape method.
@@ -64,7 +66,7 @@ pub fn shape_classical(
                     _ if failures == ShapeFailures::Circle => [[1.0, 0.0], [0.0, 1.0]],
                     _ => return None,
                 },
-                ShapeMethod::Affnet => unreachable!("AffNet shapes come from shape_from_network"),
+                ShapeMethod::Affnet => unreachable!("AffNet shapes come from shape_by_affnet"),
             };
             keep_if_valid(feature.with_laf(shaped_laf(d, shape)), w, h)
         })

@@ -1,0 +1,120 @@
+//! HesAffNet in the matcher: real OxAff pairs with the authors' AffNet and OriNet weights (read from
+//! `../shared/weights/*.pth` at run time; skipped when `../shared` is absent), and the library's
+//! errors when a network is missing.
+
+use std::path::{Path, PathBuf};
+
+use wbs::image::{load_gray, LoadOptions};
+use wbs::models::Models;
+use wbs::orient::OrientationMethod;
+use wbs::pipeline::{extract_features_with, match_files_with, match_images_with, Config, Method};
+use wbs::protocol::{judge, GroundTruth};
+use wbs::shape::ShapeFailures;
+use wbs::synth::read_homography;
+
+fn shared() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    if p.join("weights/AffNet.pth").is_file() && p.join("datasets/OxAff/graf").is_dir() {
+        Some(p)
+    } else {
+        eprintln!("SKIP: {} (weights and OxAff) not found", p.display());
+        None
+    }
+}
+
+/// hesaffnet with the authors' AffNet.pth (loaded directly; no conversion needed).
+fn hesaffnet(shared: &Path) -> Config {
+    let mut config = Config::preset(Method::Hesaffnet);
+    config.weights.affnet = Some(shared.join("weights/AffNet.pth"));
+    config
+}
+
+fn graf(shared: &Path, n: u32) -> (PathBuf, PathBuf, GroundTruth) {
+    let dir = shared.join("datasets/OxAff/graf");
+    let h = read_homography(&dir.join(format!("H1to{n}p"))).unwrap();
+    (
+        dir.join("img1.png"),
+        dir.join(format!("img{n}.png")),
+        GroundTruth::Homography(h),
+    )
+}
+
+fn assert_registers(config: &Config, models: &Models, shared: &Path, n: u32, min_inliers: usize) {
+    let (a, b, truth) = graf(shared, n);
+    let report = match_files_with(&a, &b, config, models).unwrap();
+    let judgement = judge(&report.inlier_matches, None, &truth, 15);
+    eprintln!(
+        "graf 1-{n} ({:?} orientation): {} inliers, {} tentatives, shaped {:?} of {:?} detections",
+        config.orientation, report.inliers, report.tentatives, report.shaped, report.detections
+    );
+    assert!(judgement.registered, "graf 1-{n}: {judgement:?}");
+    assert!(
+        report.inliers >= min_inliers,
+        "graf 1-{n}: {} inliers",
+        report.inliers
+    );
+}
+
+#[test]
+fn hesaffnet_registers_graf_1_2_and_1_3() {
+    let Some(shared) = shared() else { return };
+    let config = hesaffnet(&shared);
+    let models = Models::for_config(&config).unwrap();
+    for n in [2, 3] {
+        assert_registers(&config, &models, &shared, n, 100);
+    }
+}
+
+#[test]
+fn hesaffnet_with_orinet_registers_graf_1_2_and_1_3() {
+    let Some(shared) = shared() else { return };
+    let mut config = hesaffnet(&shared);
+    config.orientation = OrientationMethod::Orinet;
+    config.weights.orinet = Some(shared.join("weights/OriNet.pth"));
+    let models = Models::for_config(&config).unwrap();
+    for n in [2, 3] {
+        assert_registers(&config, &models, &shared, n, 100);
+    }
+}
+
+#[test]
+fn affnet_keeps_more_regions_than_hesaff_dropping_failed_shapes() {
+    let Some(shared) = shared() else { return };
+    let affnet = hesaffnet(&shared);
+    let affnet_models = Models::for_config(&affnet).unwrap();
+    let mut baumberg = Config::preset(Method::Hesaff);
+    baumberg.shape_failures = ShapeFailures::Drop;
+    for n in [1, 3] {
+        let path = shared.join(format!("datasets/OxAff/graf/img{n}.png"));
+        let image = load_gray(&path, &LoadOptions::default()).unwrap();
+        let a = extract_features_with(&image, &affnet, &affnet_models).unwrap();
+        let b = extract_features_with(&image, &baumberg, &Models::none()).unwrap();
+        eprintln!(
+            "graf img{n}: {} detections; AffNet keeps {}, Baumberg (failures dropped) {}",
+            a.detections, a.shaped, b.shaped
+        );
+        assert_eq!(a.detections, b.detections, "same detector");
+        assert!(
+            a.shaped > b.shaped,
+            "img{n}: AffNet {} vs Baumberg {}",
+            a.shaped,
+            b.shaped
+        );
+    }
+}
+
+#[test]
+fn a_missing_network_is_an_error_not_a_panic() {
+    let mut config = Config::preset(Method::Hesaffnet);
+    config.weights.affnet = Some(PathBuf::from("/nonexistent/affnet.safetensors"));
+    let e = Models::for_config(&config).unwrap_err().to_string();
+    assert!(e.contains("no such AffNet weights file"), "{e}");
+    assert!(!e.contains('\n'));
+
+    // Models that lack what the settings use: a clear error from the stage.
+    let image = wbs::image::GrayImage::from_fn(64, 64, |x, y| ((x * 7 + y * 13) % 50) as f32);
+    let e = match_images_with(&image, &image, &config, &Models::none())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("AffNet") && e.contains("not loaded"), "{e}");
+}
