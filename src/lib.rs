@@ -34,6 +34,7 @@ pub mod protocol;
 pub mod pyramid;
 pub mod shape;
 pub mod synth;
+pub mod train;
 pub mod viz;
 
 pub use error::{Error, Result};

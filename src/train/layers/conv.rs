@@ -1,0 +1,607 @@
+//! 2-D convolution on NHWC batches (PyTorch `Conv2d`: square kernel, zero padding, any stride),
+//! forward, and backward to the input, the weights and the bias.
+//!
+//! Layout and method (the same as the inference engine, `nn::engine`): activations are NHWC, so
+//! a block of output pixels is one GEMM `[pixels × k·k·cin] · [k·k·cin × cout]` whose result rows
+//! are already the output's NHWC pixels. With `col` the im2col matrix of a block,
+//! - forward: `y = col · W`;
+//! - weights: `dW += colᵀ · dy` (the im2col block is rebuilt from the input, not stored);
+//! - input: `dcol = dy · Wᵀ`, then col2im scatters `dcol` back onto the input pixels.
+//!
+//! `W` is in "GEMM layout" `[(ky·k + kx)·cin + ci][co]`; [`ConvShape::to_gemm_layout`] converts
+//! PyTorch's `[co][ci][ky][kx]`. Batches are processed in the fixed groups of `parallel`, and
+//! the weight and bias gradients of the groups are added in group order (deterministic).
+//!
+//! `ConvInput::relu` fuses a ReLU on the input: the convolution reads `max(x, 0)`. The networks
+//! keep only pre-activation values (half the memory of keeping both), so the consumer applies the
+//! activation. The input gradient is always with respect to what the convolution read (the ReLU
+//! output); the caller applies the ReLU mask.
+
+use rayon::prelude::*;
+
+use crate::nn::matmul::{gemm, MatMut, MatRef};
+use crate::train::parallel::{group_ranges, split_mut, with_scratch};
+
+/// im2col block size in values (256 KiB: the block, its GEMM output and the weights stay in L2).
+const COL_BUDGET: usize = 1 << 16;
+
+/// The geometry of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvShape {
+    /// Output height and width for an `h × w` input.
+    ///
+    /// # Panics
+    /// If the padded input is smaller than the kernel, or `k` or `stride` is zero.
+    pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
+        assert!(
+            self.k > 0 && self.stride > 0,
+            "kernel and stride must be positive"
+        );
+        let (hp, wp) = (h + 2 * self.padding, w + 2 * self.padding);
+        assert!(
+            hp >= self.k && wp >= self.k,
+            "input {h}×{w} (padding {}) is smaller than the {}×{} kernel",
+            self.padding,
+            self.k,
+            self.k
+        );
+        (
+            (hp - self.k) / self.stride + 1,
+            (wp - self.k) / self.stride + 1,
+        )
+    }
+
+    /// Length of one im2col row, `k·k·cin`.
+    pub fn kk(&self) -> usize {
+        self.k * self.k * self.cin
+    }
+
+    /// Number of weights, `cout·cin·k·k`.
+    pub fn weight_len(&self) -> usize {
+        self.cout * self.kk()
+    }
+
+    /// PyTorch `[co][ci][ky][kx]` → GEMM layout `[(ky·k + kx)·cin + ci][co]`.
+    pub fn to_gemm_layout(&self, torch: &[f32], gemm: &mut [f32]) {
+        assert_eq!(torch.len(), self.weight_len());
+        assert_eq!(gemm.len(), self.weight_len());
+        let (k, cin, cout) = (self.k, self.cin, self.cout);
+        for co in 0..cout {
+            for ci in 0..cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        gemm[((ky * k + kx) * cin + ci) * cout + co] =
+                            torch[((co * cin + ci) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds a GEMM-layout weight gradient into a PyTorch-layout one.
+    pub fn add_to_torch_layout(&self, gemm: &[f32], torch: &mut [f32]) {
+        assert_eq!(torch.len(), self.weight_len());
+        assert_eq!(gemm.len(), self.weight_len());
+        let (k, cin, cout) = (self.k, self.cin, self.cout);
+        for co in 0..cout {
+            for ci in 0..cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        torch[((co * cin + ci) * k + ky) * k + kx] +=
+                            gemm[((ky * k + kx) * cin + ci) * cout + co];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A convolution's input: `n` NHWC items of `h × w × cin`.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvInput<'a> {
+    pub data: &'a [f32],
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Read `max(x, 0)` instead of `x` (a fused ReLU of the previous layer).
+    pub relu: bool,
+}
+
+/// Where [`conv2d_backward`] writes; `None` skips that gradient (and its GEMM).
+#[derive(Debug, Default)]
+pub struct ConvGrads<'a> {
+    /// `dL/d(input as read)`, same layout as the input; overwritten.
+    pub input: Option<&'a mut [f32]>,
+    /// `dL/dW` in GEMM layout; overwritten.
+    pub weight: Option<&'a mut [f32]>,
+    /// `dL/db`; overwritten.
+    pub bias: Option<&'a mut [f32]>,
+}
+
+/// Per-call constants.
+struct Geometry {
+    cs: ConvShape,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    relu: bool,
+}
+
+impl Geometry {
+    fn new(cs: &ConvShape, input: &ConvInput) -> Geometry {
+        assert_eq!(
+            input.data.len(),
+            input.n * input.h * input.w * cs.cin,
+            "conv input length"
+        );
+        let (oh, ow) = cs.out_size(input.h, input.w);
+        Geometry {
+            cs: *cs,
+            h: input.h,
+            w: input.w,
+            oh,
+            ow,
+            relu: input.relu,
+        }
+    }
+    fn in_item(&self) -> usize {
+        self.h * self.w * self.cs.cin
+    }
+    fn out_item(&self) -> usize {
+        self.oh * self.ow * self.cs.cout
+    }
+    /// Output pixels per im2col block.
+    fn block(&self) -> usize {
+        (COL_BUDGET / self.cs.kk()).max(1)
+    }
+
+    /// Calls `f(item, oy, ox, row)` for output pixels `p0..p1` of a group (pixel `p` is item
+    /// `p / (oh·ow)`), with `row` the pixel's slice of length `kk` in `col`.
+    fn for_pixels(
+        &self,
+        p0: usize,
+        p1: usize,
+        col: &mut [f32],
+        mut f: impl FnMut(usize, usize, usize, &mut [f32]),
+    ) {
+        let kk = self.cs.kk();
+        let plane = self.oh * self.ow;
+        for (p, row) in (p0..p1).zip(col.chunks_exact_mut(kk)) {
+            let (item, q) = (p / plane, p % plane);
+            f(item, q / self.ow, q % self.ow, row);
+        }
+    }
+
+    /// The input offset range of kernel row `ky` for output pixel `(oy, ox)`:
+    /// `None` if the row lies in the padding, else `(first input pixel x, first kx)` where the
+    /// kernel columns `kx0..kx1` fall inside the image.
+    #[inline]
+    fn kernel_row(&self, oy: usize, ox: usize, ky: usize) -> Option<(usize, usize, usize, usize)> {
+        let iy = (oy * self.cs.stride + ky) as isize - self.cs.padding as isize;
+        if iy < 0 || iy >= self.h as isize {
+            return None;
+        }
+        let ix0 = (ox * self.cs.stride) as isize - self.cs.padding as isize;
+        let kx0 = (-ix0).max(0) as usize;
+        let kx1 = ((self.w as isize - ix0).min(self.cs.k as isize)).max(kx0 as isize) as usize;
+        Some((iy as usize, (ix0 + kx0 as isize) as usize, kx0, kx1))
+    }
+
+    /// Fills the im2col rows of pixels `p0..p1` of a group whose input is `x`.
+    fn im2col(&self, x: &[f32], p0: usize, p1: usize, col: &mut [f32]) {
+        let (k, cin) = (self.cs.k, self.cs.cin);
+        let run = k * cin;
+        let in_item = self.in_item();
+        self.for_pixels(p0, p1, col, |item, oy, ox, row| {
+            let xi = &x[item * in_item..(item + 1) * in_item];
+            for ky in 0..k {
+                let dst = &mut row[ky * run..(ky + 1) * run];
+                match self.kernel_row(oy, ox, ky) {
+                    None => dst.fill(0.0),
+                    Some((iy, ix, kx0, kx1)) => {
+                        dst[..kx0 * cin].fill(0.0);
+                        dst[kx1 * cin..].fill(0.0);
+                        let from = (iy * self.w + ix) * cin;
+                        let src = &xi[from..from + (kx1 - kx0) * cin];
+                        let d = &mut dst[kx0 * cin..kx1 * cin];
+                        if self.relu {
+                            d.iter_mut().zip(src).for_each(|(d, s)| *d = s.max(0.0));
+                        } else {
+                            d.copy_from_slice(src);
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Adds the im2col-shaped gradient `dcol` of pixels `p0..p1` onto the group's input gradient.
+    fn col2im(&self, dcol: &mut [f32], p0: usize, p1: usize, dx: &mut [f32]) {
+        let (k, cin) = (self.cs.k, self.cs.cin);
+        let run = k * cin;
+        let in_item = self.in_item();
+        self.for_pixels(p0, p1, dcol, |item, oy, ox, row| {
+            let di = &mut dx[item * in_item..(item + 1) * in_item];
+            for ky in 0..k {
+                if let Some((iy, ix, kx0, kx1)) = self.kernel_row(oy, ox, ky) {
+                    let from = (iy * self.w + ix) * cin;
+                    let d = &mut di[from..from + (kx1 - kx0) * cin];
+                    let s = &row[ky * run + kx0 * cin..ky * run + kx1 * cin];
+                    d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
+                }
+            }
+        });
+    }
+}
+
+/// `y = conv(x)` (+ bias), NHWC in and out; `weight` in GEMM layout.
+///
+/// # Panics
+/// If a buffer length does not match the shapes.
+pub fn conv2d_forward(
+    cs: &ConvShape,
+    input: &ConvInput,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let g = Geometry::new(cs, input);
+    assert_eq!(weight.len(), cs.weight_len(), "conv weight length");
+    assert_eq!(y.len(), input.n * g.out_item(), "conv output length");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), cs.cout, "conv bias length");
+    }
+    let ranges = group_ranges(input.n);
+    let (kk, cout, block) = (cs.kk(), cs.cout, g.block());
+    let outs = split_mut(y, g.out_item(), &ranges);
+    ranges
+        .par_iter()
+        .zip(outs.into_par_iter())
+        .for_each(|(r, out)| {
+            let x = &input.data[r.start * g.in_item()..r.end * g.in_item()];
+            let total = r.len() * g.oh * g.ow;
+            with_scratch(block.min(total) * kk, 0, |col, _| {
+                for p0 in (0..total).step_by(block) {
+                    let p1 = (p0 + block).min(total);
+                    let rows = p1 - p0;
+                    g.im2col(x, p0, p1, &mut col[..rows * kk]);
+                    let o = &mut out[p0 * cout..p1 * cout];
+                    gemm(
+                        MatMut::row_major(o, rows, cout),
+                        MatRef::row_major(&col[..rows * kk], rows, kk),
+                        MatRef::row_major(weight, kk, cout),
+                        false,
+                        false,
+                    );
+                    if let Some(b) = bias {
+                        for px in o.chunks_exact_mut(cout) {
+                            px.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                        }
+                    }
+                }
+            });
+        });
+}
+
+/// Gradients of a convolution given `dy = dL/dy` (NHWC, like the forward output).
+///
+/// # Panics
+/// If a buffer length does not match the shapes.
+pub fn conv2d_backward(
+    cs: &ConvShape,
+    input: &ConvInput,
+    weight: &[f32],
+    dy: &[f32],
+    grads: ConvGrads,
+) {
+    let g = Geometry::new(cs, input);
+    let (kk, cout, block) = (cs.kk(), cs.cout, g.block());
+    assert_eq!(weight.len(), cs.weight_len(), "conv weight length");
+    assert_eq!(
+        dy.len(),
+        input.n * g.out_item(),
+        "conv output gradient length"
+    );
+    let ConvGrads {
+        input: dx,
+        weight: dw,
+        bias: db,
+    } = grads;
+    let (want_w, want_b) = (dw.is_some(), db.is_some());
+    let part_len = if want_w { kk * cout } else { 0 } + if want_b { cout } else { 0 };
+    let ranges = group_ranges(input.n);
+    let dx_parts: Vec<Option<&mut [f32]>> = match dx {
+        Some(dx) => {
+            assert_eq!(dx.len(), input.data.len(), "conv input gradient length");
+            split_mut(dx, g.in_item(), &ranges)
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        None => ranges.iter().map(|_| None).collect(),
+    };
+    let mut partials = vec![0.0f32; ranges.len() * part_len.max(1)];
+    ranges
+        .par_iter()
+        .zip(dx_parts.into_par_iter())
+        .zip(partials.par_chunks_mut(part_len.max(1)))
+        .for_each(|((r, mut dx), part)| {
+            let x = &input.data[r.start * g.in_item()..r.end * g.in_item()];
+            let dy_g = &dy[r.start * g.out_item()..r.end * g.out_item()];
+            let total = r.len() * g.oh * g.ow;
+            let (dw_part, db_part) = part.split_at_mut(if want_w { kk * cout } else { 0 });
+            if let Some(dx) = dx.as_deref_mut() {
+                dx.fill(0.0);
+            }
+            let dcol_len = if dx.is_some() {
+                block.min(total) * kk
+            } else {
+                0
+            };
+            let col_len = if want_w { block.min(total) * kk } else { 0 };
+            with_scratch(col_len, dcol_len, |col, dcol| {
+                for p0 in (0..total).step_by(block) {
+                    let p1 = (p0 + block).min(total);
+                    let rows = p1 - p0;
+                    let dy_blk = &dy_g[p0 * cout..p1 * cout];
+                    if want_w {
+                        g.im2col(x, p0, p1, &mut col[..rows * kk]);
+                        // dW[kk × cout] += colᵀ · dy: col viewed transposed (row stride 1).
+                        gemm(
+                            MatMut::row_major(dw_part, kk, cout),
+                            MatRef::new(&col[..rows * kk], kk, rows, 1, kk),
+                            MatRef::row_major(dy_blk, rows, cout),
+                            p0 > 0,
+                            false,
+                        );
+                    }
+                    if want_b {
+                        for px in dy_blk.chunks_exact(cout) {
+                            db_part.iter_mut().zip(px).for_each(|(a, v)| *a += v);
+                        }
+                    }
+                    if let Some(dx) = dx.as_deref_mut() {
+                        // dcol[rows × kk] = dy · Wᵀ: W viewed transposed.
+                        gemm(
+                            MatMut::row_major(&mut dcol[..rows * kk], rows, kk),
+                            MatRef::row_major(dy_blk, rows, cout),
+                            MatRef::new(weight, cout, kk, 1, cout),
+                            false,
+                            false,
+                        );
+                        g.col2im(&mut dcol[..rows * kk], p0, p1, dx);
+                    }
+                }
+            });
+        });
+    if let Some(dw) = dw {
+        assert_eq!(dw.len(), kk * cout, "conv weight gradient length");
+        dw.fill(0.0);
+        for part in partials.chunks(part_len.max(1)) {
+            dw.iter_mut()
+                .zip(&part[..kk * cout])
+                .for_each(|(a, v)| *a += v);
+        }
+    }
+    if let Some(db) = db {
+        assert_eq!(db.len(), cout, "conv bias gradient length");
+        db.fill(0.0);
+        let off = if want_w { kk * cout } else { 0 };
+        for part in partials.chunks(part_len.max(1)) {
+            db.iter_mut()
+                .zip(&part[off..off + cout])
+                .for_each(|(a, v)| *a += v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::gradcheck::{check_gradient, random_vec};
+
+    /// Direct NHWC convolution in f64, from the definition.
+    fn naive(cs: &ConvShape, x: &ConvInput, w_torch: &[f32], b: Option<&[f32]>) -> Vec<f64> {
+        let (oh, ow) = cs.out_size(x.h, x.w);
+        let mut y = vec![0.0; x.n * oh * ow * cs.cout];
+        for n in 0..x.n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for co in 0..cs.cout {
+                        let mut acc = b.map_or(0.0, |b| b[co] as f64);
+                        for ci in 0..cs.cin {
+                            for ky in 0..cs.k {
+                                for kx in 0..cs.k {
+                                    let iy = (oy * cs.stride + ky) as isize - cs.padding as isize;
+                                    let ix = (ox * cs.stride + kx) as isize - cs.padding as isize;
+                                    if iy < 0 || ix < 0 || iy >= x.h as isize || ix >= x.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let mut v = x.data[((n * x.h + iy as usize) * x.w
+                                        + ix as usize)
+                                        * cs.cin
+                                        + ci];
+                                    if x.relu {
+                                        v = v.max(0.0);
+                                    }
+                                    acc += v as f64
+                                        * w_torch[((co * cs.cin + ci) * cs.k + ky) * cs.k + kx]
+                                            as f64;
+                                }
+                            }
+                        }
+                        y[((n * oh + oy) * ow + ox) * cs.cout + co] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn shapes() -> Vec<(ConvShape, usize, usize)> {
+        vec![
+            (
+                ConvShape {
+                    cin: 3,
+                    cout: 5,
+                    k: 3,
+                    stride: 1,
+                    padding: 1,
+                },
+                7,
+                9,
+            ),
+            (
+                ConvShape {
+                    cin: 2,
+                    cout: 4,
+                    k: 3,
+                    stride: 2,
+                    padding: 1,
+                },
+                9,
+                7,
+            ),
+            (
+                ConvShape {
+                    cin: 5,
+                    cout: 3,
+                    k: 5,
+                    stride: 2,
+                    padding: 2,
+                },
+                11,
+                6,
+            ),
+            (
+                ConvShape {
+                    cin: 4,
+                    cout: 2,
+                    k: 4,
+                    stride: 1,
+                    padding: 0,
+                },
+                5,
+                7,
+            ),
+            (
+                ConvShape {
+                    cin: 1,
+                    cout: 6,
+                    k: 1,
+                    stride: 3,
+                    padding: 0,
+                },
+                7,
+                5,
+            ),
+        ]
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        for (i, (cs, h, w)) in shapes().into_iter().enumerate() {
+            for relu in [false, true] {
+                let n = 19; // more than GROUPS, so several groups
+                let x = random_vec(n * h * w * cs.cin, 10 + i as u64, 1.0);
+                let wt = random_vec(cs.weight_len(), 20 + i as u64, 0.5);
+                let b = random_vec(cs.cout, 30 + i as u64, 0.5);
+                let input = ConvInput {
+                    data: &x,
+                    n,
+                    h,
+                    w,
+                    relu,
+                };
+                let mut wg = vec![0.0; wt.len()];
+                cs.to_gemm_layout(&wt, &mut wg);
+                let (oh, ow) = cs.out_size(h, w);
+                let mut y = vec![0.0; n * oh * ow * cs.cout];
+                conv2d_forward(&cs, &input, &wg, Some(&b), &mut y);
+                let expect = naive(&cs, &input, &wt, Some(&b));
+                for (a, e) in y.iter().zip(&expect) {
+                    assert!((*a as f64 - e).abs() < 1e-4, "{cs:?}: {a} vs {e}");
+                }
+            }
+        }
+    }
+
+    /// Central differences of `L = Σ r·y` with respect to inputs, weights and bias, in f64, on odd
+    /// sizes, strides 1–3, paddings 0–2, with and without the fused input ReLU.
+    #[test]
+    fn backward_matches_finite_differences() {
+        for (i, (cs, h, w)) in shapes().into_iter().enumerate() {
+            for relu in [false, true] {
+                let n = 3;
+                let seed = 100 + 10 * i as u64 + relu as u64;
+                // Inputs kept away from the ReLU's kink at 0, where it has no derivative.
+                let x: Vec<f32> = random_vec(n * h * w * cs.cin, seed, 1.0)
+                    .into_iter()
+                    .map(|v| if v.abs() < 0.01 { 0.5 } else { v })
+                    .collect();
+                let wt = random_vec(cs.weight_len(), seed + 1, 0.5);
+                let b = random_vec(cs.cout, seed + 2, 0.5);
+                let (oh, ow) = cs.out_size(h, w);
+                let r = random_vec(n * oh * ow * cs.cout, seed + 3, 1.0);
+                // Loss through the naive f64 definition: the check then also covers the layouts.
+                let loss = |x: &[f32], wt: &[f32], b: &[f32]| -> f64 {
+                    let input = ConvInput {
+                        data: x,
+                        n,
+                        h,
+                        w,
+                        relu,
+                    };
+                    naive(&cs, &input, wt, Some(b))
+                        .iter()
+                        .zip(&r)
+                        .map(|(y, r)| y * *r as f64)
+                        .sum()
+                };
+                let mut wg = vec![0.0; wt.len()];
+                cs.to_gemm_layout(&wt, &mut wg);
+                let (mut dx, mut dwg, mut db) =
+                    (vec![0.0; x.len()], vec![0.0; wt.len()], vec![0.0; cs.cout]);
+                let input = ConvInput {
+                    data: &x,
+                    n,
+                    h,
+                    w,
+                    relu,
+                };
+                conv2d_backward(
+                    &cs,
+                    &input,
+                    &wg,
+                    &r,
+                    ConvGrads {
+                        input: Some(&mut dx),
+                        weight: Some(&mut dwg),
+                        bias: Some(&mut db),
+                    },
+                );
+                // The input gradient is w.r.t. what was read: apply the ReLU mask here.
+                if relu {
+                    dx.iter_mut()
+                        .zip(&x)
+                        .for_each(|(d, x)| *d *= (*x > 0.0) as u8 as f32);
+                }
+                let mut dw = vec![0.0; wt.len()];
+                cs.add_to_torch_layout(&dwg, &mut dw);
+                check_gradient(|v| loss(v, &wt, &b), &x, &dx, 1e-3, 1e-3).assert_ok("conv dx");
+                check_gradient(|v| loss(&x, v, &b), &wt, &dw, 1e-3, 1e-3).assert_ok("conv dW");
+                check_gradient(|v| loss(&x, &wt, v), &b, &db, 1e-3, 1e-3).assert_ok("conv db");
+            }
+        }
+    }
+}
