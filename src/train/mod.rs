@@ -2,5 +2,6 @@
 
 pub mod gradcheck;
 pub mod layers;
+pub mod network;
 mod parallel;
 pub mod rng;

@@ -407,7 +407,7 @@ pub fn conv2d_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::{check_gradient, random_vec};
+    use crate::train::gradcheck::{check_gradient, check_gradient_n, random_vec};
 
     /// Direct NHWC convolution in f64, from the definition.
     fn naive(cs: &ConvShape, x: &ConvInput, w_torch: &[f32], b: Option<&[f32]>) -> Vec<f64> {
@@ -448,64 +448,31 @@ mod tests {
         y
     }
 
+    /// `(cin, cout, k, stride, padding, h, w)`: odd sizes, strides 1–3, paddings 0–2, and
+    /// AffNet's layers (several im2col blocks per group at 32×32).
     fn shapes() -> Vec<(ConvShape, usize, usize)> {
-        vec![
-            (
-                ConvShape {
-                    cin: 3,
-                    cout: 5,
-                    k: 3,
-                    stride: 1,
-                    padding: 1,
-                },
-                7,
-                9,
-            ),
-            (
-                ConvShape {
-                    cin: 2,
-                    cout: 4,
-                    k: 3,
-                    stride: 2,
-                    padding: 1,
-                },
-                9,
-                7,
-            ),
-            (
-                ConvShape {
-                    cin: 5,
-                    cout: 3,
-                    k: 5,
-                    stride: 2,
-                    padding: 2,
-                },
-                11,
-                6,
-            ),
-            (
-                ConvShape {
-                    cin: 4,
-                    cout: 2,
-                    k: 4,
-                    stride: 1,
-                    padding: 0,
-                },
-                5,
-                7,
-            ),
-            (
-                ConvShape {
-                    cin: 1,
-                    cout: 6,
-                    k: 1,
-                    stride: 3,
-                    padding: 0,
-                },
-                7,
-                5,
-            ),
+        [
+            (3, 5, 3, 1, 1, 7, 9),
+            (2, 4, 3, 2, 1, 9, 7),
+            (5, 3, 5, 2, 2, 11, 6),
+            (4, 2, 4, 1, 0, 5, 7),
+            (1, 6, 1, 3, 0, 7, 5),
+            (64, 3, 8, 1, 0, 8, 8),
+            (16, 16, 3, 1, 1, 32, 32),
+            (16, 32, 3, 2, 1, 32, 32),
         ]
+        .into_iter()
+        .map(|(cin, cout, k, stride, padding, h, w)| {
+            let cs = ConvShape {
+                cin,
+                cout,
+                k,
+                stride,
+                padding,
+            };
+            (cs, h, w)
+        })
+        .collect()
     }
 
     #[test]
@@ -542,7 +509,10 @@ mod tests {
     fn backward_matches_finite_differences() {
         for (i, (cs, h, w)) in shapes().into_iter().enumerate() {
             for relu in [false, true] {
-                let n = 3;
+                // One item for the 32×32 layers (several im2col blocks each) to keep the naive
+                // f64 reference affordable.
+                let n = if h >= 32 { 1 } else { 3 };
+                let coords = if h >= 32 { 60 } else { 300 };
                 let seed = 100 + 10 * i as u64 + relu as u64;
                 // Inputs kept away from the ReLU's kink at 0, where it has no derivative.
                 let x: Vec<f32> = random_vec(n * h * w * cs.cin, seed, 1.0)
@@ -598,8 +568,10 @@ mod tests {
                 }
                 let mut dw = vec![0.0; wt.len()];
                 cs.add_to_torch_layout(&dwg, &mut dw);
-                check_gradient(|v| loss(v, &wt, &b), &x, &dx, 1e-3, 1e-3).assert_ok("conv dx");
-                check_gradient(|v| loss(&x, v, &b), &wt, &dw, 1e-3, 1e-3).assert_ok("conv dW");
+                check_gradient_n(|v| loss(v, &wt, &b), &x, &dx, 1e-3, 1e-3, coords)
+                    .assert_ok("conv dx");
+                check_gradient_n(|v| loss(&x, v, &b), &wt, &dw, 1e-3, 1e-3, coords)
+                    .assert_ok("conv dW");
                 check_gradient(|v| loss(&x, &wt, v), &b, &db, 1e-3, 1e-3).assert_ok("conv db");
             }
         }
