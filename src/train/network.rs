@@ -12,9 +12,11 @@
 //! unless [`Network::update_running_stats`] is off) and active dropout with a seeded mask;
 //! [`Mode::Eval`] uses the running statistics and no dropout (= `nn::AffNet` etc.).
 //!
-//! Memory: a [`Workspace`] keeps, per stage, only the value before the ReLU (the batch-norm
-//! output `x̂`): the next convolution reads `max(x̂, 0)` through its fused input ReLU, and
-//! backward recovers the ReLU mask from `x̂`. For AffNet that is 56 k floats (224 KiB) per patch.
+//! Memory and passes: a [`Workspace`] keeps, per stage, only the raw convolution output `z` and
+//! the batch-norm statistics. The convolution accumulates the statistics while its output blocks
+//! are in cache; the next layer reads `relu((z − μ)·inv_std)` through its fused [`InputMap`]; the
+//! backward pass recomputes `x̂` and the ReLU mask from `z`. So batch norm and ReLU cost no pass of
+//! their own in the forward direction, and AffNet keeps 56 k floats (224 KiB) per patch.
 //! Buffers are reused between calls, so a training loop allocates nothing after its first step.
 //!
 //! Parameters live in one flat vector (PyTorch layouts, [`ParamSpec`] gives names and offsets), so
@@ -28,7 +30,8 @@ use super::layers::batchnorm::{backward_eval, backward_train};
 use super::layers::dropout::dropout_keep;
 use super::layers::{
     conv2d_backward, conv2d_forward, dropout_backward, dropout_forward, relu_backward,
-    tanh_backward, tanh_forward, BatchNorm, BatchStats, ConvGrads, ConvInput, ConvShape,
+    tanh_backward, tanh_forward, BatchNorm, BatchStats, ConvGrads, ConvInput, ConvShape, InputMap,
+    Moments,
 };
 use super::rng::{mix64, Rng};
 use crate::nn::arch::{LayerSpec, ModelKind};
@@ -130,11 +133,14 @@ pub struct Workspace {
     /// Per item `1 / (std + eps)` of the input standardisation.
     scale: Vec<f32>,
     input: Vec<f32>,
-    /// Per stage: the pre-activation output (after batch norm), or `tanh` of it.
+    /// Per stage: the raw convolution output `z` (batch norm and ReLU are applied by whoever
+    /// reads it), or `tanh(z)` for a tanh stage.
     stored: Vec<Vec<f32>>,
     /// Per stage with active dropout: the dropped input the convolution read.
     dropped: Vec<Vec<f32>>,
+    /// Per stage with batch norm: the statistics it normalised with (batch or running).
     stats: Vec<BatchStats>,
+    moments: Vec<Moments>,
     output: Vec<f32>,
     grad_a: Vec<f32>,
     grad_b: Vec<f32>,
@@ -397,6 +403,16 @@ impl Network {
         mix64(seed ^ (stage as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
     }
 
+    /// How consumers read stage `s`'s stored output: batch norm with `stats` and the ReLU fused
+    /// (identity for a tanh stage, whose stored value is already the output).
+    fn view_map<'a>(&self, s: usize, stats: &'a [BatchStats]) -> InputMap<'a> {
+        let st = &self.stages[s];
+        InputMap {
+            affine: st.bn.map(|_| (&stats[s].mean[..], &stats[s].inv_std[..])),
+            relu: st.act == Act::Relu,
+        }
+    }
+
     /// Runs the network on `input` (items of `in_h × in_w`, row-major, back to back) and
     /// returns `output_len` values per item (NCHW order when not pooled). In training mode,
     /// batch norm uses the statistics of this batch.
@@ -446,16 +462,18 @@ impl Network {
             let st = &self.stages[s];
             let (before, after) = ws.stored.split_at_mut(s);
             let out = &mut after[0];
-            let (mut x, mut relu): (&[f32], bool) = if s == 0 {
-                (&ws.input, false)
+            let (mut x, mut map): (&[f32], InputMap) = if s == 0 {
+                (&ws.input, InputMap::IDENTITY)
             } else {
-                (&before[s - 1], self.stages[s - 1].act == Act::Relu)
+                (&before[s - 1], self.view_map(s - 1, &ws.stats))
             };
             if let (Some(p), Mode::Train { seed }) = (st.dropout, mode) {
-                dropout_forward(x, p, Self::dropout_seed(seed, s), relu, &mut ws.dropped[s]);
-                (x, relu) = (&ws.dropped[s], false);
+                let ds = Self::dropout_seed(seed, s);
+                dropout_forward(x, p, ds, map, st.conv.cin, &mut ws.dropped[s]);
+                (x, map) = (&ws.dropped[s], InputMap::IDENTITY);
             }
             let bias = st.bias_offset.map(|b| &self.params[b..b + st.conv.cout]);
+            let batch_stats = st.bn.is_some() && matches!(mode, Mode::Train { .. });
             conv2d_forward(
                 &st.conv,
                 &ConvInput {
@@ -463,18 +481,22 @@ impl Network {
                     n,
                     h: st.h,
                     w: st.w,
-                    relu,
+                    map,
                 },
                 &self.gemm_weights[s],
                 bias,
                 out,
+                batch_stats.then_some(&mut ws.moments),
             );
             if let Some((b, _)) = st.bn {
-                match mode {
-                    Mode::Train { .. } => {
-                        self.bns[b].forward_train(out, &mut ws.stats[s], self.update_running_stats)
+                let bn = &mut self.bns[b];
+                if batch_stats {
+                    Moments::merge(&mut ws.moments, bn.eps, &mut ws.stats[s]);
+                    if self.update_running_stats {
+                        bn.update_running(&ws.stats[s]);
                     }
-                    Mode::Eval => self.bns[b].forward_eval(out),
+                } else {
+                    ws.stats[s] = bn.running_stats();
                 }
             }
             if st.act == Act::Tanh {
@@ -484,10 +506,9 @@ impl Network {
 
         let last = &self.stages[ns - 1];
         let (hw, c) = (last.oh * last.ow, last.conv.cout);
-        let relu = last.act == Act::Relu;
+        let map = self.view_map(ns - 1, &ws.stats);
         let stored = &ws.stored[ns - 1];
         resize(&mut ws.output, n * self.output_len());
-        let view = |v: f32| if relu { v.max(0.0) } else { v };
         for (o, item) in ws
             .output
             .chunks_exact_mut(self.output_len())
@@ -496,9 +517,9 @@ impl Network {
             if self.pool {
                 let mut acc = vec![0.0f64; c];
                 for px in item.chunks_exact(c) {
-                    acc.iter_mut()
-                        .zip(px)
-                        .for_each(|(a, &v)| *a += view(v) as f64);
+                    for (ch, (a, &v)) in acc.iter_mut().zip(px).enumerate() {
+                        *a += map.value(v, ch) as f64;
+                    }
                 }
                 o.iter_mut()
                     .zip(&acc)
@@ -506,7 +527,7 @@ impl Network {
             } else {
                 for (p, px) in item.chunks_exact(c).enumerate() {
                     for (ch, &v) in px.iter().enumerate() {
-                        o[ch * hw + p] = view(v);
+                        o[ch * hw + p] = map.value(v, ch);
                     }
                 }
             }
@@ -590,21 +611,21 @@ impl Network {
                 Act::Relu if st.bn.is_none() => relu_backward(out, gs),
                 _ => {}
             }
-            if let Some((b, _)) = st.bn {
+            if st.bn.is_some() {
                 let relu = st.act == Act::Relu;
                 match mode {
                     Mode::Train { .. } => backward_train(out, gs, &stats[s], relu),
-                    Mode::Eval => backward_eval(out, gs, &self.bns[b].running_inv_std(), relu),
+                    Mode::Eval => backward_eval(out, gs, &stats[s], relu),
                 }
             }
             // Through the convolution.
             let dropping = st.dropout.filter(|_| matches!(mode, Mode::Train { .. }));
-            let (x, relu): (&[f32], bool) = if dropping.is_some() {
-                (&dropped[s], false)
+            let (x, map): (&[f32], InputMap) = if dropping.is_some() {
+                (&dropped[s], InputMap::IDENTITY)
             } else if s == 0 {
-                (input, false)
+                (input, InputMap::IDENTITY)
             } else {
-                (&stored[s - 1], self.stages[s - 1].act == Act::Relu)
+                (&stored[s - 1], self.view_map(s - 1, stats))
             };
             let want_dx = s > 0 || dinput.is_some();
             resize(dw, st.conv.weight_len());
@@ -617,7 +638,7 @@ impl Network {
                     n,
                     h: st.h,
                     w: st.w,
-                    relu,
+                    map,
                 },
                 &self.gemm_weights[s],
                 gs,

@@ -52,29 +52,32 @@ pub(crate) fn split_mut<'a>(
 }
 
 thread_local! {
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-/// Runs `f` with two per-thread work buffers of at least `a` and `b` values. The buffers persist
-/// between calls (contents unspecified), so hot loops allocate nothing after the first step.
+/// Runs `f` with three per-thread work buffers of at least the given lengths. The buffers
+/// persist between calls (contents unspecified), so hot loops allocate nothing after the first
+/// step.
 pub(crate) fn with_scratch<R>(
-    a: usize,
-    b: usize,
-    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+    lens: [usize; 3],
+    f: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]) -> R,
 ) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut s) => {
-            let (x, y) = &mut *s;
-            if x.len() < a {
-                x.resize(a, 0.0);
+            for (v, &len) in s.iter_mut().zip(&lens) {
+                if v.len() < len {
+                    v.resize(len, 0.0);
+                }
             }
-            if y.len() < b {
-                y.resize(b, 0.0);
-            }
-            f(&mut x[..a], &mut y[..b])
+            let [a, b, c] = &mut *s;
+            f(&mut a[..lens[0]], &mut b[..lens[1]], &mut c[..lens[2]])
         }
         // Re-entered from inside `f` (not done here, but safe): private buffers.
-        Err(_) => f(&mut vec![0.0; a], &mut vec![0.0; b]),
+        Err(_) => f(
+            &mut vec![0.0; lens[0]],
+            &mut vec![0.0; lens[1]],
+            &mut vec![0.0; lens[2]],
+        ),
     })
 }
 

@@ -23,6 +23,9 @@ use rayon::prelude::*;
 use crate::nn::layers::BATCHNORM_EPS;
 use crate::train::parallel::{group_ranges, split_mut};
 
+/// Rows per f32 partial sum before it is added into the f64 total (bounds the f32 rounding).
+const PARTIAL_ROWS: usize = 64;
+
 /// PyTorch's default running-statistics momentum.
 pub const BATCHNORM_MOMENTUM: f32 = 0.1;
 
@@ -35,15 +38,16 @@ pub struct BatchNorm {
     pub momentum: f32,
 }
 
-/// The statistics one training forward pass normalised with (what backward needs besides `x̂`).
+/// The per-channel statistics a forward pass normalised with (what backward needs besides the
+/// input): the batch's in training mode, the running ones in inference mode.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BatchStats {
     pub mean: Vec<f32>,
-    /// Biased (population) variance of the batch.
+    /// Biased (population) variance (training mode), or the running variance.
     pub var: Vec<f32>,
     /// `1 / sqrt(var + eps)`.
     pub inv_std: Vec<f32>,
-    /// Values per channel (`m`).
+    /// Values per channel (`m`); 0 for running statistics.
     pub count: usize,
 }
 
@@ -72,34 +76,148 @@ impl BatchNorm {
         batch_statistics(x, c, self.eps, stats);
         normalise(x, c, &stats.mean, &stats.inv_std);
         if update_running {
-            let unbias = stats.count as f64 / (stats.count as f64 - 1.0);
-            let m = self.momentum as f64;
-            for ch in 0..c {
-                self.running_mean[ch] =
-                    ((1.0 - m) * self.running_mean[ch] as f64 + m * stats.mean[ch] as f64) as f32;
-                self.running_var[ch] = ((1.0 - m) * self.running_var[ch] as f64
-                    + m * stats.var[ch] as f64 * unbias)
-                    as f32;
-            }
+            self.update_running(stats);
         }
     }
 
-    /// `1 / sqrt(running_var + eps)` per channel.
-    pub fn running_inv_std(&self) -> Vec<f32> {
-        self.running_var
-            .iter()
-            .map(|&v| (1.0 / (v as f64 + self.eps as f64).sqrt()) as f32)
-            .collect()
+    /// `r ← (1 − momentum)·r + momentum·s`, with the unbiased batch variance for `r_σ²`.
+    pub fn update_running(&mut self, stats: &BatchStats) {
+        let unbias = stats.count as f64 / (stats.count as f64 - 1.0);
+        let m = self.momentum as f64;
+        for (((rm, rv), &mean), &var) in self
+            .running_mean
+            .iter_mut()
+            .zip(self.running_var.iter_mut())
+            .zip(&stats.mean)
+            .zip(&stats.var)
+        {
+            *rm = ((1.0 - m) * *rm as f64 + m * mean as f64) as f32;
+            *rv = ((1.0 - m) * *rv as f64 + m * var as f64 * unbias) as f32;
+        }
+    }
+
+    /// The running statistics as [`BatchStats`] (for inference mode).
+    pub fn running_stats(&self) -> BatchStats {
+        BatchStats {
+            mean: self.running_mean.clone(),
+            var: self.running_var.clone(),
+            inv_std: self
+                .running_var
+                .iter()
+                .map(|&v| (1.0 / (v as f64 + self.eps as f64).sqrt()) as f32)
+                .collect(),
+            count: 0,
+        }
     }
 
     /// Inference forward in place with the running statistics.
     pub fn forward_eval(&self, x: &mut [f32]) {
-        normalise(
-            x,
-            self.channels(),
-            &self.running_mean,
-            &self.running_inv_std(),
+        let r = self.running_stats();
+        normalise(x, self.channels(), &r.mean, &r.inv_std);
+    }
+}
+
+/// Per-channel moments of a stream of rows (`c` values each), for one group of a batch:
+/// sums of `v − shift` and `(v − shift)²` with the shift the group's first row (no
+/// cancellation), accumulated in f32 over at most [`PARTIAL_ROWS`] rows (vectorised over
+/// channels) and then in f64.
+#[derive(Clone, Debug, Default)]
+pub struct Moments {
+    count: usize,
+    shift: Vec<f32>,
+    s1: Vec<f64>,
+    s2: Vec<f64>,
+    p1: Vec<f32>,
+    p2: Vec<f32>,
+    pending: usize,
+}
+
+impl Moments {
+    pub fn new(c: usize) -> Self {
+        Moments {
+            count: 0,
+            shift: Vec::new(),
+            s1: vec![0.0; c],
+            s2: vec![0.0; c],
+            p1: vec![0.0; c],
+            p2: vec![0.0; c],
+            pending: 0,
+        }
+    }
+
+    /// Adds rows (`rows.len()` a multiple of `c`).
+    pub fn add_rows(&mut self, rows: &[f32]) {
+        let c = self.s1.len();
+        if rows.is_empty() {
+            return;
+        }
+        if self.shift.is_empty() {
+            self.shift = rows[..c].to_vec();
+        }
+        for row in rows.chunks_exact(c) {
+            for (((a, b), &v), &k) in self
+                .p1
+                .iter_mut()
+                .zip(self.p2.iter_mut())
+                .zip(row)
+                .zip(&self.shift)
+            {
+                let d = v - k;
+                *a += d;
+                *b += d * d;
+            }
+            self.pending += 1;
+            if self.pending == PARTIAL_ROWS {
+                self.flush();
+            }
+        }
+        self.count += rows.len() / c;
+    }
+
+    fn flush(&mut self) {
+        for (s, p) in self.s1.iter_mut().zip(self.p1.iter_mut()) {
+            *s += *p as f64;
+            *p = 0.0;
+        }
+        for (s, p) in self.s2.iter_mut().zip(self.p2.iter_mut()) {
+            *s += *p as f64;
+            *p = 0.0;
+        }
+        self.pending = 0;
+    }
+
+    /// Merges group moments in order (Chan et al.'s pairwise update) into batch statistics.
+    ///
+    /// # Panics
+    /// If fewer than 2 rows were seen in total.
+    pub fn merge(parts: &mut [Moments], eps: f32, stats: &mut BatchStats) {
+        let c = parts.first().map_or(0, |p| p.s1.len());
+        let (mut mean, mut m2, mut count) = (vec![0.0f64; c], vec![0.0f64; c], 0.0f64);
+        for p in parts.iter_mut().filter(|p| p.count > 0) {
+            p.flush();
+            let nb = p.count as f64;
+            let n = count + nb;
+            for ch in 0..c {
+                let (s1, s2) = (p.s1[ch], p.s2[ch]);
+                let mean_b = p.shift[ch] as f64 + s1 / nb;
+                let m2_b = (s2 - s1 * s1 / nb).max(0.0);
+                let delta = mean_b - mean[ch];
+                mean[ch] += delta * nb / n;
+                m2[ch] += m2_b + delta * delta * count * nb / n;
+            }
+            count = n;
+        }
+        assert!(
+            count >= 2.0,
+            "batch norm in training mode needs at least 2 values per channel"
         );
+        stats.count = count as usize;
+        stats.mean = mean.iter().map(|&m| m as f32).collect();
+        stats.var = m2.iter().map(|&v| (v / count) as f32).collect();
+        stats.inv_std = m2
+            .iter()
+            .map(|&v| (1.0 / (v / count + eps as f64).sqrt()) as f32)
+            .collect();
     }
 }
 
@@ -112,53 +230,16 @@ pub fn batch_statistics(x: &[f32], c: usize, eps: f32, stats: &mut BatchStats) {
         c > 0 && x.len().is_multiple_of(c),
         "batch norm input length"
     );
-    let rows = x.len() / c;
-    assert!(
-        rows >= 2,
-        "batch norm in training mode needs at least 2 values per channel"
-    );
-    let ranges = group_ranges(rows);
-    // Per group: [mean; m2] per channel.
-    let parts: Vec<Vec<f64>> = ranges
+    let ranges = group_ranges(x.len() / c);
+    let mut parts: Vec<Moments> = ranges
         .par_iter()
         .map(|r| {
-            let g = &x[r.start * c..r.end * c];
-            let shift = &g[..c];
-            let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
-            for row in g.chunks_exact(c) {
-                for ch in 0..c {
-                    let d = (row[ch] - shift[ch]) as f64;
-                    s1[ch] += d;
-                    s2[ch] += d * d;
-                }
-            }
-            let n = r.len() as f64;
-            let mut out = vec![0.0; 2 * c];
-            for ch in 0..c {
-                out[ch] = shift[ch] as f64 + s1[ch] / n;
-                out[c + ch] = (s2[ch] - s1[ch] * s1[ch] / n).max(0.0);
-            }
-            out
+            let mut m = Moments::new(c);
+            m.add_rows(&x[r.start * c..r.end * c]);
+            m
         })
         .collect();
-    let (mut mean, mut m2, mut count) = (vec![0.0f64; c], vec![0.0f64; c], 0.0f64);
-    for (r, p) in ranges.iter().zip(&parts) {
-        let nb = r.len() as f64;
-        let n = count + nb;
-        for ch in 0..c {
-            let delta = p[ch] - mean[ch];
-            mean[ch] += delta * nb / n;
-            m2[ch] += p[c + ch] + delta * delta * count * nb / n;
-        }
-        count = n;
-    }
-    stats.count = rows;
-    stats.mean = mean.iter().map(|&m| m as f32).collect();
-    stats.var = m2.iter().map(|&v| (v / count) as f32).collect();
-    stats.inv_std = m2
-        .iter()
-        .map(|&v| (1.0 / (v / count + eps as f64).sqrt()) as f32)
-        .collect();
+    Moments::merge(&mut parts, eps, stats);
 }
 
 /// `x ← (x − mean)·inv_std` per channel, in place.
@@ -171,40 +252,62 @@ pub fn normalise(x: &mut [f32], c: usize, mean: &[f32], inv_std: &[f32]) {
     let ranges = group_ranges(rows);
     split_mut(x, c, &ranges).into_par_iter().for_each(|g| {
         for row in g.chunks_exact_mut(c) {
-            for ch in 0..c {
-                row[ch] = (row[ch] - mean[ch]) * inv_std[ch];
+            for ((v, &m), &k) in row.iter_mut().zip(mean).zip(inv_std) {
+                *v = (*v - m) * k;
             }
         }
     });
 }
 
 /// Training backward in place: `dy` (gradient w.r.t. `x̂`, or w.r.t. `max(x̂, 0)` when
-/// `relu_after`) becomes the gradient w.r.t. the layer input.
+/// `relu_after`) becomes the gradient w.r.t. the layer input `x` (`x̂` is recomputed from `x`
+/// and `stats`).
 ///
 /// # Panics
 /// If the lengths disagree.
-pub fn backward_train(xhat: &[f32], dy: &mut [f32], stats: &BatchStats, relu_after: bool) {
+pub fn backward_train(x: &[f32], dy: &mut [f32], stats: &BatchStats, relu_after: bool) {
     let c = stats.mean.len();
-    assert_eq!(xhat.len(), dy.len(), "batch norm gradient length");
+    assert_eq!(x.len(), dy.len(), "batch norm gradient length");
     assert!(
-        c > 0 && xhat.len().is_multiple_of(c),
+        c > 0 && x.len().is_multiple_of(c),
         "batch norm input length"
     );
-    let rows = xhat.len() / c;
+    let rows = x.len() / c;
     let ranges = group_ranges(rows);
+    let (mean, inv) = (&stats.mean, &stats.inv_std);
     let parts: Vec<Vec<f64>> = ranges
         .par_iter()
         .zip(split_mut(dy, c, &ranges).into_par_iter())
         .map(|(r, dg)| {
-            let xg = &xhat[r.start * c..r.end * c];
+            let xg = &x[r.start * c..r.end * c];
             let (mut s, mut sx) = (vec![0.0f64; c], vec![0.0f64; c]);
-            for (drow, xrow) in dg.chunks_exact_mut(c).zip(xg.chunks_exact(c)) {
-                for ch in 0..c {
-                    if relu_after && xrow[ch] <= 0.0 {
-                        drow[ch] = 0.0;
+            let (mut p, mut px) = (vec![0.0f32; c], vec![0.0f32; c]);
+            for (dblock, xblock) in dg
+                .chunks_mut(c * PARTIAL_ROWS)
+                .zip(xg.chunks(c * PARTIAL_ROWS))
+            {
+                p.fill(0.0);
+                px.fill(0.0);
+                for (drow, xrow) in dblock.chunks_exact_mut(c).zip(xblock.chunks_exact(c)) {
+                    for (((((d, &x), &m), &k), a), b) in drow
+                        .iter_mut()
+                        .zip(xrow)
+                        .zip(mean)
+                        .zip(inv)
+                        .zip(p.iter_mut())
+                        .zip(px.iter_mut())
+                    {
+                        let xhat = (x - m) * k;
+                        // Branch-free, so that the loop vectorises.
+                        let v = if relu_after && xhat <= 0.0 { 0.0 } else { *d };
+                        *d = v;
+                        *a += v;
+                        *b += v * xhat;
                     }
-                    s[ch] += drow[ch] as f64;
-                    sx[ch] += (drow[ch] * xrow[ch]) as f64;
+                }
+                for (((s, sx), a), b) in s.iter_mut().zip(sx.iter_mut()).zip(&p).zip(&px) {
+                    *s += *a as f64;
+                    *sx += *b as f64;
                 }
             }
             s.extend(sx);
@@ -220,31 +323,34 @@ pub fn backward_train(xhat: &[f32], dy: &mut [f32], stats: &BatchStats, relu_aft
     }
     let a: Vec<f32> = mean_d.iter().map(|v| (v / rows as f64) as f32).collect();
     let b: Vec<f32> = mean_dx.iter().map(|v| (v / rows as f64) as f32).collect();
-    let inv = &stats.inv_std;
     split_mut(dy, c, &ranges)
         .into_par_iter()
         .zip(ranges.par_iter())
         .for_each(|(dg, r)| {
-            let xg = &xhat[r.start * c..r.end * c];
+            let xg = &x[r.start * c..r.end * c];
             for (drow, xrow) in dg.chunks_exact_mut(c).zip(xg.chunks_exact(c)) {
-                for ch in 0..c {
-                    drow[ch] = inv[ch] * (drow[ch] - a[ch] - xrow[ch] * b[ch]);
+                for (((((d, &x), &m), &k), &a), &b) in
+                    drow.iter_mut().zip(xrow).zip(mean).zip(inv).zip(&a).zip(&b)
+                {
+                    *d = k * (*d - a - (x - m) * k * b);
                 }
             }
         });
 }
 
-/// Inference backward in place: `dy ← dy · inv_std` (masked by `x̂ > 0` first when `relu_after`).
-pub fn backward_eval(xhat: &[f32], dy: &mut [f32], inv_std: &[f32], relu_after: bool) {
-    let c = inv_std.len();
-    assert_eq!(xhat.len(), dy.len(), "batch norm gradient length");
+/// Inference backward in place: `dy ← dy · inv_std` (masked by `x̂ > 0` first when
+/// `relu_after`), with `stats` the running statistics and `x` the layer input.
+pub fn backward_eval(x: &[f32], dy: &mut [f32], stats: &BatchStats, relu_after: bool) {
+    let c = stats.mean.len();
+    assert_eq!(x.len(), dy.len(), "batch norm gradient length");
+    let (mean, inv) = (&stats.mean, &stats.inv_std);
     dy.par_chunks_mut(c * 256)
-        .zip(xhat.par_chunks(c * 256))
+        .zip(x.par_chunks(c * 256))
         .for_each(|(dg, xg)| {
             for (drow, xrow) in dg.chunks_exact_mut(c).zip(xg.chunks_exact(c)) {
-                for ch in 0..c {
-                    let keep = !relu_after || xrow[ch] > 0.0;
-                    drow[ch] = if keep { drow[ch] * inv_std[ch] } else { 0.0 };
+                for (((d, &x), &m), &k) in drow.iter_mut().zip(xrow).zip(mean).zip(inv) {
+                    let keep = !relu_after || x > m;
+                    *d = if keep { *d * k } else { 0.0 };
                 }
             }
         });
@@ -349,7 +455,7 @@ mod tests {
             let mut stats = BatchStats::default();
             BatchNorm::new(c).forward_train(&mut xhat, &mut stats, false);
             let mut d = r.clone();
-            backward_train(&xhat, &mut d, &stats, relu);
+            backward_train(&x, &mut d, &stats, relu);
             check_gradient(|v| loss_train(v, c, &r, None, relu), &x, &d, 1e-3, 2e-3)
                 .assert_ok("batch norm (train)");
         }
@@ -368,7 +474,7 @@ mod tests {
         let mut d = r.clone();
         let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
         affine_backward(&xhat, &mut d, &g, &mut dg, &mut db);
-        backward_train(&xhat, &mut d, &stats, false);
+        backward_train(&x, &mut d, &stats, false);
         check_gradient(
             |v| loss_train(v, c, &r, Some((&g, &b)), false),
             &x,
@@ -408,10 +514,8 @@ mod tests {
             bn.forward_eval(&mut y);
             y.iter().zip(&r).map(|(y, r)| (y.max(0.0) * r) as f64).sum()
         };
-        let mut xhat = x.clone();
-        bn.forward_eval(&mut xhat);
         let mut d = r.clone();
-        backward_eval(&xhat, &mut d, &bn.running_inv_std(), true);
+        backward_eval(&x, &mut d, &bn.running_stats(), true);
         check_gradient(loss, &x, &d, 1e-3, 2e-3).assert_ok("batch norm (eval)");
     }
 }

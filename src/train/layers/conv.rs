@@ -12,18 +12,24 @@
 //! PyTorch's `[co][ci][ky][kx]`. Batches are processed in the fixed groups of `parallel`, and
 //! the weight and bias gradients of the groups are added in group order (deterministic).
 //!
-//! `ConvInput::relu` fuses a ReLU on the input: the convolution reads `max(x, 0)`. The networks
-//! keep only pre-activation values (half the memory of keeping both), so the consumer applies the
-//! activation. The input gradient is always with respect to what the convolution read (the ReLU
-//! output); the caller applies the ReLU mask.
+//! `ConvInput::map` fuses the previous layer's batch norm and ReLU into the reads
+//! ([`InputMap`]): the networks keep only raw convolution outputs. The input gradient is always
+//! with respect to what the convolution read (the mapped value); the caller takes it through the
+//! map. The forward pass can also accumulate the output's per-channel [`Moments`] while each
+//! block is still in cache, for the batch norm that follows.
 
 use rayon::prelude::*;
 
+use super::batchnorm::Moments;
+use super::input_map::InputMap;
 use crate::nn::matmul::{gemm, MatMut, MatRef};
 use crate::train::parallel::{group_ranges, split_mut, with_scratch};
 
 /// im2col block size in values (256 KiB: the block, its GEMM output and the weights stay in L2).
 const COL_BUDGET: usize = 1 << 16;
+/// Input values per item chunk (256 KiB): the batch norm and ReLU of the previous layer are
+/// applied once per chunk, not once per im2col copy (k² times).
+const MAP_BUDGET: usize = 1 << 16;
 
 /// The geometry of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +117,8 @@ pub struct ConvInput<'a> {
     pub n: usize,
     pub h: usize,
     pub w: usize,
-    /// Read `max(x, 0)` instead of `x` (a fused ReLU of the previous layer).
-    pub relu: bool,
+    /// What is read: `map(x)` (the previous layer's fused batch norm and ReLU).
+    pub map: InputMap<'a>,
 }
 
 /// Where [`conv2d_backward`] writes; `None` skips that gradient (and its GEMM).
@@ -127,17 +133,17 @@ pub struct ConvGrads<'a> {
 }
 
 /// Per-call constants.
-struct Geometry {
+struct Geometry<'a> {
     cs: ConvShape,
     h: usize,
     w: usize,
     oh: usize,
     ow: usize,
-    relu: bool,
+    map: InputMap<'a>,
 }
 
-impl Geometry {
-    fn new(cs: &ConvShape, input: &ConvInput) -> Geometry {
+impl<'a> Geometry<'a> {
+    fn new(cs: &ConvShape, input: &ConvInput<'a>) -> Geometry<'a> {
         assert_eq!(
             input.data.len(),
             input.n * input.h * input.w * cs.cin,
@@ -150,7 +156,7 @@ impl Geometry {
             w: input.w,
             oh,
             ow,
-            relu: input.relu,
+            map: input.map,
         }
     }
     fn in_item(&self) -> usize {
@@ -196,7 +202,26 @@ impl Geometry {
         Some((iy as usize, (ix0 + kx0 as isize) as usize, kx0, kx1))
     }
 
-    /// Fills the im2col rows of pixels `p0..p1` of a group whose input is `x`.
+    /// Items per chunk: the (mapped) input of a chunk stays in L2 while its im2col blocks are
+    /// built from it.
+    fn chunk_items(&self) -> usize {
+        (MAP_BUDGET / self.in_item().max(1)).max(1)
+    }
+
+    /// The input of items `i0..i1` of a group as the convolution reads it: the slice itself for
+    /// an identity map, else mapped into `buf`.
+    fn mapped<'b>(&self, x: &'b [f32], i0: usize, i1: usize, buf: &'b mut [f32]) -> &'b [f32] {
+        let src = &x[i0 * self.in_item()..i1 * self.in_item()];
+        if self.map.is_identity() {
+            src
+        } else {
+            let dst = &mut buf[..src.len()];
+            self.map.apply(src, dst);
+            dst
+        }
+    }
+
+    /// Fills the im2col rows of pixels `p0..p1` of a group whose (mapped) input is `x`.
     fn im2col(&self, x: &[f32], p0: usize, p1: usize, col: &mut [f32]) {
         let (k, cin) = (self.cs.k, self.cs.cin);
         let run = k * cin;
@@ -211,13 +236,8 @@ impl Geometry {
                         dst[..kx0 * cin].fill(0.0);
                         dst[kx1 * cin..].fill(0.0);
                         let from = (iy * self.w + ix) * cin;
-                        let src = &xi[from..from + (kx1 - kx0) * cin];
-                        let d = &mut dst[kx0 * cin..kx1 * cin];
-                        if self.relu {
-                            d.iter_mut().zip(src).for_each(|(d, s)| *d = s.max(0.0));
-                        } else {
-                            d.copy_from_slice(src);
-                        }
+                        dst[kx0 * cin..kx1 * cin]
+                            .copy_from_slice(&xi[from..from + (kx1 - kx0) * cin]);
                     }
                 }
             }
@@ -243,7 +263,9 @@ impl Geometry {
     }
 }
 
-/// `y = conv(x)` (+ bias), NHWC in and out; `weight` in GEMM layout.
+/// `y = conv(x)` (+ bias), NHWC in and out; `weight` in GEMM layout. With `moments`, also
+/// returns the per-channel moments of `y`, one entry per batch group (for
+/// `Moments::merge`).
 ///
 /// # Panics
 /// If a buffer length does not match the shapes.
@@ -253,6 +275,7 @@ pub fn conv2d_forward(
     weight: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
+    moments: Option<&mut Vec<Moments>>,
 ) {
     let g = Geometry::new(cs, input);
     assert_eq!(weight.len(), cs.weight_len(), "conv weight length");
@@ -263,33 +286,60 @@ pub fn conv2d_forward(
     let ranges = group_ranges(input.n);
     let (kk, cout, block) = (cs.kk(), cs.cout, g.block());
     let outs = split_mut(y, g.out_item(), &ranges);
+    let want_moments = moments.is_some();
+    let mut parts: Vec<Moments> = ranges
+        .iter()
+        .map(|_| Moments::new(if want_moments { cout } else { 0 }))
+        .collect();
     ranges
         .par_iter()
         .zip(outs.into_par_iter())
-        .for_each(|(r, out)| {
+        .zip(parts.par_iter_mut())
+        .for_each(|((r, out), part)| {
             let x = &input.data[r.start * g.in_item()..r.end * g.in_item()];
-            let total = r.len() * g.oh * g.ow;
-            with_scratch(block.min(total) * kk, 0, |col, _| {
-                for p0 in (0..total).step_by(block) {
-                    let p1 = (p0 + block).min(total);
-                    let rows = p1 - p0;
-                    g.im2col(x, p0, p1, &mut col[..rows * kk]);
-                    let o = &mut out[p0 * cout..p1 * cout];
-                    gemm(
-                        MatMut::row_major(o, rows, cout),
-                        MatRef::row_major(&col[..rows * kk], rows, kk),
-                        MatRef::row_major(weight, kk, cout),
-                        false,
-                        false,
-                    );
-                    if let Some(b) = bias {
-                        for px in o.chunks_exact_mut(cout) {
-                            px.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            let chunk = g.chunk_items().min(r.len());
+            let plane = g.oh * g.ow;
+            let map_len = if g.map.is_identity() {
+                0
+            } else {
+                chunk * g.in_item()
+            };
+            with_scratch(
+                [block.min(chunk * plane) * kk, map_len, 0],
+                |col, mapped, _| {
+                    for i0 in (0..r.len()).step_by(chunk) {
+                        let i1 = (i0 + chunk).min(r.len());
+                        let xc = g.mapped(x, i0, i1, mapped);
+                        let oc = &mut out[i0 * g.out_item()..i1 * g.out_item()];
+                        let total = (i1 - i0) * plane;
+                        for p0 in (0..total).step_by(block) {
+                            let p1 = (p0 + block).min(total);
+                            let rows = p1 - p0;
+                            g.im2col(xc, p0, p1, &mut col[..rows * kk]);
+                            let o = &mut oc[p0 * cout..p1 * cout];
+                            gemm(
+                                MatMut::row_major(o, rows, cout),
+                                MatRef::row_major(&col[..rows * kk], rows, kk),
+                                MatRef::row_major(weight, kk, cout),
+                                false,
+                                false,
+                            );
+                            if let Some(b) = bias {
+                                for px in o.chunks_exact_mut(cout) {
+                                    px.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                                }
+                            }
+                            if want_moments {
+                                part.add_rows(o);
+                            }
                         }
                     }
-                }
-            });
+                },
+            );
         });
+    if let Some(m) = moments {
+        *m = parts;
+    }
 }
 
 /// Gradients of a convolution given `dy = dL/dy` (NHWC, like the forward output).
@@ -304,7 +354,7 @@ pub fn conv2d_backward(
     grads: ConvGrads,
 ) {
     let g = Geometry::new(cs, input);
-    let (kk, cout, block) = (cs.kk(), cs.cout, g.block());
+    let (kk, cout) = (cs.kk(), cs.cout);
     assert_eq!(weight.len(), cs.weight_len(), "conv weight length");
     assert_eq!(
         dy.len(),
@@ -329,7 +379,48 @@ pub fn conv2d_backward(
         }
         None => ranges.iter().map(|_| None).collect(),
     };
-    let mut partials = vec![0.0f32; ranges.len() * part_len.max(1)];
+    // Per-group partial gradients, kept per calling thread between calls (2.4 MB for AffNet's
+    // largest layer: a fresh allocation each step costs page faults).
+    PARTIALS.with(|cell| {
+        let mut own = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let partials = match guard.as_deref_mut() {
+            Ok(p) => p,
+            Err(_) => &mut own,
+        };
+        partials.clear();
+        partials.resize(ranges.len() * part_len.max(1), 0.0);
+        backward_groups(
+            &g,
+            input,
+            weight,
+            dy,
+            &ranges,
+            dx_parts,
+            partials,
+            (part_len, want_w, want_b),
+        );
+        reduce_partials(partials, part_len, kk * cout, cout, dw, db);
+    });
+}
+
+thread_local! {
+    static PARTIALS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The per-group work of [`conv2d_backward`].
+#[allow(clippy::too_many_arguments)]
+fn backward_groups(
+    g: &Geometry,
+    input: &ConvInput,
+    weight: &[f32],
+    dy: &[f32],
+    ranges: &[std::ops::Range<usize>],
+    dx_parts: Vec<Option<&mut [f32]>>,
+    partials: &mut [f32],
+    (part_len, want_w, want_b): (usize, bool, bool),
+) {
+    let (kk, cout, block) = (g.cs.kk(), g.cs.cout, g.block());
     ranges
         .par_iter()
         .zip(dx_parts.into_par_iter())
@@ -337,65 +428,93 @@ pub fn conv2d_backward(
         .for_each(|((r, mut dx), part)| {
             let x = &input.data[r.start * g.in_item()..r.end * g.in_item()];
             let dy_g = &dy[r.start * g.out_item()..r.end * g.out_item()];
-            let total = r.len() * g.oh * g.ow;
             let (dw_part, db_part) = part.split_at_mut(if want_w { kk * cout } else { 0 });
-            if let Some(dx) = dx.as_deref_mut() {
-                dx.fill(0.0);
-            }
-            let dcol_len = if dx.is_some() {
-                block.min(total) * kk
+            let chunk = g.chunk_items().min(r.len());
+            let plane = g.oh * g.ow;
+            let blk = block.min(chunk * plane) * kk;
+            let col_len = if want_w { blk } else { 0 };
+            let dcol_len = if dx.is_some() { blk } else { 0 };
+            let map_len = if want_w && !g.map.is_identity() {
+                chunk * g.in_item()
             } else {
                 0
             };
-            let col_len = if want_w { block.min(total) * kk } else { 0 };
-            with_scratch(col_len, dcol_len, |col, dcol| {
-                for p0 in (0..total).step_by(block) {
-                    let p1 = (p0 + block).min(total);
-                    let rows = p1 - p0;
-                    let dy_blk = &dy_g[p0 * cout..p1 * cout];
-                    if want_w {
-                        g.im2col(x, p0, p1, &mut col[..rows * kk]);
-                        // dW[kk × cout] += colᵀ · dy: col viewed transposed (row stride 1).
-                        gemm(
-                            MatMut::row_major(dw_part, kk, cout),
-                            MatRef::new(&col[..rows * kk], kk, rows, 1, kk),
-                            MatRef::row_major(dy_blk, rows, cout),
-                            p0 > 0,
-                            false,
-                        );
+            let mut first = true;
+            with_scratch([col_len, dcol_len, map_len], |col, dcol, mapped| {
+                for i0 in (0..r.len()).step_by(chunk) {
+                    let i1 = (i0 + chunk).min(r.len());
+                    let xc = if want_w {
+                        g.mapped(x, i0, i1, mapped)
+                    } else {
+                        &[][..]
+                    };
+                    let dyc = &dy_g[i0 * g.out_item()..i1 * g.out_item()];
+                    let mut dxc = dx
+                        .as_deref_mut()
+                        .map(|d| &mut d[i0 * g.in_item()..i1 * g.in_item()]);
+                    if let Some(d) = dxc.as_deref_mut() {
+                        d.fill(0.0);
                     }
-                    if want_b {
-                        for px in dy_blk.chunks_exact(cout) {
-                            db_part.iter_mut().zip(px).for_each(|(a, v)| *a += v);
+                    let total = (i1 - i0) * plane;
+                    for p0 in (0..total).step_by(block) {
+                        let p1 = (p0 + block).min(total);
+                        let rows = p1 - p0;
+                        let dy_blk = &dyc[p0 * cout..p1 * cout];
+                        if want_w {
+                            g.im2col(xc, p0, p1, &mut col[..rows * kk]);
+                            // dW[kk × cout] += colᵀ · dy: col viewed transposed (row stride 1).
+                            gemm(
+                                MatMut::row_major(dw_part, kk, cout),
+                                MatRef::new(&col[..rows * kk], kk, rows, 1, kk),
+                                MatRef::row_major(dy_blk, rows, cout),
+                                !first,
+                                false,
+                            );
+                            first = false;
                         }
-                    }
-                    if let Some(dx) = dx.as_deref_mut() {
-                        // dcol[rows × kk] = dy · Wᵀ: W viewed transposed.
-                        gemm(
-                            MatMut::row_major(&mut dcol[..rows * kk], rows, kk),
-                            MatRef::row_major(dy_blk, rows, cout),
-                            MatRef::new(weight, cout, kk, 1, cout),
-                            false,
-                            false,
-                        );
-                        g.col2im(&mut dcol[..rows * kk], p0, p1, dx);
+                        if want_b {
+                            for px in dy_blk.chunks_exact(cout) {
+                                db_part.iter_mut().zip(px).for_each(|(a, v)| *a += v);
+                            }
+                        }
+                        if let Some(d) = dxc.as_deref_mut() {
+                            // dcol[rows × kk] = dy · Wᵀ: W viewed transposed.
+                            gemm(
+                                MatMut::row_major(&mut dcol[..rows * kk], rows, kk),
+                                MatRef::row_major(dy_blk, rows, cout),
+                                MatRef::new(weight, cout, kk, 1, cout),
+                                false,
+                                false,
+                            );
+                            g.col2im(&mut dcol[..rows * kk], p0, p1, d);
+                        }
                     }
                 }
             });
         });
+}
+
+/// Adds the per-group partial weight and bias gradients in group order.
+fn reduce_partials(
+    partials: &[f32],
+    part_len: usize,
+    wlen: usize,
+    cout: usize,
+    dw: Option<&mut [f32]>,
+    db: Option<&mut [f32]>,
+) {
+    let want_w = dw.is_some();
     if let Some(dw) = dw {
-        assert_eq!(dw.len(), kk * cout, "conv weight gradient length");
+        assert_eq!(dw.len(), wlen, "conv weight gradient length");
         dw.fill(0.0);
         for part in partials.chunks(part_len.max(1)) {
-            dw.iter_mut()
-                .zip(&part[..kk * cout])
-                .for_each(|(a, v)| *a += v);
+            dw.iter_mut().zip(&part[..wlen]).for_each(|(a, v)| *a += v);
         }
     }
     if let Some(db) = db {
         assert_eq!(db.len(), cout, "conv bias gradient length");
         db.fill(0.0);
-        let off = if want_w { kk * cout } else { 0 };
+        let off = if want_w { wlen } else { 0 };
         for part in partials.chunks(part_len.max(1)) {
             db.iter_mut()
                 .zip(&part[off..off + cout])
@@ -427,13 +546,12 @@ mod tests {
                                     {
                                         continue;
                                     }
-                                    let mut v = x.data[((n * x.h + iy as usize) * x.w
-                                        + ix as usize)
-                                        * cs.cin
-                                        + ci];
-                                    if x.relu {
-                                        v = v.max(0.0);
-                                    }
+                                    let v = x.map.value(
+                                        x.data[((n * x.h + iy as usize) * x.w + ix as usize)
+                                            * cs.cin
+                                            + ci],
+                                        ci,
+                                    );
                                     acc += v as f64
                                         * w_torch[((co * cs.cin + ci) * cs.k + ky) * cs.k + kx]
                                             as f64;
@@ -475,36 +593,61 @@ mod tests {
         .collect()
     }
 
+    /// Per-channel batch-norm-like shift and scale for the fused input map.
+    fn map_params(cin: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+        let shift = random_vec(cin, seed, 0.3);
+        let scale = random_vec(cin, seed + 1, 0.5)
+            .iter()
+            .map(|v| v + 1.0)
+            .collect();
+        (shift, scale)
+    }
+
     #[test]
     fn forward_matches_the_definition() {
         for (i, (cs, h, w)) in shapes().into_iter().enumerate() {
+            let (shift, scale) = map_params(cs.cin, 40 + i as u64);
             for relu in [false, true] {
                 let n = 19; // more than GROUPS, so several groups
                 let x = random_vec(n * h * w * cs.cin, 10 + i as u64, 1.0);
                 let wt = random_vec(cs.weight_len(), 20 + i as u64, 0.5);
                 let b = random_vec(cs.cout, 30 + i as u64, 0.5);
+                let map = InputMap {
+                    affine: relu.then_some((&shift[..], &scale[..])),
+                    relu,
+                };
                 let input = ConvInput {
                     data: &x,
                     n,
                     h,
                     w,
-                    relu,
+                    map,
                 };
                 let mut wg = vec![0.0; wt.len()];
                 cs.to_gemm_layout(&wt, &mut wg);
                 let (oh, ow) = cs.out_size(h, w);
                 let mut y = vec![0.0; n * oh * ow * cs.cout];
-                conv2d_forward(&cs, &input, &wg, Some(&b), &mut y);
+                let mut moments = Vec::new();
+                conv2d_forward(&cs, &input, &wg, Some(&b), &mut y, Some(&mut moments));
                 let expect = naive(&cs, &input, &wt, Some(&b));
                 for (a, e) in y.iter().zip(&expect) {
                     assert!((*a as f64 - e).abs() < 1e-4, "{cs:?}: {a} vs {e}");
+                }
+                // The fused moments equal a separate pass.
+                let mut fused = super::super::batchnorm::BatchStats::default();
+                Moments::merge(&mut moments, 1e-5, &mut fused);
+                let mut separate = fused.clone();
+                super::super::batchnorm::batch_statistics(&y, cs.cout, 1e-5, &mut separate);
+                for (a, b) in fused.var.iter().zip(&separate.var) {
+                    assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()));
                 }
             }
         }
     }
 
     /// Central differences of `L = Σ r·y` with respect to inputs, weights and bias, in f64, on odd
-    /// sizes, strides 1–3, paddings 0–2, with and without the fused input ReLU.
+    /// sizes, strides 1–3, paddings 0–2, with and without the fused input map (shift, scale,
+    /// ReLU).
     #[test]
     fn backward_matches_finite_differences() {
         for (i, (cs, h, w)) in shapes().into_iter().enumerate() {
@@ -514,10 +657,23 @@ mod tests {
                 let n = if h >= 32 { 1 } else { 3 };
                 let coords = if h >= 32 { 60 } else { 300 };
                 let seed = 100 + 10 * i as u64 + relu as u64;
-                // Inputs kept away from the ReLU's kink at 0, where it has no derivative.
+                let (shift, scale) = map_params(cs.cin, seed + 5);
+                let map = InputMap {
+                    affine: relu.then_some((&shift[..], &scale[..])),
+                    relu,
+                };
+                // Inputs kept away from the ReLU's kink (mapped value 0), where it has no
+                // derivative.
                 let x: Vec<f32> = random_vec(n * h * w * cs.cin, seed, 1.0)
                     .into_iter()
-                    .map(|v| if v.abs() < 0.01 { 0.5 } else { v })
+                    .enumerate()
+                    .map(|(k, v)| {
+                        if map.value(v, k % cs.cin).abs() < 0.01 && relu {
+                            v + 0.1
+                        } else {
+                            v
+                        }
+                    })
                     .collect();
                 let wt = random_vec(cs.weight_len(), seed + 1, 0.5);
                 let b = random_vec(cs.cout, seed + 2, 0.5);
@@ -530,7 +686,7 @@ mod tests {
                         n,
                         h,
                         w,
-                        relu,
+                        map,
                     };
                     naive(&cs, &input, wt, Some(b))
                         .iter()
@@ -547,7 +703,7 @@ mod tests {
                     n,
                     h,
                     w,
-                    relu,
+                    map,
                 };
                 conv2d_backward(
                     &cs,
@@ -560,11 +716,16 @@ mod tests {
                         bias: Some(&mut db),
                     },
                 );
-                // The input gradient is w.r.t. what was read: apply the ReLU mask here.
+                // The input gradient is w.r.t. what was read: take it through the map here.
                 if relu {
-                    dx.iter_mut()
-                        .zip(&x)
-                        .for_each(|(d, x)| *d *= (*x > 0.0) as u8 as f32);
+                    for (k, (d, x)) in dx.iter_mut().zip(&x).enumerate() {
+                        let ci = k % cs.cin;
+                        *d *= if map.value(*x, ci) > 0.0 {
+                            scale[ci]
+                        } else {
+                            0.0
+                        };
+                    }
                 }
                 let mut dw = vec![0.0; wt.len()];
                 cs.add_to_torch_layout(&dwg, &mut dw);

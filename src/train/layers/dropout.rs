@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::input_map::InputMap;
 use crate::train::rng::hash_uniform;
 
 const CHUNK: usize = 1 << 14;
@@ -18,23 +19,28 @@ pub fn dropout_keep(seed: u64, index: usize, p: f32) -> bool {
     hash_uniform(seed, index as u64) >= p
 }
 
-/// `y = x · mask / (1 − p)`, with an optional fused ReLU on the input (`max(x, 0)` is dropped).
+/// `y = map(x) · mask / (1 − p)`, with the input read through `map` (the previous layer's fused
+/// batch norm and ReLU, see [`InputMap`]; `c` channels, fastest-varying).
 ///
 /// # Panics
 /// If `p` is not in `[0, 1)` or the lengths differ.
-pub fn dropout_forward(x: &[f32], p: f32, seed: u64, relu_input: bool, y: &mut [f32]) {
+pub fn dropout_forward(x: &[f32], p: f32, seed: u64, map: InputMap, c: usize, y: &mut [f32]) {
     assert!(
         (0.0..1.0).contains(&p),
         "dropout probability {p} not in [0, 1)"
     );
     assert_eq!(x.len(), y.len());
     let scale = 1.0 / (1.0 - p);
+    assert!(
+        c > 0 && CHUNK.is_multiple_of(c),
+        "channel count must divide {CHUNK}"
+    );
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .enumerate()
         .for_each(|(ci, (y, x))| {
             for (i, (y, &x)) in y.iter_mut().zip(x).enumerate() {
-                let v = if relu_input { x.max(0.0) } else { x };
+                let v = map.value(x, i % c);
                 *y = if dropout_keep(seed, ci * CHUNK + i, p) {
                     v * scale
                 } else {
@@ -68,22 +74,22 @@ mod tests {
         let n = 40_001;
         let x = vec![1.0f32; n];
         let mut y = vec![0.0; n];
-        dropout_forward(&x, 0.25, 7, false, &mut y);
+        dropout_forward(&x, 0.25, 7, InputMap::IDENTITY, 1, &mut y);
         let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
         assert!((kept - 0.75).abs() < 0.01, "{kept}");
         assert!(y.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
         // Another seed, another mask; the same seed, the same mask.
         let mut y2 = vec![0.0; n];
-        dropout_forward(&x, 0.25, 8, false, &mut y2);
+        dropout_forward(&x, 0.25, 8, InputMap::IDENTITY, 1, &mut y2);
         assert_ne!(y, y2);
-        dropout_forward(&x, 0.25, 7, false, &mut y2);
+        dropout_forward(&x, 0.25, 7, InputMap::IDENTITY, 1, &mut y2);
         assert_eq!(y, y2);
 
         let x = random_vec(301, 3, 1.0);
         let r = random_vec(301, 4, 1.0);
         let loss = |v: &[f32]| -> f64 {
             let mut y = vec![0.0; v.len()];
-            dropout_forward(v, 0.3, 5, false, &mut y);
+            dropout_forward(v, 0.3, 5, InputMap::IDENTITY, 1, &mut y);
             y.iter().zip(&r).map(|(y, r)| (*y as f64) * *r as f64).sum()
         };
         let mut d = r.clone();

@@ -9,10 +9,12 @@ pub mod activation;
 pub mod batchnorm;
 pub mod conv;
 pub mod dropout;
+pub mod input_map;
 pub mod pool;
 
 pub use activation::{relu_backward, relu_forward, tanh_backward, tanh_forward};
-pub use batchnorm::{BatchNorm, BatchStats, BATCHNORM_MOMENTUM};
+pub use batchnorm::{BatchNorm, BatchStats, Moments, BATCHNORM_MOMENTUM};
 pub use conv::{conv2d_backward, conv2d_forward, ConvGrads, ConvInput, ConvShape};
 pub use dropout::{dropout_backward, dropout_forward};
+pub use input_map::InputMap;
 pub use pool::{global_avg_pool_backward, global_avg_pool_forward};
