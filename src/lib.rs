@@ -41,6 +41,7 @@ pub mod pyramid;
 pub mod shape;
 pub mod simd;
 pub mod synth;
+pub mod train;
 pub mod viz;
 
 pub use error::{Error, Result};

@@ -73,12 +73,12 @@
 //! `torch._utils._rebuild_parameter` and `torch.*Storage`; anything else is refused. Malformed
 //! or truncated files give one-line errors, never a panic.
 
-mod arch;
+pub(crate) mod arch;
 mod bench;
 mod engine;
 pub mod layers;
 mod locate;
-mod matmul;
+pub(crate) mod matmul;
 mod models;
 mod pickle;
 mod pth;

@@ -1,0 +1,386 @@
+//! One training step of AffNet, forward and backward through the whole chain: what `wbs train
+//! affnet` calls per batch (issue 6).
+//!
+//! For each side (anchors, then positives, as the authors' two `model(...)` calls, so batch norm
+//! sees each side as its own batch):
+//! 1. AffNet's input: the 32×32 centre crop of the source patch warped by the augmentation
+//!    frame `F` (`θ_in = crop(F, 32/S)`, the spatial transformer, no gradient);
+//! 2. AffNet (training mode) → raw outputs → shape `A` (upright, det 1);
+//! 3. the descriptor patch: the source sampled with `θ = [M_F·A·(32/S) | t_F]` — the recipe's
+//!    "warp the augmented 64×64 patch by A, centre-crop 32×32", composed into one resampling of the
+//!    original source instead of two (less blur, same geometry). Passing already-augmented patches
+//!    with identity frames reproduces the original's double resampling exactly;
+//! 4. descriptor (differentiable SIFT, or a frozen HardNet in training mode) → loss.
+//!
+//! Backward: loss → descriptors → descriptor patches → `θ` (spatial transformer) → `A` → raw
+//! outputs → AffNet weights. Gradients are *added* into the caller's vector, which the caller
+//! zeroes per step, then hands to the optimiser:
+//!
+//! ```no_run
+//! use wbs::train::{Descriptor, LossKind, PairBatch, Sgd, TrainAffNet, TrainChain, linear_decay};
+//! # let (anchors, positives, frames_a, frames_p): (Vec<f32>, Vec<f32>, Vec<_>, Vec<_>) = todo!();
+//! let mut model = TrainAffNet::new(0);
+//! let mut chain = TrainChain::new(Descriptor::sift(), LossKind::HardNegC);
+//! let mut sgd = Sgd::affnet_recipe();
+//! let mut grads = vec![0.0; model.params().len()];
+//! let total = 1000;
+//! for step in 0..total {
+//!     let batch = PairBatch {
+//!         anchors: &anchors,      // N × 64 × 64, from the trainer's data
+//!         positives: &positives,
+//!         source_size: 64,
+//!         anchor_frames: &frames_a, // from train::augment::random_frame
+//!         positive_frames: &frames_p,
+//!     };
+//!     grads.fill(0.0);
+//!     let stats = chain.step(&mut model, &batch, step, &mut grads);
+//!     sgd.lr = linear_decay(0.005, step, total);
+//!     sgd.step(model.params_mut(), &grads);
+//!     println!("{step}: loss {:.4}", stats.loss.loss);
+//! }
+//! model.to_weights().save(std::path::Path::new("affnet.safetensors")).unwrap();
+//! ```
+
+use std::time::Instant;
+
+use super::affnet::TrainAffNet;
+use super::hardnet::{FrozenHardNet, HardNetCache};
+use super::loss::{descriptor_loss, LossGrads, LossKind, LossStats, LossWorkspace};
+use super::network::{Mode, Workspace};
+use super::rng::mix64;
+use super::shape::{affine_shape_backward, affine_shape_forward};
+use super::sift::{DiffSift, SiftCache, SIFT_DIM};
+use super::spatial_transformer::{
+    compose, compose_backward, crop, warp_backward, warp_forward, Affine, WarpSize,
+};
+use crate::nn::{HARDNET_DIM, PATCH_LEN, PATCH_SIZE};
+
+/// The descriptor the loss is computed on.
+#[derive(Clone, Debug)]
+pub enum Descriptor {
+    /// Differentiable SIFT on 32×32 patches (the default; the paper reports SIFT-trained AffNet
+    /// on par with HardNet-trained).
+    Sift(DiffSift),
+    /// HardNet with frozen weights, batch norm in training mode.
+    HardNet(Box<FrozenHardNet>),
+}
+
+impl Descriptor {
+    pub fn sift() -> Self {
+        Descriptor::Sift(DiffSift::new(PATCH_SIZE))
+    }
+
+    pub fn hardnet(net: FrozenHardNet) -> Self {
+        Descriptor::HardNet(Box::new(net))
+    }
+
+    pub fn dim(&self) -> usize {
+        match self {
+            Descriptor::Sift(_) => SIFT_DIM,
+            Descriptor::HardNet(_) => HARDNET_DIM,
+        }
+    }
+}
+
+/// One batch of training pairs.
+#[derive(Clone, Copy, Debug)]
+pub struct PairBatch<'a> {
+    /// `N` source patches of `source_size²` values (row-major, back to back).
+    pub anchors: &'a [f32],
+    pub positives: &'a [f32],
+    /// Side of the square source patches (64 for UBC Phototour).
+    pub source_size: usize,
+    /// Per patch, the augmentation frame on its source (normalised coordinates, see
+    /// `spatial_transformer`): the 64×64 warp's map, before the centre crop.
+    pub anchor_frames: &'a [Affine],
+    pub positive_frames: &'a [Affine],
+}
+
+impl PairBatch<'_> {
+    pub fn len(&self) -> usize {
+        self.anchor_frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn check(&self) {
+        let (n, area) = (self.len(), self.source_size * self.source_size);
+        assert!(
+            self.source_size >= PATCH_SIZE,
+            "source patches smaller than 32×32"
+        );
+        assert_eq!(self.positive_frames.len(), n, "frame counts differ");
+        assert_eq!(self.anchors.len(), n * area, "anchor patch buffer length");
+        assert_eq!(
+            self.positives.len(),
+            n * area,
+            "positive patch buffer length"
+        );
+    }
+}
+
+/// Wall-clock seconds per stage of the last step, forward and backward summed over both sides.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageTimes {
+    pub augment: f64,
+    pub affnet_forward: f64,
+    pub warp_forward: f64,
+    pub descriptor_forward: f64,
+    pub loss: f64,
+    pub descriptor_backward: f64,
+    pub warp_backward: f64,
+    pub affnet_backward: f64,
+}
+
+impl StageTimes {
+    pub fn total(&self) -> f64 {
+        self.augment
+            + self.affnet_forward
+            + self.warp_forward
+            + self.descriptor_forward
+            + self.loss
+            + self.descriptor_backward
+            + self.warp_backward
+            + self.affnet_backward
+    }
+}
+
+/// The outcome of one step.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    pub loss: LossStats,
+    /// Mean of `max(s1/s2, s2/s1)` of the predicted shapes (singular values), a sanity signal:
+    /// 1 for circles.
+    pub mean_anisotropy: f32,
+    pub times: StageTimes,
+}
+
+/// Per-side buffers, reused between steps.
+#[derive(Clone, Debug, Default)]
+struct Side {
+    net_input: Vec<f32>,
+    net: Workspace,
+    raw: Vec<f32>,
+    theta_in: Vec<Affine>,
+    theta: Vec<Affine>,
+    desc_patches: Vec<f32>,
+    desc: Vec<f32>,
+    d_desc: Vec<f32>,
+    d_patches: Vec<f32>,
+    d_theta: Vec<Affine>,
+    d_raw: Vec<f32>,
+    sift: SiftCache,
+    hardnet: HardNetCache,
+}
+
+/// The training chain with its reusable buffers.
+#[derive(Clone, Debug)]
+pub struct TrainChain {
+    pub descriptor: Descriptor,
+    pub loss: LossKind,
+    sides: [Side; 2],
+    loss_ws: LossWorkspace,
+}
+
+fn timed<R>(acc: &mut f64, f: impl FnOnce() -> R) -> R {
+    let t = Instant::now();
+    let r = f();
+    *acc += t.elapsed().as_secs_f64();
+    r
+}
+
+impl TrainChain {
+    pub fn new(descriptor: Descriptor, loss: LossKind) -> Self {
+        TrainChain {
+            descriptor,
+            loss,
+            sides: Default::default(),
+            loss_ws: LossWorkspace::default(),
+        }
+    }
+
+    /// Forward and backward of one step: returns the loss and *adds* `dL/dθ` to `grads` (the
+    /// layout of `model.params()`). `seed` fixes the dropout masks (use the step number, or a
+    /// value from the trainer's generator); the same seed and inputs give the same result.
+    ///
+    /// # Panics
+    /// If the batch is inconsistent or `grads` has the wrong length.
+    pub fn step(
+        &mut self,
+        model: &mut TrainAffNet,
+        batch: &PairBatch,
+        seed: u64,
+        grads: &mut [f32],
+    ) -> StepStats {
+        assert_eq!(grads.len(), model.params().len(), "gradient length");
+        self.run(model, batch, seed, Some(grads))
+    }
+
+    /// The loss of the chain without backward (same randomness as [`step`](Self::step)); for
+    /// gradient checks and validation. Batch-norm running statistics are updated as in a step.
+    pub fn loss(&mut self, model: &mut TrainAffNet, batch: &PairBatch, seed: u64) -> StepStats {
+        self.run(model, batch, seed, None)
+    }
+
+    fn run(
+        &mut self,
+        model: &mut TrainAffNet,
+        batch: &PairBatch,
+        seed: u64,
+        grads: Option<&mut [f32]>,
+    ) -> StepStats {
+        batch.check();
+        let n = batch.len();
+        let s = batch.source_size;
+        let size = WarpSize::square(s, PATCH_SIZE);
+        let scale = PATCH_SIZE as f32 / s as f32;
+        let dim = self.descriptor.dim();
+        let mut times = StageTimes::default();
+        let mut anisotropy = 0.0f64;
+        let sources = [batch.anchors, batch.positives];
+        let frames = [batch.anchor_frames, batch.positive_frames];
+
+        for (k, side) in self.sides.iter_mut().enumerate() {
+            let (src, frames) = (sources[k], frames[k]);
+            timed(&mut times.augment, || {
+                side.theta_in.clear();
+                side.theta_in.extend(frames.iter().map(|f| crop(f, scale)));
+                side.net_input.resize(n * PATCH_LEN, 0.0);
+                warp_forward(src, &side.theta_in, size, &mut side.net_input);
+            });
+            let mode = Mode::Train {
+                seed: mix64(seed ^ (0x100 + k as u64)),
+            };
+            timed(&mut times.affnet_forward, || {
+                let raw = model.forward(&side.net_input, mode, &mut side.net);
+                side.raw.clear();
+                side.raw.extend_from_slice(raw);
+            });
+            timed(&mut times.warp_forward, || {
+                side.theta.clear();
+                for (f, r) in frames.iter().zip(side.raw.chunks_exact(3)) {
+                    let a = affine_shape_forward([r[0], r[1], r[2]]);
+                    anisotropy += anisotropy_of(&a);
+                    side.theta.push(compose(f, &a, scale));
+                }
+                side.desc_patches.resize(n * PATCH_LEN, 0.0);
+                warp_forward(src, &side.theta, size, &mut side.desc_patches);
+            });
+            side.desc.resize(n * dim, 0.0);
+            let desc_mode = Mode::Train {
+                seed: mix64(seed ^ (0x200 + k as u64)),
+            };
+            timed(&mut times.descriptor_forward, || {
+                match &mut self.descriptor {
+                    Descriptor::Sift(sift) => {
+                        sift.forward(&side.desc_patches, &mut side.desc, &mut side.sift)
+                    }
+                    Descriptor::HardNet(h) => h.forward(
+                        &side.desc_patches,
+                        desc_mode,
+                        &mut side.hardnet,
+                        &mut side.desc,
+                    ),
+                }
+            });
+        }
+
+        let want_grads = grads.is_some();
+        let [a_side, p_side] = &mut self.sides;
+        for side in [&mut *a_side, &mut *p_side] {
+            side.d_desc
+                .resize(if want_grads { n * dim } else { 0 }, 0.0);
+        }
+        let loss = timed(&mut times.loss, || {
+            descriptor_loss(
+                self.loss,
+                &a_side.desc,
+                &p_side.desc,
+                dim,
+                LossGrads {
+                    anchor: want_grads.then_some(&mut a_side.d_desc[..]),
+                    positive: want_grads.then_some(&mut p_side.d_desc[..]),
+                },
+                &mut self.loss_ws,
+            )
+        });
+
+        if let Some(grads) = grads {
+            for (k, side) in self.sides.iter_mut().enumerate() {
+                let (src, frames) = (sources[k], frames[k]);
+                side.d_patches.resize(n * PATCH_LEN, 0.0);
+                timed(&mut times.descriptor_backward, || match &self.descriptor {
+                    Descriptor::Sift(sift) => sift.backward(
+                        &side.desc_patches,
+                        &side.sift,
+                        &side.d_desc,
+                        &mut side.d_patches,
+                    ),
+                    Descriptor::HardNet(h) => {
+                        h.backward(&mut side.hardnet, &side.d_desc, &mut side.d_patches)
+                    }
+                });
+                timed(&mut times.warp_backward, || {
+                    side.d_theta.resize(n, [[0.0; 3]; 2]);
+                    warp_backward(
+                        src,
+                        &side.theta,
+                        size,
+                        &side.d_patches,
+                        None,
+                        &mut side.d_theta,
+                    );
+                    side.d_raw.clear();
+                    for ((f, dth), r) in frames
+                        .iter()
+                        .zip(&side.d_theta)
+                        .zip(side.raw.chunks_exact(3))
+                    {
+                        let da = compose_backward(f, dth, scale);
+                        side.d_raw
+                            .extend(affine_shape_backward([r[0], r[1], r[2]], da));
+                    }
+                });
+                timed(&mut times.affnet_backward, || {
+                    model.backward(&mut side.net, &side.d_raw, grads)
+                });
+            }
+        }
+        StepStats {
+            loss,
+            mean_anisotropy: (anisotropy / (2 * n).max(1) as f64) as f32,
+            times,
+        }
+    }
+
+    /// The descriptor patches of the last step's anchors and positives (`N × 32 × 32` each), e.g.
+    /// to look at what the network sees.
+    pub fn descriptor_patches(&self) -> [&[f32]; 2] {
+        [&self.sides[0].desc_patches, &self.sides[1].desc_patches]
+    }
+
+    /// The raw AffNet outputs of the last step's anchors and positives (`N × 3` each).
+    pub fn raw_outputs(&self) -> [&[f32]; 2] {
+        [&self.sides[0].raw, &self.sides[1].raw]
+    }
+}
+
+/// `s_max / s_min` of a 2×2 matrix.
+fn anisotropy_of(a: &[[f32; 2]; 2]) -> f64 {
+    let (p, q, r, s) = (
+        a[0][0] as f64,
+        a[0][1] as f64,
+        a[1][0] as f64,
+        a[1][1] as f64,
+    );
+    let fro = p * p + q * q + r * r + s * s;
+    let det = (p * s - q * r).abs();
+    let disc = (fro * fro - 4.0 * det * det).max(0.0).sqrt();
+    let (s1, s2) = (
+        ((fro + disc) / 2.0).sqrt(),
+        ((fro - disc) / 2.0).max(1e-30).sqrt(),
+    );
+    s1 / s2
+}

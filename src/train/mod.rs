@@ -1,0 +1,26 @@
+//! Training AffNet on the CPU (work in progress).
+
+pub mod affnet;
+pub mod augment;
+pub mod chain;
+pub mod gradcheck;
+pub mod hardnet;
+pub mod layers;
+pub mod loss;
+pub mod network;
+pub mod optim;
+mod parallel;
+pub mod rng;
+pub mod shape;
+pub mod sift;
+pub mod spatial_transformer;
+
+pub use affnet::TrainAffNet;
+pub use chain::{Descriptor, PairBatch, StageTimes, StepStats, TrainChain};
+pub use hardnet::FrozenHardNet;
+pub use loss::{descriptor_loss, LossGrads, LossKind, LossStats};
+pub use network::{Mode, Network, ParamSpec};
+pub use optim::{linear_decay, recipe_lr, Sgd};
+pub use spatial_transformer::{Affine, WarpSize};
+mod bench;
+pub use bench::{bench_report, bench_step, recipe_frames, synthetic_pairs, TrainBench};
