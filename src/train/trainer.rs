@@ -450,6 +450,28 @@ mod tests {
         assert!(e.contains("lr: checkpoint has 0.005"), "{e}");
     }
 
+    /// The thread count does not change the result: 1 and 3 threads give the same weights.
+    #[test]
+    fn independent_of_the_thread_count() {
+        let set = synthetic_set(40, 4);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut t =
+                    Trainer::new(settings(20, 60, 1), set.clone(), Descriptor::sift(), None)
+                        .unwrap();
+                while !t.finished() {
+                    t.step();
+                }
+                t.checkpoint()
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+
     /// A tiny run on synthetic pairs lowers the loss: the loss of fixed held-out batches
     /// (batches of steps the run never takes, the same augmentation before and after) drops.
     #[test]
