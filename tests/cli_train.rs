@@ -52,8 +52,9 @@ fn photo(path: &Path, seed: u32) {
     let blobs: Vec<[f32; 4]> = (0..160u32)
         .map(|k| {
             let h = |m: u32| {
-                ((k.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503) ^ m).wrapping_mul(2246822519) >> 8)
-                    as f32
+                ((k.wrapping_mul(2654435761) ^ seed.wrapping_mul(40503) ^ m)
+                    .wrapping_mul(2246822519)
+                    >> 8) as f32
                     / (1u32 << 24) as f32
             };
             [
