@@ -100,6 +100,11 @@ pub struct AffnetArgs {
     /// Turn off the random transpose/flip of pairs.
     #[arg(long)]
     pub no_fliprot: bool,
+
+    /// Penalise predicted shapes more elongated than 6:1 (the matcher drops them) with this
+    /// weight; 0 is the paper's recipe. See docs/training.md for why the shipped run used it
+    #[arg(long, default_value_t = 0.0, value_name = "WEIGHT")]
+    pub elongation_penalty: f64,
     /// Steps between checkpoints, validations and curve redraws (0: only at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
@@ -190,6 +195,7 @@ fn affnet(args: AffnetArgs) -> Result<()> {
         seed: args.seed,
         fliprot: !args.no_fliprot,
         init: args.init.as_ref().map(|p| p.display().to_string()),
+        elongation_penalty: args.elongation_penalty,
     };
     let options = SessionOptions {
         out: args.out.clone(),

@@ -48,7 +48,7 @@ use super::hardnet::{FrozenHardNet, HardNetCache};
 use super::loss::{descriptor_loss, LossGrads, LossKind, LossStats, LossWorkspace};
 use super::network::{Mode, Workspace};
 use super::rng::mix64;
-use super::shape::{affine_shape_backward, affine_shape_forward};
+use super::shape::{affine_shape_backward, affine_shape_forward, elongation_penalty};
 use super::sift::{DiffSift, SiftCache, SIFT_DIM};
 use super::spatial_transformer::{
     compose, compose_backward, crop, warp_backward, warp_forward, Affine, WarpSize,
@@ -180,6 +180,9 @@ struct Side {
 pub struct TrainChain {
     pub descriptor: Descriptor,
     pub loss: LossKind,
+    /// Weight of the elongation penalty (`shape::elongation_penalty`, mean over each side's
+    /// patches, added to the loss); 0 is the paper's recipe.
+    pub elongation_penalty: f32,
     sides: [Side; 2],
     loss_ws: LossWorkspace,
 }
@@ -196,6 +199,7 @@ impl TrainChain {
         TrainChain {
             descriptor,
             loss,
+            elongation_penalty: 0.0,
             sides: Default::default(),
             loss_ws: LossWorkspace::default(),
         }
@@ -285,6 +289,8 @@ impl TrainChain {
         let scale = PATCH_SIZE as f32 / batch.source_size as f32;
         let dim = self.descriptor.dim();
         let mut anisotropy = 0.0f64;
+        let mut penalty = 0.0f64;
+        let lambda = self.elongation_penalty;
         let sources = [batch.anchors, batch.positives];
         let frames = [batch.anchor_frames, batch.positive_frames];
         for (k, side) in self.sides.iter_mut().enumerate() {
@@ -293,6 +299,9 @@ impl TrainChain {
                 for (f, r) in frames[k].iter().zip(side.raw.chunks_exact(3)) {
                     let a = affine_shape_forward([r[0], r[1], r[2]]);
                     anisotropy += anisotropy_of(&a);
+                    if lambda > 0.0 {
+                        penalty += elongation_penalty(&a).0;
+                    }
                     side.theta.push(compose(f, &a, scale));
                 }
                 side.desc_patches.resize(n * PATCH_LEN, 0.0);
@@ -366,13 +375,25 @@ impl TrainChain {
                         .zip(&side.d_theta)
                         .zip(side.raw.chunks_exact(3))
                     {
-                        let da = compose_backward(f, dth, scale);
+                        let mut da = compose_backward(f, dth, scale);
+                        if lambda > 0.0 {
+                            let a = affine_shape_forward([r[0], r[1], r[2]]);
+                            let (_, dp) = elongation_penalty(&a);
+                            let w = lambda / n as f32;
+                            for (row, prow) in da.iter_mut().zip(dp) {
+                                for (v, p) in row.iter_mut().zip(prow) {
+                                    *v += w * p;
+                                }
+                            }
+                        }
                         side.d_raw
                             .extend(affine_shape_backward([r[0], r[1], r[2]], da));
                     }
                 });
             }
         }
+        let mut loss = loss;
+        loss.loss += lambda as f64 * penalty / n.max(1) as f64;
         (loss, (anisotropy / (2 * n).max(1) as f64) as f32)
     }
 

@@ -29,6 +29,9 @@ pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const LOG_FILE: &str = "log.csv";
 pub const CURVES_FILE: &str = "curves.png";
 pub const WEIGHTS_FILE: &str = "affnet.safetensors";
+/// The weights of the checkpoint with the most correct validation matches so far (written only
+/// with `--validate`; on a tie the earlier one stays).
+pub const BEST_WEIGHTS_FILE: &str = "affnet-best.safetensors";
 
 const HEADER: &str = "step,epoch,lr,loss,mean_positive,mean_hardest_negative,mean_anisotropy,pairs_per_s,val_tentatives,val_correct,val_inliers";
 
@@ -244,6 +247,12 @@ pub fn run_session(
 
     let mut acc = Accumulator::default();
     let mut session_steps = 0u64;
+    // The best validation so far (from the log when resuming, so the best file stays right).
+    let mut best_correct: Option<usize> = rows
+        .iter()
+        .filter(|r| r.step > 0)
+        .filter_map(|r| r.validation.as_ref().map(|v| v.correct))
+        .max();
     let checkpoint = |t: &Trainer, rows: &[LogRow]| -> Result<()> {
         t.checkpoint().save(&ckpt_path)?;
         draw_curves(&out.join(CURVES_FILE), rows)
@@ -280,6 +289,10 @@ pub fn run_session(
         }
         if at_checkpoint || trainer.finished() {
             if let Some(v) = validate_now(&trainer)? {
+                if best_correct.is_none_or(|b| v.correct > b) {
+                    best_correct = Some(v.correct);
+                    save_weights(&trainer, &out.join(BEST_WEIGHTS_FILE))?;
+                }
                 let row = LogRow {
                     step: done,
                     epoch: trainer.last_epoch(),

@@ -41,9 +41,55 @@ pub fn affine_shape_backward(raw: [f32; 3], d_a: [[f32; 2]; 2]) -> [f32; 3] {
     [d11 as f32, d21 as f32, d22 as f32]
 }
 
+/// `S = |A|²_F` of a det-1 shape at the elongation the matcher still accepts
+/// (`shape::MAX_ELONGATION` = 6): for singular values `s, 1/s`, `S = r + 1/r` with `r = s²`.
+pub const ELONGATION_HINGE: f64 = 6.0 + 1.0 / 6.0;
+
+/// The elongation penalty of one predicted shape and its derivative w.r.t. the shape:
+/// `relu(|A|²_F − ELONGATION_HINGE)`. AffNet trained with HardNegC and a SIFT descriptor can
+/// drift into needle-like shapes (anisotropy 20+) that smear every patch alike and lower the loss
+/// while matching nothing; the matcher drops any region beyond 6:1 anyway, so shapes past that
+/// are pushed back, and shapes within it are untouched.
+pub fn elongation_penalty(a: &[[f32; 2]; 2]) -> (f64, [[f32; 2]; 2]) {
+    let s: f64 = a.iter().flatten().map(|&v| v as f64 * v as f64).sum();
+    if s <= ELONGATION_HINGE {
+        return (0.0, [[0.0; 2]; 2]);
+    }
+    let d = |v: f32| 2.0 * v;
+    (
+        s - ELONGATION_HINGE,
+        [[d(a[0][0]), d(a[0][1])], [d(a[1][0]), d(a[1][1])]],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn elongation_penalty_is_zero_within_6_to_1_and_its_gradient_is_right() {
+        // 3:1 (singular values sqrt 3, 1/sqrt 3): no penalty.
+        let k = 3f32.sqrt();
+        assert_eq!(elongation_penalty(&[[k, 0.0], [0.0, 1.0 / k]]).0, 0.0);
+        // Exactly at 6:1 the value is 0; beyond it positive and growing.
+        let at = |r: f32| elongation_penalty(&[[r.sqrt(), 0.0], [0.0, 1.0 / r.sqrt()]]).0;
+        assert!(at(5.99) == 0.0 && at(6.5) > 0.0 && at(20.0) > at(6.5));
+        // Finite differences of a sheared, elongated shape.
+        let a = [[4.0f32, 0.0], [1.5, 0.25]];
+        let (_, g) = elongation_penalty(&a);
+        for (r, c) in [(0, 0), (1, 0), (1, 1)] {
+            let h = 1e-3f32;
+            let (mut p, mut m) = (a, a);
+            p[r][c] += h;
+            m[r][c] -= h;
+            let fd = (elongation_penalty(&p).0 - elongation_penalty(&m).0) / (2.0 * h as f64);
+            assert!(
+                (fd - g[r][c] as f64).abs() < 1e-3 * (1.0 + fd.abs()),
+                "{r}{c}: {fd} vs {}",
+                g[r][c]
+            );
+        }
+    }
     use crate::train::gradcheck::{check_gradient, random_vec};
 
     #[test]

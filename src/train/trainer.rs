@@ -51,6 +51,10 @@ pub struct RunSettings {
     pub fliprot: bool,
     /// Initial weights (None: the authors' orthogonal initialisation, seeded).
     pub init: Option<String>,
+    /// Weight of the penalty on shapes more elongated than 6:1 (0: the paper's recipe; see
+    /// `shape::elongation_penalty`).
+    #[serde(default)]
+    pub elongation_penalty: f64,
 }
 
 impl RunSettings {
@@ -144,8 +148,15 @@ impl Trainer {
         }
         let model = init.unwrap_or_else(|| TrainAffNet::new(settings.seed));
         let grads = vec![0.0; model.params().len()];
+        if !(settings.elongation_penalty >= 0.0 && settings.elongation_penalty.is_finite()) {
+            return Err(Error::invalid(
+                "--elongation-penalty must be a non-negative number",
+            ));
+        }
+        let mut chain = TrainChain::new(descriptor, loss);
+        chain.elongation_penalty = settings.elongation_penalty as f32;
         Ok(Trainer {
-            chain: TrainChain::new(descriptor, loss),
+            chain,
             sgd: Sgd::new(settings.lr as f32, 0.9, 0.9, 1e-4),
             settings,
             data,
@@ -371,6 +382,7 @@ mod tests {
             seed: 7,
             fliprot: true,
             init: None,
+            elongation_penalty: 0.0,
         }
     }
 
