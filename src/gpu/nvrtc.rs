@@ -4,6 +4,26 @@
 /// driver refuses, so compilation checks the header.
 pub const MAX_PTX_VERSION: (u32, u32) = (9, 0);
 
+/// The virtual architectures NVRTC 13.0 compiles for (`nvrtcGetSupportedArchs`).
+pub const SUPPORTED_ARCHS: [u32; 12] = [75, 80, 86, 87, 88, 89, 90, 100, 103, 110, 120, 121];
+
+/// The `--gpu-architecture` for a device of compute capability `(major, minor)`: the newest
+/// virtual architecture NVRTC supports that the device can run (`compute_90` on an H100/H200).
+/// PTX for an older architecture runs on newer GPUs, so an unknown future GPU gets the newest.
+pub fn arch_for((major, minor): (i32, i32)) -> Result<String, String> {
+    let cc = (major.max(0) * 10 + minor.max(0)) as u32;
+    SUPPORTED_ARCHS
+        .iter()
+        .rev()
+        .find(|&&a| a <= cc)
+        .map(|a| format!("compute_{a}"))
+        .ok_or_else(|| {
+            format!(
+                "GPU compute capability {major}.{minor} is older than 7.5, the oldest NVRTC 13 supports"
+            )
+        })
+}
+
 /// Opens NVRTC from `WBS_NVRTC_DIR` when set (builtins first, as NVRTC needs them), so that a
 /// NVRTC outside the library path works without `LD_LIBRARY_PATH`. Idempotent.
 #[cfg(feature = "cuda")]
@@ -106,6 +126,15 @@ pub fn check_ptx_version(ptx: &str) -> Result<(u32, u32), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn architecture_choice() {
+        assert_eq!(arch_for((9, 0)).unwrap(), "compute_90");
+        assert_eq!(arch_for((8, 9)).unwrap(), "compute_89");
+        assert_eq!(arch_for((8, 5)).unwrap(), "compute_80");
+        assert_eq!(arch_for((13, 0)).unwrap(), "compute_121");
+        assert!(arch_for((7, 0)).unwrap_err().contains("older than 7.5"));
+    }
 
     #[test]
     fn ptx_version_gate() {
