@@ -34,3 +34,9 @@ extern "C" __global__ void fill_f64(double* x, double value, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = value;
 }
+
+// y += a·x (accumulating gradients).
+extern "C" __global__ void axpy_f32(float* y, const float* x, float a, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] += a * x[i];
+}

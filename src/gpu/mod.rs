@@ -40,6 +40,8 @@ pub mod nvrtc;
 pub mod shapes;
 
 #[cfg(feature = "cuda")]
+pub mod bench;
+#[cfg(feature = "cuda")]
 pub mod check;
 #[cfg(feature = "cuda")]
 mod device;
@@ -49,6 +51,8 @@ pub mod net;
 pub mod ops;
 #[cfg(feature = "cuda")]
 pub mod pipeline;
+#[cfg(feature = "cuda")]
+pub mod train_step;
 #[cfg(feature = "cuda")]
 pub use device::Gpu;
 

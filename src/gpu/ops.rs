@@ -127,6 +127,13 @@ pub fn fill_f64(gpu: &Gpu, x: &mut CudaSlice<f64>, value: f64) -> Result<()> {
     launch!(gpu, "elementwise", "fill_f64", linear("fill_f64", x.len())?; &mut *x, &value, &n)
 }
 
+/// `y += a·x`.
+pub fn axpy(gpu: &Gpu, a: f32, x: &Buf, y: &mut Buf) -> Result<()> {
+    check_len("axpy", "y", y.len(), x.len())?;
+    let n = x.len() as i64;
+    launch!(gpu, "elementwise", "axpy_f32", linear("axpy_f32", x.len())?; &mut *y, x, &a, &n)
+}
+
 /// Which activation: ReLU or tanh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
