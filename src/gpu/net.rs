@@ -195,3 +195,81 @@ impl GpuNet {
         Ok(x)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{random_patches, random_weights, AffNet, HardNet, OriNet};
+    use crate::train::layers::{conv2d_forward, ConvInput, ConvShape, InputMap as CpuMap};
+
+    /// The device network's recipe (standardise, folded NHWC convs with fused activations, pool
+    /// or L2) run with the CPU's NHWC layers: the same numbers as the CPU networks. This checks
+    /// the folding and the layout without a GPU.
+    fn emulate(kind: ModelKind, w: &Weights, patches: &[f32]) -> Vec<f32> {
+        let (stages, pool) = fold(&kind.build(w).unwrap()).unwrap();
+        let n = patches.len() / PATCH_LEN;
+        let mut x: Vec<f32> = patches
+            .chunks(PATCH_LEN)
+            .flat_map(|p| crate::nn::normalise_patch(p, DEFAULT_INPUT_EPS))
+            .collect();
+        let (mut h, mut wd) = (PATCH_SIZE, PATCH_SIZE);
+        let mut c = 1;
+        for (cin, cout, k, stride, pad, weight, bias, act) in &stages {
+            let cs = ConvShape {
+                cin: *cin,
+                cout: *cout,
+                k: *k,
+                stride: *stride,
+                padding: *pad,
+            };
+            let (oh, ow) = cs.out_size(h, wd);
+            let mut y = vec![0.0; n * oh * ow * cout];
+            let input = ConvInput {
+                data: &x,
+                n,
+                h,
+                w: wd,
+                map: CpuMap::IDENTITY,
+            };
+            conv2d_forward(&cs, &input, weight, Some(bias), &mut y, None);
+            match act {
+                Fused::None => {}
+                Fused::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Fused::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
+            }
+            (x, h, wd, c) = (y, oh, ow, *cout);
+        }
+        if pool {
+            let mut y = vec![0.0; n * c];
+            crate::train::layers::global_avg_pool_forward(&x, n, c, &mut y);
+            return y;
+        }
+        x.chunks_mut(c * h * wd).for_each(crate::nn::l2_normalise);
+        x
+    }
+
+    #[test]
+    fn folded_nhwc_recipe_matches_the_cpu_networks() {
+        let patches = random_patches(5, 11);
+        for kind in ModelKind::ALL {
+            let w = random_weights(kind, 3);
+            let cpu: Vec<f32> = match kind {
+                ModelKind::AffNet => AffNet::from_weights(&w)
+                    .unwrap()
+                    .forward_raw(&patches)
+                    .concat(),
+                ModelKind::OriNet => OriNet::from_weights(&w)
+                    .unwrap()
+                    .forward_raw(&patches)
+                    .concat(),
+                ModelKind::HardNet => HardNet::from_weights(&w).unwrap().describe(&patches),
+            };
+            let got = emulate(kind, &w, &patches);
+            assert_eq!(got.len(), cpu.len(), "{kind}");
+            let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (a, b) in got.iter().zip(&cpu) {
+                assert!((a - b).abs() <= 1e-4 * scale, "{kind}: {a} vs {b}");
+            }
+        }
+    }
+}
