@@ -213,6 +213,7 @@ impl Fused {
 
 /// `y = act(conv(map(x)) + bias)`: NHWC `x` (`n·h·w·cin`), GEMM-layout `w` (`k·k·cin × cout`),
 /// NHWC `y` (`n·oh·ow·cout`).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     gpu: &Gpu,
     g: &ConvGeometry,

@@ -380,7 +380,7 @@ mod tests {
     fn conv_launches_cover_the_outputs() {
         let g = ConvGeometry::new(7, 23, 29, 5, 70, 3, 2, 1).unwrap();
         let l = g.forward_launch().unwrap();
-        assert_eq!(l.grid.0 as usize * TILE >= 7 * g.oh * g.ow, true);
+        assert!(l.grid.0 as usize * TILE >= 7 * g.oh * g.ow);
         assert_eq!(l.grid.1, 2);
         let l = g.backward_input_launch().unwrap();
         assert!(l.grid.0 as usize * TILE >= 7 * 23 * 29 && l.grid.1 == 1);
