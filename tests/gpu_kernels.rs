@@ -169,3 +169,30 @@ fn probing_without_a_gpu_does_not_panic() {
         Err(reason) => assert!(!reason.is_empty()),
     }
 }
+
+/// Precompiled PTX (`wbs gpu-ptx`, `WBS_PTX_DIR`) for GPU machines without NVRTC: written for
+/// every module, loaded back, and refused when the source changed.
+#[test]
+fn precompiled_ptx_round_trip_and_stale_detection() {
+    if nvrtc::available().is_err() {
+        eprintln!("SKIP: no NVRTC");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("wbs-ptx-{}", std::process::id()));
+    let written = nvrtc::write_ptx(&dir, "compute_90").unwrap();
+    assert_eq!(written.len(), kernels::SOURCES.len());
+    assert!(nvrtc::ptx_complete(&dir, "compute_90"));
+    assert!(!nvrtc::ptx_complete(&dir, "compute_80"));
+    let (module, source) = kernels::SOURCES[0];
+    let ptx = nvrtc::load_ptx(&dir, module, source, "compute_90")
+        .unwrap()
+        .unwrap();
+    assert!(ptx.contains(".entry"));
+    let changed = format!("{source}\n// changed\n");
+    let stale = nvrtc::load_ptx(&dir, module, &changed, "compute_90")
+        .unwrap()
+        .unwrap_err();
+    assert!(stale.contains("another version"), "{stale}");
+    assert!(nvrtc::load_ptx(&dir, "none", source, "compute_90").is_none());
+    std::fs::remove_dir_all(&dir).ok();
+}

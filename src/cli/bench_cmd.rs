@@ -132,7 +132,7 @@ fn run_cuda(args: &BenchArgs) -> Result<()> {
         let gpu = crate::gpu::Gpu::open("wbs bench --device cuda")?;
         let pair = match &args.pair {
             Some(p) => Some((p[0].clone(), p[1].clone())),
-            None => default_pair(),
+            None => super::gpu_check_cmd::check_pairs(&None).pop(),
         };
         let text = crate::gpu::bench::bench_report(
             &gpu,

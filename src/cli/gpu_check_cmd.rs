@@ -22,21 +22,29 @@ pub struct GpuCheckArgs {
 }
 
 /// The pairs of the end-to-end comparison: data/sample, and `--pair` or graf 1/3.
+/// Looked up from the current directory first (a binary carried to another machine runs in its
+/// repository copy), then from where wbs was built.
 pub fn check_pairs(pair: &Option<Vec<PathBuf>>) -> Vec<(PathBuf, PathBuf)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let roots = [
+        PathBuf::from("."),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    ];
+    let find = |rel: &str, a: &str, b: &str| {
+        roots
+            .iter()
+            .map(|r| r.join(rel))
+            .find(|d| d.join(a).exists() && d.join(b).exists())
+            .map(|d| (d.join(a), d.join(b)))
+    };
     let mut pairs = Vec::new();
-    let sample = root.join("data/sample");
-    if sample.join("img1.png").exists() {
-        pairs.push((sample.join("img1.png"), sample.join("img2.png")));
-    }
+    pairs.extend(find("data/sample", "img1.png", "img2.png"));
     match pair {
         Some(p) => pairs.push((p[0].clone(), p[1].clone())),
-        None => {
-            let graf = root.join("../shared/datasets/OxAff/graf");
-            if graf.join("img1.png").exists() {
-                pairs.push((graf.join("img1.png"), graf.join("img3.png")));
-            }
-        }
+        None => pairs.extend(find(
+            "../shared/datasets/OxAff/graf",
+            "img1.png",
+            "img3.png",
+        )),
     }
     pairs
 }
@@ -68,4 +76,30 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
             "wbs gpu-check: this wbs was built without the `cuda` feature".into(),
         ))
     }
+}
+
+#[derive(Args, Debug)]
+pub struct GpuPtxArgs {
+    /// Folder to write `<module>.<arch>.ptx` into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Virtual architecture (`compute_90` for H100/H200; `compute_75` runs on any GPU NVRTC 13
+    /// supports, more slowly).
+    #[arg(long, default_value = "compute_90")]
+    pub arch: String,
+}
+
+/// `wbs gpu-ptx`: compiles every kernel with NVRTC here (no GPU needed) for a GPU machine that
+/// has a driver but no NVRTC; point `WBS_PTX_DIR` there at the folder.
+pub fn run_ptx(args: GpuPtxArgs) -> Result<()> {
+    let written = crate::gpu::nvrtc::write_ptx(&args.out, &args.arch).map_err(Error::Device)?;
+    println!(
+        "wrote {} PTX files for {} to {} (use: {}={} wbs gpu-check)",
+        written.len(),
+        args.arch,
+        args.out.display(),
+        crate::gpu::nvrtc::PTX_DIR_ENV,
+        args.out.display()
+    );
+    Ok(())
 }

@@ -51,6 +51,8 @@ pub enum Command {
     Weights(weights_cmd::WeightsArgs),
     /// Check every CUDA kernel against its CPU reference and `match` on both devices (needs a GPU).
     GpuCheck(gpu_check_cmd::GpuCheckArgs),
+    /// Compile every CUDA kernel to PTX here (no GPU needed), for a GPU machine without NVRTC.
+    GpuPtx(gpu_check_cmd::GpuPtxArgs),
 }
 
 /// Which detector runs.
@@ -262,6 +264,7 @@ pub fn run() -> i32 {
         Command::Eval(args) => eval_cmd::run(args),
         Command::Weights(args) => weights_cmd::run(args),
         Command::GpuCheck(args) => gpu_check_cmd::run(args),
+        Command::GpuPtx(args) => gpu_check_cmd::run_ptx(args),
     };
     match result {
         Ok(()) => 0,

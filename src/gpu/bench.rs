@@ -97,9 +97,25 @@ pub fn bench_report(
     match pair {
         Some((a, b)) => {
             for (label, config) in end_to_end_configs() {
-                let models = GpuModels::for_config(gpu, &config);
+                // Weights found as for `wbs match`, else random (the speed hardly depends on
+                // them; the line says which).
+                let models = (|| -> Result<(GpuModels, Vec<&'static str>)> {
+                    let mut m = GpuModels::default();
+                    let mut sources = Vec::new();
+                    if config.shape == crate::shape::ShapeMethod::Affnet {
+                        let (w, s) = weights(ModelKind::AffNet);
+                        m.affnet = Some(GpuNet::new(gpu, ModelKind::AffNet, &w)?);
+                        sources.push(s);
+                    }
+                    if config.descriptor == DescriptorKind::Hardnet {
+                        let (w, s) = weights(ModelKind::HardNet);
+                        m.hardnet = Some(GpuNet::new(gpu, ModelKind::HardNet, &w)?);
+                        sources.push(s);
+                    }
+                    Ok((m, sources))
+                })();
                 match models {
-                    Ok(models) => {
+                    Ok((models, sources)) => {
                         let mut report = None;
                         let (min, median) = time(gpu, repeat, || {
                             report = Some(gpipe::match_files(gpu, a, b, &config, &models)?);
@@ -110,7 +126,7 @@ pub fn bench_report(
                             .unwrap_or((0, false));
                         let _ = writeln!(
                             out,
-                            "match {} {} ({label}): {:.3} / {:.3} s  [inliers {inliers}, {}]",
+                            "match {} {} ({label}): {:.3} / {:.3} s  [inliers {inliers}, {}; {}]",
                             a.display(),
                             b.display(),
                             min,
@@ -119,7 +135,8 @@ pub fn bench_report(
                                 "registered"
                             } else {
                                 "not registered"
-                            }
+                            },
+                            sources.join(", ")
                         );
                     }
                     Err(e) => {

@@ -43,12 +43,25 @@ impl Gpu {
     /// "--device cuda").
     pub fn open(context: &str) -> Result<Gpu> {
         let info = probe().map_err(|e| super::no_device_error(context, &e))?;
-        nvrtc::available().map_err(|e| {
-            Error::Device(format!(
-                "{context}: GPU {} found, but NVRTC is not available: {e}",
-                info.name
-            ))
-        })?;
+        // Kernels come from NVRTC, or from precompiled PTX (WBS_PTX_DIR) when every module is
+        // there for this GPU's architecture.
+        let precompiled = match (
+            std::env::var_os(nvrtc::PTX_DIR_ENV),
+            nvrtc::arch_for(info.compute_capability),
+        ) {
+            (Some(dir), Ok(arch)) => nvrtc::ptx_complete(std::path::Path::new(&dir), &arch),
+            _ => false,
+        };
+        if !precompiled {
+            nvrtc::available().map_err(|e| {
+                Error::Device(format!(
+                    "{context}: GPU {} found, but NVRTC is not available ({e}); or set {} to \
+                     a folder written by `wbs gpu-ptx`",
+                    info.name,
+                    nvrtc::PTX_DIR_ENV
+                ))
+            })?;
+        }
         let ctx =
             CudaContext::new(0).map_err(|e| Error::Device(format!("cannot open GPU 0: {e}")))?;
         let stream = ctx.default_stream();
@@ -87,7 +100,13 @@ impl Gpu {
                         .ok_or_else(|| Error::Device(format!("no kernel module '{module}'")))?;
                     let arch =
                         nvrtc::arch_for(self.info.compute_capability).map_err(Error::Device)?;
-                    let ptx = nvrtc::compile(module, source, &arch).map_err(Error::Device)?;
+                    let precompiled = std::env::var_os(nvrtc::PTX_DIR_ENV).and_then(|dir| {
+                        nvrtc::load_ptx(std::path::Path::new(&dir), module, source, &arch)
+                    });
+                    let ptx = match precompiled {
+                        Some(ptx) => ptx.map_err(Error::Device)?,
+                        None => nvrtc::compile(module, source, &arch).map_err(Error::Device)?,
+                    };
                     let loaded = self
                         .ctx
                         .load_module(Ptx::from_src(ptx))

@@ -102,6 +102,73 @@ pub fn compile(name: &str, source: &str, arch: &str) -> Result<String, String> {
     }
 }
 
+/// The environment variable naming a folder of precompiled PTX ([`write_ptx`]), for GPU machines
+/// without NVRTC: modules found there are loaded instead of compiled.
+pub const PTX_DIR_ENV: &str = "WBS_PTX_DIR";
+
+/// FNV-1a of a kernel source: precompiled PTX records it, so that PTX from another version of
+/// the source is refused instead of silently run.
+pub fn source_hash(source: &str) -> u64 {
+    source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `<module>.<arch>.ptx`.
+pub fn ptx_file_name(module: &str, arch: &str) -> String {
+    format!("{module}.{arch}.ptx")
+}
+
+fn hash_line(source: &str) -> String {
+    format!("// wbs-source-hash: {:016x}", source_hash(source))
+}
+
+/// Compiles every embedded kernel for `arch` and writes the PTX into `dir` (no GPU needed), for
+/// `WBS_PTX_DIR` on a GPU machine that has a driver but no NVRTC. Returns the files written.
+pub fn write_ptx(dir: &std::path::Path, arch: &str) -> Result<Vec<std::path::PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    for (module, source) in super::kernels::SOURCES {
+        let ptx = compile(module, source, arch)?;
+        let path = dir.join(ptx_file_name(module, arch));
+        std::fs::write(&path, format!("{}\n{ptx}", hash_line(source)))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The precompiled PTX of `module` for `arch` in `dir`, if there is a file: an error when it was
+/// made from another version of the source or is newer than the driver accepts.
+pub fn load_ptx(
+    dir: &std::path::Path,
+    module: &str,
+    source: &str,
+    arch: &str,
+) -> Option<Result<String, String>> {
+    let path = dir.join(ptx_file_name(module, arch));
+    let text = std::fs::read_to_string(&path).ok()?;
+    let (first, ptx) = text.split_once('\n').unwrap_or((&text, ""));
+    if first.trim() != hash_line(source) {
+        return Some(Err(format!(
+            "{}: made from another version of kernels/{module}.cu; rewrite it with `wbs gpu-ptx`",
+            path.display()
+        )));
+    }
+    Some(
+        check_ptx_version(ptx)
+            .map(|_| ptx.to_string())
+            .map_err(|e| format!("{}: {e}", path.display())),
+    )
+}
+
+/// Whether `dir` holds PTX for every module for `arch`.
+pub fn ptx_complete(dir: &std::path::Path, arch: &str) -> bool {
+    super::kernels::SOURCES
+        .iter()
+        .all(|(m, _)| dir.join(ptx_file_name(m, arch)).is_file())
+}
+
 /// Rejects PTX newer than [`MAX_PTX_VERSION`].
 pub fn check_ptx_version(ptx: &str) -> Result<(u32, u32), String> {
     let line = ptx
