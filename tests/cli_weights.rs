@@ -253,6 +253,8 @@ fn bench_times_hesaffnet_and_the_networks() {
     args.extend([
         "--nn-batch",
         "16",
+        "--train-batch",
+        "8",
         "--affnet-weights",
         weights.to_str().unwrap(),
     ]);
@@ -264,12 +266,14 @@ fn bench_times_hesaffnet_and_the_networks() {
         "(hesaffnet, rootsift)",
         "AffNet   batch    16",
         "HardNet  batch    16",
+        "train affnet (sift + hardnegc), batch 8",
+        "pairs/s",
     ] {
         assert!(out.contains(needle), "no '{needle}' in:\n{out}");
     }
     // Without AffNet weights the hesaffnet line says why it was skipped.
     let mut args = common.to_vec();
-    args.extend(["--nn-batch", "0"]);
+    args.extend(["--nn-batch", "0", "--train-batch", "0"]);
     let out = text(&wbs(&args, &dir.join("empty")).stdout);
     assert!(
         out.contains("match (hesaffnet): skipped: no AffNet weights found"),

@@ -1,7 +1,7 @@
 //! `wbs bench`: the speed figures the project tracks, measured in this process.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use rand::{RngExt, SeedableRng};
@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// Patches per batch in the network throughput benchmark (0 skips it).
     #[arg(long, default_value_t = 2048)]
     pub nn_batch: usize,
+    /// Pairs per batch in the training throughput benchmark (AffNet + spatial transformer +
+    /// differentiable SIFT + HardNegC, forward, backward and SGD; 0 skips it).
+    #[arg(long, default_value_t = 1024)]
+    pub train_batch: usize,
     /// Device to measure: `cuda` prints the GPU figures (networks at batch 16,384, 10k × 10k
     /// matching, end-to-end match, training step); `auto`/`cpu` the CPU figures.
     #[arg(long, value_enum, default_value_t = super::DeviceChoice::Cpu)]
@@ -121,6 +125,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     if args.nn_batch > 0 {
         print!("{}", nn::bench_report(args.nn_batch));
+    }
+    if args.train_batch > 0 {
+        // Small batches are for tests: a few steps are enough there.
+        let min_time = Duration::from_secs(if args.train_batch >= 256 { 5 } else { 0 });
+        println!(
+            "{}",
+            crate::train::bench_step(args.train_batch, crate::train::Descriptor::sift(), min_time)
+        );
     }
     Ok(())
 }

@@ -8,6 +8,8 @@ mod eval_cmd;
 mod gpu_check_cmd;
 mod match_cmd;
 mod synth_cmd;
+mod train_cmd;
+mod train_data_cmd;
 mod weights_cmd;
 
 use std::path::PathBuf;
@@ -49,6 +51,10 @@ pub enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Network weights: import the authors' PyTorch files, inspect weight files.
     Weights(weights_cmd::WeightsArgs),
+    /// Train a network (`train affnet`): checkpoints, resume, log, curves, validation.
+    Train(train_cmd::TrainArgs),
+    /// Make training pairs (64×64 patches of the same point) from a folder of photographs.
+    TrainData(train_data_cmd::TrainDataArgs),
     /// Check every CUDA kernel against its CPU reference and `match` on both devices (needs a GPU).
     GpuCheck(gpu_check_cmd::GpuCheckArgs),
     /// Compile every CUDA kernel to PTX here (no GPU needed), for a GPU machine without NVRTC.
@@ -263,6 +269,8 @@ pub fn run() -> i32 {
         Command::Bench(args) => bench_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Weights(args) => weights_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
+        Command::TrainData(args) => train_data_cmd::run(args),
         Command::GpuCheck(args) => gpu_check_cmd::run(args),
         Command::GpuPtx(args) => gpu_check_cmd::run_ptx(args),
     };

@@ -233,22 +233,18 @@ impl TrainChain {
     ) -> StepStats {
         batch.check();
         let n = batch.len();
-        let s = batch.source_size;
-        let size = WarpSize::square(s, PATCH_SIZE);
-        let scale = PATCH_SIZE as f32 / s as f32;
-        let dim = self.descriptor.dim();
+        let size = WarpSize::square(batch.source_size, PATCH_SIZE);
+        let scale = PATCH_SIZE as f32 / batch.source_size as f32;
         let mut times = StageTimes::default();
-        let mut anisotropy = 0.0f64;
         let sources = [batch.anchors, batch.positives];
         let frames = [batch.anchor_frames, batch.positive_frames];
-
         for (k, side) in self.sides.iter_mut().enumerate() {
-            let (src, frames) = (sources[k], frames[k]);
             timed(&mut times.augment, || {
                 side.theta_in.clear();
-                side.theta_in.extend(frames.iter().map(|f| crop(f, scale)));
+                side.theta_in
+                    .extend(frames[k].iter().map(|f| crop(f, scale)));
                 side.net_input.resize(n * PATCH_LEN, 0.0);
-                warp_forward(src, &side.theta_in, size, &mut side.net_input);
+                warp_forward(sources[k], &side.theta_in, size, &mut side.net_input);
             });
             let mode = Mode::Train {
                 seed: mix64(seed ^ (0x100 + k as u64)),
@@ -258,15 +254,49 @@ impl TrainChain {
                 side.raw.clear();
                 side.raw.extend_from_slice(raw);
             });
+        }
+        let want_grads = grads.is_some();
+        let (loss, mean_anisotropy) = self.head(batch, seed, want_grads, &mut times);
+        if let Some(grads) = grads {
+            for side in self.sides.iter_mut() {
+                timed(&mut times.affnet_backward, || {
+                    model.backward(&mut side.net, &side.d_raw, grads)
+                });
+            }
+        }
+        StepStats {
+            loss,
+            mean_anisotropy,
+            times,
+        }
+    }
+
+    /// Everything after AffNet: from the raw outputs in `self.sides[k].raw` to the loss, and
+    /// with `want_grads` back to `self.sides[k].d_raw`. Returns the loss and the mean anisotropy.
+    fn head(
+        &mut self,
+        batch: &PairBatch,
+        seed: u64,
+        want_grads: bool,
+        times: &mut StageTimes,
+    ) -> (LossStats, f32) {
+        let n = batch.len();
+        let size = WarpSize::square(batch.source_size, PATCH_SIZE);
+        let scale = PATCH_SIZE as f32 / batch.source_size as f32;
+        let dim = self.descriptor.dim();
+        let mut anisotropy = 0.0f64;
+        let sources = [batch.anchors, batch.positives];
+        let frames = [batch.anchor_frames, batch.positive_frames];
+        for (k, side) in self.sides.iter_mut().enumerate() {
             timed(&mut times.warp_forward, || {
                 side.theta.clear();
-                for (f, r) in frames.iter().zip(side.raw.chunks_exact(3)) {
+                for (f, r) in frames[k].iter().zip(side.raw.chunks_exact(3)) {
                     let a = affine_shape_forward([r[0], r[1], r[2]]);
                     anisotropy += anisotropy_of(&a);
                     side.theta.push(compose(f, &a, scale));
                 }
                 side.desc_patches.resize(n * PATCH_LEN, 0.0);
-                warp_forward(src, &side.theta, size, &mut side.desc_patches);
+                warp_forward(sources[k], &side.theta, size, &mut side.desc_patches);
             });
             side.desc.resize(n * dim, 0.0);
             let desc_mode = Mode::Train {
@@ -287,7 +317,6 @@ impl TrainChain {
             });
         }
 
-        let want_grads = grads.is_some();
         let [a_side, p_side] = &mut self.sides;
         for side in [&mut *a_side, &mut *p_side] {
             side.d_desc
@@ -307,9 +336,8 @@ impl TrainChain {
             )
         });
 
-        if let Some(grads) = grads {
+        if want_grads {
             for (k, side) in self.sides.iter_mut().enumerate() {
-                let (src, frames) = (sources[k], frames[k]);
                 side.d_patches.resize(n * PATCH_LEN, 0.0);
                 timed(&mut times.descriptor_backward, || match &self.descriptor {
                     Descriptor::Sift(sift) => sift.backward(
@@ -325,7 +353,7 @@ impl TrainChain {
                 timed(&mut times.warp_backward, || {
                     side.d_theta.resize(n, [[0.0; 3]; 2]);
                     warp_backward(
-                        src,
+                        sources[k],
                         &side.theta,
                         size,
                         &side.d_patches,
@@ -333,7 +361,7 @@ impl TrainChain {
                         &mut side.d_theta,
                     );
                     side.d_raw.clear();
-                    for ((f, dth), r) in frames
+                    for ((f, dth), r) in frames[k]
                         .iter()
                         .zip(&side.d_theta)
                         .zip(side.raw.chunks_exact(3))
@@ -343,16 +371,9 @@ impl TrainChain {
                             .extend(affine_shape_backward([r[0], r[1], r[2]], da));
                     }
                 });
-                timed(&mut times.affnet_backward, || {
-                    model.backward(&mut side.net, &side.d_raw, grads)
-                });
             }
         }
-        StepStats {
-            loss,
-            mean_anisotropy: (anisotropy / (2 * n).max(1) as f64) as f32,
-            times,
-        }
+        (loss, (anisotropy / (2 * n).max(1) as f64) as f32)
     }
 
     /// The descriptor patches of the last step's anchors and positives (`N × 32 × 32` each), e.g.
@@ -383,4 +404,181 @@ fn anisotropy_of(a: &[[f32; 2]; 2]) -> f64 {
         ((fro - disc) / 2.0).max(1e-30).sqrt(),
     );
     s1 / s2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{random_weights, ModelKind};
+    use crate::train::bench::{recipe_frames, synthetic_pairs};
+    use crate::train::gradcheck::{check_gradient, directional_error};
+    use crate::train::rng::Rng;
+
+    struct Data {
+        anchors: Vec<f32>,
+        positives: Vec<f32>,
+        fa: Vec<Affine>,
+        fp: Vec<Affine>,
+    }
+
+    impl Data {
+        fn new(n: usize, seed: u64) -> Data {
+            let (anchors, positives) = synthetic_pairs(n, 64, 2.0, seed);
+            let (fa, fp) = recipe_frames(n, 2.0, 0.5, &mut Rng::new(seed + 1));
+            Data {
+                anchors,
+                positives,
+                fa,
+                fp,
+            }
+        }
+        fn batch(&self) -> PairBatch<'_> {
+            PairBatch {
+                anchors: &self.anchors,
+                positives: &self.positives,
+                source_size: 64,
+                anchor_frames: &self.fa,
+                positive_frames: &self.fp,
+            }
+        }
+    }
+
+    /// SIFT, and HardNet with random weights. HardNet's input standardisation is off here: its
+    /// statistics are detached (as in the original), so with it on the propagated gradient is
+    /// deliberately not the derivative of the forward pass.
+    fn descriptors() -> Vec<(&'static str, Descriptor)> {
+        let mut hardnet =
+            FrozenHardNet::from_weights(&random_weights(ModelKind::HardNet, 4)).unwrap();
+        hardnet.network_mut().standardise_input = false;
+        vec![
+            ("sift", Descriptor::sift()),
+            ("hardnet", Descriptor::hardnet(hardnet)),
+        ]
+    }
+
+    /// Everything after AffNet (shape, composition with the frame, spatial transformer,
+    /// descriptor) against finite differences w.r.t. AffNet's raw outputs, for every loss and
+    /// both descriptors. HardNegC's gradient is by design not the derivative of its value (the
+    /// hardest negatives are detached), so the differenced function is the loss linearised at
+    /// the descriptors, `Σ ⟨dL/ddesc, desc(raw)⟩`, whose derivative is exactly what the chain
+    /// propagates; HardNeg and PosDist are also differenced through the loss itself.
+    #[test]
+    fn head_gradient_matches_finite_differences() {
+        let data = Data::new(6, 10);
+        let batch = data.batch();
+        for (name, descriptor) in descriptors() {
+            for kind in LossKind::ALL {
+                let mut model = TrainAffNet::new(2);
+                let mut chain = TrainChain::new(descriptor.clone(), kind);
+                let mut grads = vec![0.0; model.params().len()];
+                chain.step(&mut model, &batch, 5, &mut grads);
+                let raw: Vec<f32> =
+                    [chain.sides[0].raw.clone(), chain.sides[1].raw.clone()].concat();
+                let d_raw: Vec<f32> =
+                    [chain.sides[0].d_raw.clone(), chain.sides[1].d_raw.clone()].concat();
+                let d_desc = [chain.sides[0].d_desc.clone(), chain.sides[1].d_desc.clone()];
+                let mut probe = chain.clone();
+                let mut eval = |r: &[f32]| -> (f64, f64) {
+                    probe.sides[0].raw.copy_from_slice(&r[..18]);
+                    probe.sides[1].raw.copy_from_slice(&r[18..]);
+                    let loss = probe
+                        .head(&batch, 5, false, &mut StageTimes::default())
+                        .0
+                        .loss;
+                    let linear: f64 = (0..2)
+                        .map(|k| {
+                            probe.sides[k]
+                                .desc
+                                .iter()
+                                .zip(&d_desc[k])
+                                .map(|(d, w)| *d as f64 * *w as f64)
+                                .sum::<f64>()
+                        })
+                        .sum();
+                    (loss, linear)
+                };
+                if name == "sift" {
+                    check_gradient(|r| eval(r).1, &raw, &d_raw, 3e-4, 2e-2)
+                        .assert_mostly_ok(&format!("{name} {kind}: linearised loss"), 0.94);
+                    if kind != LossKind::HardNegC {
+                        check_gradient(|r| eval(r).0, &raw, &d_raw, 3e-4, 2e-2)
+                            .assert_mostly_ok(&format!("{name} {kind}: loss"), 0.94);
+                    }
+                }
+                let e = directional_error(|r| eval(r).1, &raw, &d_raw, &d_raw, 1e-4);
+                assert!(
+                    e < 1e-2,
+                    "{name} {kind}: along the gradient, relative error {e:.2e}"
+                );
+            }
+        }
+    }
+
+    /// The whole chain down to AffNet's weights: the loss (linearised at the descriptors for
+    /// HardNegC, see above) along the gradient and along single weights, against the parameter
+    /// gradient of a step. Kinks (ReLU, orientation bins, bilinear cells, hardest negatives) are
+    /// everywhere at this depth, hence small steps and the majority criterion.
+    #[test]
+    fn whole_chain_gradient_matches_finite_differences() {
+        let data = Data::new(6, 20);
+        let batch = data.batch();
+        for kind in LossKind::ALL {
+            let mut model = TrainAffNet::new(3);
+            let mut chain = TrainChain::new(Descriptor::sift(), kind);
+            let mut grads = vec![0.0; model.params().len()];
+            chain.step(&mut model, &batch, 9, &mut grads);
+            let d_desc = [chain.sides[0].d_desc.clone(), chain.sides[1].d_desc.clone()];
+            let base = model.params().to_vec();
+            let (mut probe, mut probe_chain) = (model.clone(), chain.clone());
+            let mut eval = |p: &[f32]| -> f64 {
+                probe.params_mut().copy_from_slice(p);
+                let loss = probe_chain.loss(&mut probe, &batch, 9).loss.loss;
+                if kind != LossKind::HardNegC {
+                    return loss;
+                }
+                (0..2)
+                    .map(|k| {
+                        probe_chain.sides[k]
+                            .desc
+                            .iter()
+                            .zip(&d_desc[k])
+                            .map(|(d, w)| *d as f64 * *w as f64)
+                            .sum::<f64>()
+                    })
+                    .sum()
+            };
+            // Along the gradient: the error shrinks with the step (curvature, not a wrong
+            // gradient) until kinks and f32 noise take over; the best of two steps must agree.
+            let gmax = grads.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+            let e = [1e-4f32, 1e-5]
+                .iter()
+                .map(|h| directional_error(&mut eval, &base, &grads, &grads, h / gmax))
+                .fold(f64::INFINITY, f64::min);
+            assert!(
+                e < 3e-2,
+                "{kind}: along the gradient, relative error {e:.2e}"
+            );
+            // The 24 largest single coordinates (the last layer's bias and weights and
+            // first-layer weights): at most a few may sit across a kink.
+            let mut idx: Vec<usize> = (0..grads.len()).collect();
+            idx.sort_by(|&a, &b| grads[b].abs().total_cmp(&grads[a].abs()));
+            idx.truncate(24);
+            let sub: Vec<f32> = idx.iter().map(|&i| base[i]).collect();
+            let sub_g: Vec<f32> = idx.iter().map(|&i| grads[i]).collect();
+            check_gradient(
+                |v| {
+                    let mut p = base.clone();
+                    for (&i, &v) in idx.iter().zip(v) {
+                        p[i] = v;
+                    }
+                    eval(&p)
+                },
+                &sub,
+                &sub_g,
+                1e-4,
+                2e-2,
+            )
+            .assert_mostly_ok(&format!("{kind}: largest weights"), 0.9);
+        }
+    }
 }

@@ -433,20 +433,20 @@ mod tests {
                     },
                     &mut LossWorkspace::default(),
                 );
-                let (fa, fp): (Box<dyn Fn(&[f32]) -> f64>, Box<dyn Fn(&[f32]) -> f64>) =
-                    if kind == LossKind::HardNegC {
-                        let direct = hardnegc_detached(&a, &p, &a, &p, dim);
-                        assert!((direct - stats.loss).abs() < 1e-5);
-                        (
-                            Box::new(|v| hardnegc_detached(v, &p, &a, &p, dim)),
-                            Box::new(|v| hardnegc_detached(&a, v, &a, &p, dim)),
-                        )
-                    } else {
-                        (
-                            Box::new(|v| value(kind, v, &p, dim)),
-                            Box::new(|v| value(kind, &a, v, dim)),
-                        )
-                    };
+                type Probe<'a> = Box<dyn Fn(&[f32]) -> f64 + 'a>;
+                let (fa, fp): (Probe, Probe) = if kind == LossKind::HardNegC {
+                    let direct = hardnegc_detached(&a, &p, &a, &p, dim);
+                    assert!((direct - stats.loss).abs() < 1e-5);
+                    (
+                        Box::new(|v| hardnegc_detached(v, &p, &a, &p, dim)),
+                        Box::new(|v| hardnegc_detached(&a, v, &a, &p, dim)),
+                    )
+                } else {
+                    (
+                        Box::new(|v| value(kind, v, &p, dim)),
+                        Box::new(|v| value(kind, &a, v, dim)),
+                    )
+                };
                 // 2e-2: the dot products come from an f32 GEMM.
                 let h = 1e-3;
                 check_gradient(fa, &a, &ga, h, 2e-2)

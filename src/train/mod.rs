@@ -1,8 +1,12 @@
-//! Training AffNet on the CPU (work in progress).
+//! Training AffNet on the CPU: data (`wbs train-data`, UBC Phototour), the chain with its
+//! backward pass, the optimiser, checkpoints, validation and curves (`wbs train affnet`).
 
 pub mod affnet;
 pub mod augment;
 pub mod chain;
+pub mod checkpoint;
+pub mod curves;
+pub mod data;
 pub mod gradcheck;
 pub mod hardnet;
 pub mod layers;
@@ -10,10 +14,15 @@ pub mod loss;
 pub mod network;
 pub mod optim;
 mod parallel;
+pub mod photo_pairs;
+pub mod phototour;
 pub mod rng;
+pub mod session;
 pub mod shape;
 pub mod sift;
 pub mod spatial_transformer;
+pub mod trainer;
+pub mod validate;
 
 pub use affnet::TrainAffNet;
 pub use chain::{Descriptor, PairBatch, StageTimes, StepStats, TrainChain};

@@ -1,0 +1,494 @@
+//! The training loop's state and one step of it: sample a batch, augment, run the chain, update.
+//!
+//! Randomness is counter-based: step `s` draws its batch, rotations, tilts and flips from
+//! `Rng::new(mix64(seed ^ mix64(s)))`, and its dropout masks from a hash of the seed and `s`.
+//! The state of a run is therefore the weights, the batch-norm running statistics, SGD's
+//! momentum buffer and the step number, which is what a [`Checkpoint`] holds; a resumed run
+//! repeats an uninterrupted one bit for bit. The chain's parallel reductions add per-group
+//! partial results in a fixed order (`parallel.rs`), so the thread count does not matter either.
+//!
+//! The recipe (reference `affnet.md` §5): a rotation shared by the pair, independent tilts
+//! with the epoch schedule (`augment::max_tilt_for_epoch`), the 2× zoom and 32×32 centre crop,
+//! "fliprot" (the same random transpose and horizontal flip on both patches), batch norm with
+//! batch statistics, SGD (lr 0.005, momentum 0.9, dampening 0.9, weight decay 1e-4) with the
+//! learning rate decayed linearly to 0 over the run.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::affnet::TrainAffNet;
+use super::augment::{max_tilt_for_epoch, random_frame};
+use super::chain::{Descriptor, PairBatch, StepStats, TrainChain};
+use super::checkpoint::Checkpoint;
+use super::data::{PairSet, SOURCE_LEN, SOURCE_SIZE};
+use super::loss::LossKind;
+use super::optim::{linear_decay, Sgd};
+use super::rng::{mix64, Rng};
+use super::spatial_transformer::Affine;
+use crate::{Error, Result};
+
+/// The recipe's frame scale: `extract_random_LAF` warps the 64×64 patch with `0.5·R_φ·TA` (a 2×
+/// zoom) before the centre crop, see `augment.rs`.
+pub const FRAME_SCALE: f64 = 0.5;
+
+/// What defines a run; stored in checkpoints and compared on resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    /// The data, e.g. `data:pairs.safetensors (100000 pairs)`.
+    pub sources: Vec<String>,
+    /// Pairs per epoch (the recipe's `--n-pairs`).
+    pub pairs_per_epoch: u64,
+    pub epochs: u64,
+    pub batch: usize,
+    /// `hardnegc`, `hardneg` or `posdist`.
+    pub loss: String,
+    /// `sift`, or `hardnet:<weights file>`.
+    pub descriptor: String,
+    /// Initial learning rate (f64 so that the JSON shows what was typed).
+    pub lr: f64,
+    pub seed: u64,
+    /// The same random transpose and flip on both patches of a pair.
+    pub fliprot: bool,
+    /// Initial weights (None: the authors' orthogonal initialisation, seeded).
+    pub init: Option<String>,
+}
+
+impl RunSettings {
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.pairs_per_epoch.div_ceil(self.batch as u64).max(1)
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.steps_per_epoch() * self.epochs
+    }
+
+    pub fn loss_kind(&self) -> Result<LossKind> {
+        self.loss.parse()
+    }
+
+    /// The settings that differ from `other`, by name (empty when a resume may go on).
+    pub fn differences(&self, other: &RunSettings) -> Vec<String> {
+        let (a, b) = (
+            serde_json::to_value(self).unwrap_or_default(),
+            serde_json::to_value(other).unwrap_or_default(),
+        );
+        let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+            return vec!["all".into()];
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: checkpoint has {}, now {}",
+                    b.get(k).map_or("nothing".into(), |x| x.to_string()),
+                    v
+                )
+            })
+            .collect()
+    }
+}
+
+/// The outcome of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step number (0-based) that was run.
+    pub step: u64,
+    pub epoch: u64,
+    pub lr: f32,
+    pub max_tilt: f64,
+    pub stats: StepStats,
+}
+
+/// A training run in memory.
+pub struct Trainer {
+    pub settings: RunSettings,
+    data: PairSet,
+    model: TrainAffNet,
+    chain: TrainChain,
+    sgd: Sgd,
+    /// Steps done.
+    step: u64,
+    grads: Vec<f32>,
+    scratch: Vec<u32>,
+    anchors: Vec<f32>,
+    positives: Vec<f32>,
+    frames: [Vec<Affine>; 2],
+}
+
+impl Trainer {
+    /// A fresh run (or one from `init` weights).
+    pub fn new(
+        settings: RunSettings,
+        data: PairSet,
+        descriptor: Descriptor,
+        init: Option<TrainAffNet>,
+    ) -> Result<Self> {
+        let loss = settings.loss_kind()?;
+        if settings.batch < 2 {
+            return Err(Error::invalid(
+                "--batch must be at least 2 (the loss needs negatives)",
+            ));
+        }
+        if settings.epochs == 0 || settings.pairs_per_epoch == 0 {
+            return Err(Error::invalid("--epochs and --pairs must be at least 1"));
+        }
+        if !(settings.lr >= 0.0 && settings.lr.is_finite()) {
+            return Err(Error::invalid("--lr must be a non-negative number"));
+        }
+        let points = data.distinct_points();
+        if points < settings.batch {
+            return Err(Error::Dataset(format!(
+                "the data shows only {points} distinct points, fewer than --batch {}; a batch never holds two pairs of one point (make more pairs or lower --batch)",
+                settings.batch
+            )));
+        }
+        let model = init.unwrap_or_else(|| TrainAffNet::new(settings.seed));
+        let grads = vec![0.0; model.params().len()];
+        Ok(Trainer {
+            chain: TrainChain::new(descriptor, loss),
+            sgd: Sgd::new(settings.lr as f32, 0.9, 0.9, 1e-4),
+            settings,
+            data,
+            model,
+            step: 0,
+            grads,
+            scratch: Vec::new(),
+            anchors: Vec::new(),
+            positives: Vec::new(),
+            frames: Default::default(),
+        })
+    }
+
+    /// Continues from a checkpoint; its settings must equal `settings`.
+    pub fn resume(
+        settings: RunSettings,
+        data: PairSet,
+        descriptor: Descriptor,
+        checkpoint: Checkpoint,
+    ) -> Result<Self> {
+        let saved: RunSettings = serde_json::from_str(&checkpoint.run).map_err(|e| {
+            Error::invalid(format!("the checkpoint's run settings are unreadable: {e}"))
+        })?;
+        let diff = settings.differences(&saved);
+        if !diff.is_empty() {
+            return Err(Error::invalid(format!(
+                "--resume with other settings than the checkpoint's ({}); use the original flags or a new --out",
+                diff.join("; ")
+            )));
+        }
+        let model = TrainAffNet::from_weights(&checkpoint.weights)?;
+        let mut t = Trainer::new(settings, data, descriptor, Some(model))?;
+        if let Some(m) = &checkpoint.momentum {
+            if m.len() != t.grads.len() {
+                return Err(Error::invalid(
+                    "the checkpoint's momentum buffer has the wrong length",
+                ));
+            }
+        }
+        t.sgd.set_momentum_buffer(checkpoint.momentum);
+        t.step = checkpoint.step;
+        Ok(t)
+    }
+
+    /// The state to save.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            weights: self.model.to_weights(),
+            momentum: self.sgd.momentum_buffer().map(<[f32]>::to_vec),
+            step: self.step,
+            epoch: self.epoch(),
+            seed: self.settings.seed,
+            run: serde_json::to_string(&self.settings).unwrap_or_default(),
+        }
+    }
+
+    /// Steps done.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.settings.total_steps()
+    }
+
+    pub fn finished(&self) -> bool {
+        self.step >= self.total_steps()
+    }
+
+    /// The epoch of the next step.
+    pub fn epoch(&self) -> u64 {
+        self.step / self.settings.steps_per_epoch()
+    }
+
+    /// The epoch of the last step done (0 before the first).
+    pub fn last_epoch(&self) -> u64 {
+        self.step.saturating_sub(1) / self.settings.steps_per_epoch()
+    }
+
+    pub fn model(&self) -> &TrainAffNet {
+        &self.model
+    }
+
+    pub fn data(&self) -> &PairSet {
+        &self.data
+    }
+
+    /// Runs the next step.
+    /// Fills the batch buffers with the pairs and frames of step `s` at `max_tilt`.
+    fn prepare(&mut self, s: u64, max_tilt: f64) {
+        let n = self.settings.batch;
+        let mut rng = Rng::new(mix64(self.settings.seed ^ mix64(s)));
+        let picked = self.data.sample_batch(n, &mut rng, &mut self.scratch);
+
+        self.anchors.resize(n * SOURCE_LEN, 0.0);
+        self.positives.resize(n * SOURCE_LEN, 0.0);
+        let data = &self.data;
+        for (buf, side) in [(&mut self.anchors, 0), (&mut self.positives, 1)] {
+            buf.par_chunks_mut(SOURCE_LEN)
+                .zip(picked.par_iter())
+                .for_each(|(out, &p)| {
+                    let src = data.patch(data.pairs[p][side] as usize);
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = v as f32 * (1.0 / 255.0);
+                    }
+                });
+        }
+        let [fa, fp] = &mut self.frames;
+        fa.clear();
+        fp.clear();
+        for _ in 0..n {
+            let phi = rng.range(-std::f64::consts::PI, std::f64::consts::PI);
+            let (transpose, flip) = if self.settings.fliprot {
+                (rng.uniform() < 0.5, rng.uniform() < 0.5)
+            } else {
+                (false, false)
+            };
+            for f in [&mut *fa, &mut *fp] {
+                let frame = random_frame(&mut rng, phi, max_tilt, FRAME_SCALE);
+                f.push(flipped(frame, transpose, flip));
+            }
+        }
+    }
+
+    fn batch(&self) -> PairBatch<'_> {
+        PairBatch {
+            anchors: &self.anchors,
+            positives: &self.positives,
+            source_size: SOURCE_SIZE,
+            anchor_frames: &self.frames[0],
+            positive_frames: &self.frames[1],
+        }
+    }
+
+    /// The loss the current weights give on the batch of step `s` (at the tilt of the current
+    /// epoch), without changing the run: a copy of the model and chain computes it.
+    pub fn loss_on_batch(&mut self, s: u64) -> f64 {
+        let max_tilt = max_tilt_for_epoch(self.epoch().min(u32::MAX as u64) as u32);
+        self.prepare(s, max_tilt);
+        let (mut model, mut chain) = (self.model.clone(), self.chain.clone());
+        let seed = mix64(self.settings.seed ^ 0xD50F_0000 ^ s);
+        chain.loss(&mut model, &self.batch(), seed).loss.loss
+    }
+
+    /// Runs the next step.
+    pub fn step(&mut self) -> StepReport {
+        let s = self.step;
+        let epoch = self.epoch();
+        let max_tilt = max_tilt_for_epoch(epoch.min(u32::MAX as u64) as u32);
+        self.prepare(s, max_tilt);
+        let batch = PairBatch {
+            anchors: &self.anchors,
+            positives: &self.positives,
+            source_size: SOURCE_SIZE,
+            anchor_frames: &self.frames[0],
+            positive_frames: &self.frames[1],
+        };
+        self.grads.fill(0.0);
+        let stats = self.chain.step(
+            &mut self.model,
+            &batch,
+            mix64(self.settings.seed ^ 0xD50F_0000 ^ s),
+            &mut self.grads,
+        );
+        let lr = linear_decay(self.settings.lr as f32, s, self.total_steps());
+        self.sgd.lr = lr;
+        self.sgd.step(self.model.params_mut(), &self.grads);
+        self.step += 1;
+        StepReport {
+            step: s,
+            epoch,
+            lr,
+            max_tilt,
+            stats,
+        }
+    }
+}
+
+/// The frame of a transposed and/or horizontally flipped source: sampling `src∘P` through `F`
+/// is sampling `src` through `P·F`.
+fn flipped(frame: Affine, transpose: bool, flip: bool) -> Affine {
+    let mut f = frame;
+    if transpose {
+        f.swap(0, 1);
+    }
+    if flip {
+        f[0] = f[0].map(|v| -v);
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::bench::synthetic_pairs;
+    use crate::train::spatial_transformer::{warp_forward, WarpSize};
+
+    /// Pairs of synthetic textures, one point per pair.
+    pub(crate) fn synthetic_set(n: usize, seed: u64) -> PairSet {
+        let (a, p) = synthetic_pairs(n, SOURCE_SIZE, 2.0, seed);
+        let to_u8 = |v: &[f32]| -> Vec<u8> {
+            v.iter()
+                .map(|x| (x * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect()
+        };
+        let mut set = PairSet::default();
+        for k in 0..n {
+            let r = k * SOURCE_LEN..(k + 1) * SOURCE_LEN;
+            set.push_pair(&to_u8(&a[r.clone()]), &to_u8(&p[r]), k as u64);
+        }
+        set
+    }
+
+    pub(crate) fn settings(batch: usize, pairs: u64, epochs: u64) -> RunSettings {
+        RunSettings {
+            sources: vec!["synthetic".into()],
+            pairs_per_epoch: pairs,
+            epochs,
+            batch,
+            loss: "hardnegc".into(),
+            descriptor: "sift".into(),
+            lr: 0.005,
+            seed: 7,
+            fliprot: true,
+            init: None,
+        }
+    }
+
+    #[test]
+    fn flips_are_left_multiplied() {
+        // A 3×3 source, the frame of the identity: the flipped frames sample the flipped source.
+        let src: Vec<f32> = (0..9).map(|v| v as f32).collect();
+        let id: Affine = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
+        let mut out = vec![0.0; 9];
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        warp_forward(
+            &src,
+            &[flipped(id, true, false)],
+            WarpSize::square(3, 3),
+            &mut out,
+        );
+        assert!(
+            close(&out, &[0.0, 3.0, 6.0, 1.0, 4.0, 7.0, 2.0, 5.0, 8.0]),
+            "{out:?}"
+        );
+        warp_forward(
+            &src,
+            &[flipped(id, false, true)],
+            WarpSize::square(3, 3),
+            &mut out,
+        );
+        assert!(
+            close(&out, &[2.0, 1.0, 0.0, 5.0, 4.0, 3.0, 8.0, 7.0, 6.0]),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn refuses_batches_larger_than_the_points() {
+        let set = synthetic_set(8, 1);
+        let e = Trainer::new(settings(16, 64, 1), set, Descriptor::sift(), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("only 8 distinct points"), "{e}");
+    }
+
+    /// K steps in one go equal K/2 steps, a checkpoint written to disk and read back, and K/2
+    /// more: every weight, running statistic and momentum value bit for bit.
+    #[test]
+    fn resume_equals_an_uninterrupted_run() {
+        let set = synthetic_set(48, 2);
+        let s = settings(16, 64, 2); // 4 steps per epoch, 8 in all, the tilt changes at 4
+        let mut whole = Trainer::new(s.clone(), set.clone(), Descriptor::sift(), None).unwrap();
+        while !whole.finished() {
+            whole.step();
+        }
+        let mut first = Trainer::new(s.clone(), set.clone(), Descriptor::sift(), None).unwrap();
+        for _ in 0..3 {
+            first.step();
+        }
+        let path =
+            std::env::temp_dir().join(format!("wbs-resume-{}.safetensors", std::process::id()));
+        first.checkpoint().save(&path).unwrap();
+        drop(first);
+        let ckpt = Checkpoint::load(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        let mut second = Trainer::resume(s.clone(), set.clone(), Descriptor::sift(), ckpt).unwrap();
+        assert_eq!(second.steps_done(), 3);
+        while !second.finished() {
+            second.step();
+        }
+        assert_eq!(whole.checkpoint(), second.checkpoint());
+        assert_eq!(whole.model().params(), second.model().params());
+        // Other settings are refused.
+        let mut other = s.clone();
+        other.lr = 0.01;
+        let e = Trainer::resume(other, set, Descriptor::sift(), whole.checkpoint())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("lr: checkpoint has 0.005"), "{e}");
+    }
+
+    /// The thread count does not change the result: 1 and 3 threads give the same weights.
+    #[test]
+    fn independent_of_the_thread_count() {
+        let set = synthetic_set(40, 4);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut t =
+                    Trainer::new(settings(20, 60, 1), set.clone(), Descriptor::sift(), None)
+                        .unwrap();
+                while !t.finished() {
+                    t.step();
+                }
+                t.checkpoint()
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+
+    /// A tiny run on synthetic pairs lowers the loss: the loss of fixed held-out batches
+    /// (batches of steps the run never takes, the same augmentation before and after) drops.
+    #[test]
+    fn tiny_run_lowers_the_loss() {
+        let set = synthetic_set(96, 3);
+        let mut t = Trainer::new(settings(48, 48 * 30, 1), set, Descriptor::sift(), None).unwrap();
+        let held_out = 1_000_000..1_000_006;
+        let mean =
+            |t: &mut Trainer| held_out.clone().map(|s| t.loss_on_batch(s)).sum::<f64>() / 6.0;
+        let before = mean(&mut t);
+        while !t.finished() {
+            t.step();
+        }
+        let after = mean(&mut t);
+        assert!(
+            after < before - 0.02,
+            "held-out loss {before:.4} → {after:.4}"
+        );
+    }
+}
