@@ -422,6 +422,25 @@ pub fn match_images_with(
 
 /// Matches two sets of described features: tentatives, verification, verdict.
 pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -> MatchReport {
+    let cpu = |d1: &Described, d2: &Described| {
+        let nn = two_nearest(&d1.descriptors, &d2.descriptors, d1.dimension);
+        Ok(ratio_test(&nn, config.ratio))
+    };
+    match match_features_by(f1, f2, config, cpu) {
+        Ok(report) => report,
+        Err(_) => unreachable!("the CPU nearest-neighbour search does not fail"),
+    }
+}
+
+/// [`match_features`] with another nearest-neighbour search and ratio test (`nearest` returns
+/// the tentatives that pass the ratio test, as `ratio_test(&two_nearest(..))`; it is called only
+/// when both images have features). The CUDA pipeline passes its device matcher here.
+pub fn match_features_by(
+    f1: &ImageFeatures,
+    f2: &ImageFeatures,
+    config: &Config,
+    nearest: impl FnOnce(&Described, &Described) -> Result<Vec<Tentative>>,
+) -> Result<MatchReport> {
     let (d1, d2) = (&f1.described, &f2.described);
     let mut timings = BTreeMap::new();
 
@@ -429,8 +448,7 @@ pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -
     let tentatives = if d1.is_empty() || d2.is_empty() {
         Vec::new()
     } else {
-        let nn = two_nearest(&d1.descriptors, &d2.descriptors, d1.dimension);
-        let raw = ratio_test(&nn, config.ratio);
+        let raw = nearest(d1, d2)?;
         let centres = |d: &Described| d.features.iter().map(|f| f.laf.c).collect::<Vec<_>>();
         remove_duplicates(&raw, &centres(d1), &centres(d2), config.duplicate_radius)
     };
@@ -486,7 +504,7 @@ pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -
             ),
         )
     };
-    MatchReport {
+    Ok(MatchReport {
         registered,
         verdict,
         inliers,
@@ -516,7 +534,7 @@ pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -
             tentatives,
             inliers: inlier_indices,
         })),
-    }
+    })
 }
 
 impl MatchReport {

@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// differentiable SIFT + HardNegC, forward, backward and SGD; 0 skips it).
     #[arg(long, default_value_t = 1024)]
     pub train_batch: usize,
+    /// Device to measure: `cuda` prints the GPU figures (networks at batch 16,384, 10k × 10k
+    /// matching, end-to-end match, training step); `auto`/`cpu` the CPU figures.
+    #[arg(long, value_enum, default_value_t = super::DeviceChoice::Cpu)]
+    pub device: super::DeviceChoice,
 }
 
 /// Minimum and median of a list of seconds.
@@ -71,6 +75,9 @@ fn default_pair() -> Option<(PathBuf, PathBuf)> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.device == super::DeviceChoice::Cuda {
+        return run_cuda(&args);
+    }
     println!(
         "wbs bench: {} threads, {} timed runs each (min / median)",
         rayon::current_num_threads(),
@@ -128,6 +135,33 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `wbs bench --device cuda` (one-line error without a GPU).
+fn run_cuda(args: &BenchArgs) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    {
+        let gpu = crate::gpu::Gpu::open("wbs bench --device cuda")?;
+        let pair = match &args.pair {
+            Some(p) => Some((p[0].clone(), p[1].clone())),
+            None => super::gpu_check_cmd::check_pairs(&None).pop(),
+        };
+        let text = crate::gpu::bench::bench_report(
+            &gpu,
+            pair.as_ref().map(|(a, b)| (a.as_path(), b.as_path())),
+            args.descriptors,
+            args.repeat,
+        )?;
+        print!("{text}");
+        Ok(())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = args;
+        Err(Error::Device(
+            "wbs bench --device cuda: this wbs was built without the `cuda` feature".into(),
+        ))
+    }
 }
 
 /// Times whole matches of one pair (image loading and network loading included, as in

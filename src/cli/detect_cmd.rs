@@ -35,7 +35,7 @@ pub struct DetectArgs {
 pub fn run(args: DetectArgs) -> Result<()> {
     let config = args.features.config();
     config.validate()?;
-    super::resolve_device(args.features.device)?;
+    super::resolve_device(args.features.device, false)?;
     let models = Models::for_config(&config)?;
     let image = load_gray(&args.image, &config.load_options())?;
     let space = ScaleSpace::build(&image);

@@ -115,7 +115,7 @@ impl FromArgMatches for MethodsArgs {
 
 /// The methods' settings from the flags, each validated before any pair runs.
 fn methods(args: &EvalArgs) -> Result<Vec<MethodConfig>> {
-    let device = super::resolve_device(args.features.features.device)?;
+    let device = super::resolve_device(args.features.features.device, false)?;
     let mut out: Vec<MethodConfig> = Vec::new();
     for &method in &args.features.methods {
         let mut features = args.features.features.clone();

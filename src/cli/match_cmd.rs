@@ -41,13 +41,17 @@ pub struct MatchArgs {
 pub fn run(args: MatchArgs) -> Result<()> {
     let mut config = args.features.config();
     args.verify.apply(&mut config);
-    let device = super::resolve_device(args.features.device)?;
+    let device = super::resolve_device(args.features.device, true)?;
     let truth = args
         .ground_truth
         .as_deref()
         .map(crate::protocol::load_ground_truth)
         .transpose()?;
-    let mut report = match_files(&args.image1, &args.image2, &config)?;
+    let mut report = if device.name == "cuda" {
+        match_on_gpu(&args, &config)?
+    } else {
+        match_files(&args.image1, &args.image2, &config)?
+    };
     report.device = device.name;
     report.device_note = device.note;
     if let Some(truth) = &truth {
@@ -87,6 +91,32 @@ pub fn run(args: MatchArgs) -> Result<()> {
             .map_err(|e| Error::image(path, format!("cannot write: {e}")))?;
     }
     Ok(())
+}
+
+/// `wbs match --device cuda`: the device pipeline (`gpu::pipeline`), networks loaded and
+/// uploaded first (timed as "models").
+fn match_on_gpu(args: &MatchArgs, config: &crate::pipeline::Config) -> Result<MatchReport> {
+    #[cfg(feature = "cuda")]
+    {
+        let start = std::time::Instant::now();
+        let gpu = crate::gpu::Gpu::open("--device cuda")?;
+        let models = crate::gpu::pipeline::GpuModels::for_config(&gpu, config)?;
+        let loading = start.elapsed().as_secs_f64() * 1e3;
+        let mut report =
+            crate::gpu::pipeline::match_files(&gpu, &args.image1, &args.image2, config, &models)?;
+        report.timings_ms.insert("models".into(), loading);
+        report
+            .timings_ms
+            .insert("total".into(), start.elapsed().as_secs_f64() * 1e3);
+        Ok(report)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (args, config);
+        Err(Error::Device(
+            "--device cuda: this wbs was built without the `cuda` feature".into(),
+        ))
+    }
 }
 
 /// The human summary printed by `wbs match`.

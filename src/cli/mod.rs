@@ -5,6 +5,7 @@
 mod bench_cmd;
 mod detect_cmd;
 mod eval_cmd;
+mod gpu_check_cmd;
 mod match_cmd;
 mod synth_cmd;
 mod train_cmd;
@@ -54,6 +55,10 @@ pub enum Command {
     Train(train_cmd::TrainArgs),
     /// Make training pairs (64×64 patches of the same point) from a folder of photographs.
     TrainData(train_data_cmd::TrainDataArgs),
+    /// Check every CUDA kernel against its CPU reference and `match` on both devices (needs a GPU).
+    GpuCheck(gpu_check_cmd::GpuCheckArgs),
+    /// Compile every CUDA kernel to PTX here (no GPU needed), for a GPU machine without NVRTC.
+    GpuPtx(gpu_check_cmd::GpuPtxArgs),
 }
 
 /// Which detector runs.
@@ -213,24 +218,43 @@ pub struct ResolvedDevice {
     pub note: Option<String>,
 }
 
-/// Resolves `--device`: `auto` uses the CPU and says why; `cuda` without a usable GPU is an error.
-pub fn resolve_device(choice: DeviceChoice) -> Result<ResolvedDevice> {
+/// Whether `--device auto` uses a GPU that it finds. Off until a run of `wbs gpu-check` on a GPU
+/// is recorded in docs/gpu-validation.md: until then the CUDA path is used only when asked for.
+pub const AUTO_USES_CUDA: bool = false;
+
+/// Resolves `--device` for a command: `auto` uses the CPU and says why; `cuda` without a usable
+/// GPU is a one-line error. `cuda_wired` says whether the command has a CUDA path (`match`);
+/// others refuse `cuda` on a GPU machine rather than silently running on the CPU.
+pub fn resolve_device(choice: DeviceChoice, cuda_wired: bool) -> Result<ResolvedDevice> {
     let cpu = |note: Option<String>| ResolvedDevice {
         name: "cpu".into(),
         note,
     };
     match choice {
         DeviceChoice::Cpu => Ok(cpu(None)),
-        DeviceChoice::Auto => Ok(cpu(Some(match crate::gpu::probe() {
-            Ok(info) => format!("GPU {} found; the CUDA pipeline is not wired in yet", info.name),
-            Err(reason) => format!("no CUDA: {reason}"),
-        }))),
-        DeviceChoice::Cuda => match crate::gpu::probe() {
-            Ok(info) => Err(crate::Error::Device(format!(
-                "--device cuda: GPU {} found, but the CUDA pipeline is not wired in yet; use --device cpu",
+        DeviceChoice::Auto => Ok(match crate::gpu::probe() {
+            Ok(info) if AUTO_USES_CUDA && cuda_wired => ResolvedDevice {
+                name: "cuda".into(),
+                note: Some(format!("GPU {}", info.name)),
+            },
+            Ok(info) => cpu(Some(format!(
+                "GPU {} found; `auto` stays on the CPU until the CUDA path is validated \
+                 (docs/gpu-validation.md): pass --device cuda to use it",
                 info.name
             ))),
-            Err(reason) => Err(crate::Error::Device(format!("--device cuda: {reason}"))),
+            Err(reason) => cpu(Some(format!("no CUDA: {reason}"))),
+        }),
+        DeviceChoice::Cuda => match crate::gpu::probe() {
+            Ok(info) if cuda_wired => Ok(ResolvedDevice {
+                name: "cuda".into(),
+                note: Some(format!("GPU {}", info.name)),
+            }),
+            Ok(info) => Err(crate::Error::Device(format!(
+                "--device cuda: GPU {} found, but this command has no CUDA path (wbs match \
+                 and wbs bench do); use --device cpu",
+                info.name
+            ))),
+            Err(reason) => Err(crate::gpu::no_device_error("--device cuda", &reason)),
         },
     }
 }
@@ -247,6 +271,8 @@ pub fn run() -> i32 {
         Command::Weights(args) => weights_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::TrainData(args) => train_data_cmd::run(args),
+        Command::GpuCheck(args) => gpu_check_cmd::run(args),
+        Command::GpuPtx(args) => gpu_check_cmd::run_ptx(args),
     };
     match result {
         Ok(()) => 0,

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::{kernels, nvrtc, GpuInfo};
@@ -36,10 +38,30 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Opens GPU 0; a clear [`Error::Device`] when there is none or NVRTC is missing.
-    pub fn open() -> Result<Gpu> {
-        let info = probe().map_err(|e| Error::Device(format!("--device cuda: {e}")))?;
-        nvrtc::available().map_err(|e| Error::Device(format!("--device cuda: {e}")))?;
+    /// Opens GPU 0; a clear one-line [`Error::Device`] when there is none (see
+    /// [`super::no_device_error`]) or NVRTC is missing. `context` starts the message (e.g.
+    /// "--device cuda").
+    pub fn open(context: &str) -> Result<Gpu> {
+        let info = probe().map_err(|e| super::no_device_error(context, &e))?;
+        // Kernels come from NVRTC, or from precompiled PTX (WBS_PTX_DIR) when every module is
+        // there for this GPU's architecture.
+        let precompiled = match (
+            std::env::var_os(nvrtc::PTX_DIR_ENV),
+            nvrtc::arch_for(info.compute_capability),
+        ) {
+            (Some(dir), Ok(arch)) => nvrtc::ptx_complete(std::path::Path::new(&dir), &arch),
+            _ => false,
+        };
+        if !precompiled {
+            nvrtc::available().map_err(|e| {
+                Error::Device(format!(
+                    "{context}: GPU {} found, but NVRTC is not available ({e}); or set {} to \
+                     a folder written by `wbs gpu-ptx`",
+                    info.name,
+                    nvrtc::PTX_DIR_ENV
+                ))
+            })?;
+        }
         let ctx =
             CudaContext::new(0).map_err(|e| Error::Device(format!("cannot open GPU 0: {e}")))?;
         let stream = ctx.default_stream();
@@ -76,9 +98,15 @@ impl Gpu {
                 None => {
                     let source = kernels::source(module)
                         .ok_or_else(|| Error::Device(format!("no kernel module '{module}'")))?;
-                    let (major, minor) = self.info.compute_capability;
-                    let ptx = nvrtc::compile(module, source, &format!("compute_{major}{minor}"))
-                        .map_err(Error::Device)?;
+                    let arch =
+                        nvrtc::arch_for(self.info.compute_capability).map_err(Error::Device)?;
+                    let precompiled = std::env::var_os(nvrtc::PTX_DIR_ENV).and_then(|dir| {
+                        nvrtc::load_ptx(std::path::Path::new(&dir), module, source, &arch)
+                    });
+                    let ptx = match precompiled {
+                        Some(ptx) => ptx.map_err(Error::Device)?,
+                        None => nvrtc::compile(module, source, &arch).map_err(Error::Device)?,
+                    };
                     let loaded = self
                         .ctx
                         .load_module(Ptx::from_src(ptx))
@@ -92,4 +120,32 @@ impl Gpu {
             .load_function(function)
             .map_err(|e| Error::Device(format!("kernels: no function {function}: {e}")))
     }
+
+    /// Copies `host` to a new device buffer.
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+        self.stream.clone_htod(host).map_err(driver_error)
+    }
+
+    /// Copies a device buffer back (waits for the work queued before).
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
+        self.stream.clone_dtoh(dev).map_err(driver_error)
+    }
+
+    /// A zeroed device buffer of `len` values (at least 1, so that empty shapes still have a
+    /// valid pointer).
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros::<T>(len.max(1))
+            .map_err(driver_error)
+    }
+
+    /// Waits for all queued work (for timing).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver_error)
+    }
+}
+
+/// A CUDA driver error as a wbs error.
+pub(crate) fn driver_error(e: cudarc::driver::DriverError) -> Error {
+    Error::Device(format!("CUDA: {e}"))
 }

@@ -1,0 +1,161 @@
+// Exact two nearest neighbours by L2 and the ratio test (CPU reference: src/matching.rs).
+//
+// ‖q − d‖² = ‖q‖² + ‖d‖² − 2·q·d: a block takes 64 queries and a slice of the database (grid.y
+// splits the database, so that even 10k queries fill every SM), computes 64×64 tiles of dot
+// products with shared-memory tiling (each thread a 4×4 block), turns them into scores
+// ‖d‖² − 2·q·d and keeps, per query and thread, the two smallest scores and the index of the
+// smallest. The 16 threads that share a query merge theirs with warp shuffles, and
+// two_nearest_merge combines the slices. The N×M distance matrix never exists. Ties go to the
+// smaller database index, as the CPU's in-order scan. Full f32 FMA, no TF32.
+
+#define BQ 64
+#define BD 64
+#define BK 16
+#define INF __int_as_float(0x7f800000)
+#define NONE 0xffffffffu
+
+// out[r] = Σ x[r][k]², summed in order (as the CPU).
+extern "C" __global__ void row_sq_norms(float* __restrict__ out, const float* __restrict__ x,
+                                        int rows, int dim) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const float* v = x + (long long)r * dim;
+    float s = 0.0f;
+    for (int k = 0; k < dim; k++) s += v[k] * v[k];
+    out[r] = s;
+}
+
+// Merges (b1, b2, i1) with (c1, c2, j1): the two smallest scores and the smallest's index.
+__device__ void merge2(float* b1, float* b2, unsigned* i1, float c1, float c2, unsigned j1) {
+    if (c1 < *b1 || (c1 == *b1 && j1 < *i1)) {
+        *b2 = fminf(*b1, c2);
+        *b1 = c1;
+        *i1 = j1;
+    } else {
+        *b2 = fminf(*b2, c1);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) two_nearest_partial(
+    float* __restrict__ out_s1, float* __restrict__ out_s2, unsigned* __restrict__ out_i1,
+    const float* __restrict__ q, const float* __restrict__ d, const float* __restrict__ dnorm,
+    int nq, int nd, int dim, int per_split) {
+    __shared__ float Qs[BK][BQ + 4];
+    __shared__ float Ds[BK][BD + 4];
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+    const int q0 = blockIdx.x * BQ;
+    const int split = blockIdx.y;
+    const int d_begin = split * per_split;
+    int d_end = d_begin + per_split;
+    if (d_end > nd) d_end = nd;
+    const int lk = tid % BK, lr = tid / BK;
+
+    float b1[4], b2[4];
+    unsigned i1[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        b1[i] = INF;
+        b2[i] = INF;
+        i1[i] = NONE;
+    }
+
+    for (int t0 = d_begin; t0 < d_end; t0 += BD) {
+        float acc[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+        for (int k0 = 0; k0 < dim; k0 += BK) {
+            int k = k0 + lk;
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                int row = lr + 16 * r;
+                int qi = q0 + row, di = t0 + row;
+                Qs[lk][row] = (k < dim && qi < nq) ? q[(long long)qi * dim + k] : 0.0f;
+                Ds[lk][row] = (k < dim && di < d_end) ? d[(long long)di * dim + k] : 0.0f;
+            }
+            __syncthreads();
+#pragma unroll
+            for (int kt = 0; kt < BK; kt++) {
+                float a[4], b[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) a[i] = Qs[kt][ty * 4 + i];
+#pragma unroll
+                for (int j = 0; j < 4; j++) b[j] = Ds[kt][tx * 4 + j];
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+#pragma unroll
+                    for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int col = t0 + tx * 4 + j;
+            if (col >= d_end) continue;
+            float dn = dnorm[col];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                merge2(&b1[i], &b2[i], &i1[i], dn - 2.0f * acc[i][j], INF, (unsigned)col);
+        }
+    }
+    // The 16 threads of a query row are 16 consecutive lanes: merge with xor shuffles.
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        for (int off = 8; off > 0; off >>= 1) {
+            float c1 = __shfl_xor_sync(0xffffffffu, b1[i], off);
+            float c2 = __shfl_xor_sync(0xffffffffu, b2[i], off);
+            unsigned j1 = __shfl_xor_sync(0xffffffffu, i1[i], off);
+            merge2(&b1[i], &b2[i], &i1[i], c1, c2, j1);
+        }
+        int qi = q0 + ty * 4 + i;
+        if (tx == 0 && qi < nq) {
+            long long o = (long long)split * nq + qi;
+            out_s1[o] = b1[i];
+            out_s2[o] = b2[i];
+            out_i1[o] = i1[i];
+        }
+    }
+}
+
+// Combines the slices and turns scores into distances: d = sqrt(max(‖q‖² + score, 0)).
+extern "C" __global__ void two_nearest_merge(unsigned* __restrict__ nearest,
+                                             float* __restrict__ d1, float* __restrict__ d2,
+                                             const float* __restrict__ s1,
+                                             const float* __restrict__ s2,
+                                             const unsigned* __restrict__ i1,
+                                             const float* __restrict__ q, int nq, int dim,
+                                             int splits) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= nq) return;
+    float b1 = INF, b2 = INF;
+    unsigned best = NONE;
+    for (int s = 0; s < splits; s++) {
+        long long o = (long long)s * nq + r;
+        merge2(&b1, &b2, &best, s1[o], s2[o], i1[o]);
+    }
+    const float* v = q + (long long)r * dim;
+    float qn = 0.0f;
+    for (int k = 0; k < dim; k++) qn += v[k] * v[k];
+    nearest[r] = best;
+    d1[r] = sqrtf(fmaxf(qn + b1, 0.0f));
+    d2[r] = sqrtf(fmaxf(qn + b2, 0.0f));
+}
+
+// The ratio test: ratio[r] = d1/d2 when it is ≤ max_ratio, else +∞ (also when there is no second
+// neighbour or d2 = 0, as the CPU's ratio_test).
+extern "C" __global__ void ratio_test(float* __restrict__ ratio,
+                                      const unsigned* __restrict__ nearest,
+                                      const float* __restrict__ d1, const float* __restrict__ d2,
+                                      int n, float max_ratio) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= n) return;
+    float out = INF;
+    float b = d2[r];
+    if (nearest[r] != NONE && b < INF && b > 0.0f) {
+        float v = d1[r] / b;
+        if (v <= max_ratio) out = v;
+    }
+    ratio[r] = out;
+}

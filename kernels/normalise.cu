@@ -1,0 +1,46 @@
+// Per-item normalisations of the networks (CPU reference: src/nn/models.rs):
+// - standardise_patches: (x − mean)/(std + eps) per patch, with the unbiased (N − 1) std, as the
+//   authors' input normalisation; sums in f64 like the CPU;
+// - l2_normalise_rows: x / sqrt(Σx² + eps) per row (HardNet's output, eps 1e-10).
+// One block per item; blockDim must be a power of two ≤ 1024 (the wrappers use 256 and 128).
+
+__device__ double block_sum(double v, double* shared) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+        __syncthreads();
+    }
+    double total = shared[0];
+    __syncthreads();
+    return total;
+}
+
+extern "C" __global__ void standardise_patches(float* y, const float* x, int len, float eps) {
+    __shared__ double red[1024];
+    const float* p = x + (long long)blockIdx.x * len;
+    float* o = y + (long long)blockIdx.x * len;
+    double s = 0.0;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) s += (double)p[i];
+    double mean = block_sum(s, red) / (double)len;
+    double q = 0.0;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) {
+        double d = (double)p[i] - mean;
+        q += d * d;
+    }
+    double denom = len > 1 ? (double)(len - 1) : 1.0;
+    double var = block_sum(q, red) / denom;
+    double scale = 1.0 / (sqrt(var) + (double)eps);
+    for (int i = threadIdx.x; i < len; i += blockDim.x)
+        o[i] = (float)(((double)p[i] - mean) * scale);
+}
+
+extern "C" __global__ void l2_normalise_rows(float* y, const float* x, int dim, float eps) {
+    __shared__ double red[1024];
+    const float* r = x + (long long)blockIdx.x * dim;
+    float* o = y + (long long)blockIdx.x * dim;
+    double s = 0.0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += (double)r[i] * (double)r[i];
+    double norm = sqrt(block_sum(s, red) + (double)eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = (float)((double)r[i] / norm);
+}
