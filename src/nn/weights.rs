@@ -194,11 +194,21 @@ enum FileFormat {
     Unknown,
 }
 
-/// Guesses the format from the first bytes (a zip or pickle header means PyTorch).
+/// Guesses the format from the first bytes. safetensors is tested first and strictly (a u64
+/// header length that fits the file, then `{`): its length's low byte may well be 0x80, which on
+/// its own would look like a pickle's protocol marker.
 fn sniff(bytes: &[u8]) -> FileFormat {
-    if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
+    let header_fits = bytes.len() > 8 && {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0xff; 8]));
+        n.checked_add(8)
+            .is_some_and(|end| end <= bytes.len() as u64)
+    };
+    if header_fits && bytes[8] == b'{' {
+        FileFormat::SafeTensors
+    } else if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
         FileFormat::Pth
     } else if bytes.len() > 8 && bytes[8] == b'{' {
+        // A safetensors header claiming more bytes than the file has: truncated.
         FileFormat::SafeTensors
     } else {
         FileFormat::Unknown
@@ -472,6 +482,24 @@ fn natural_key(name: &str) -> Vec<(u64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A safetensors file whose header is 0x280 bytes long starts with 0x80 0x02, a pickle's
+    /// protocol-2 marker; it must still be read as safetensors (this once broke checkpoints).
+    #[test]
+    fn safetensors_header_length_with_a_pickle_like_first_byte() {
+        let mut bytes = 0x280u64.to_le_bytes().to_vec();
+        bytes.push(b'{');
+        bytes.resize(8 + 0x280, b' ');
+        assert_eq!(bytes[..2], [0x80, 0x02]);
+        assert_eq!(sniff(&bytes), FileFormat::SafeTensors);
+        // A real legacy torch pickle stays a pickle, a zip stays a zip.
+        assert_eq!(
+            sniff(b"\x80\x02\x8a\x0alZ\xfc\x9cF\xf9 j\xa8P\x19."),
+            FileFormat::Pth
+        );
+        assert_eq!(sniff(b"PK\x03\x04rest"), FileFormat::Pth);
+        assert_eq!(sniff(b"garbage!!"), FileFormat::Unknown);
+    }
 
     #[test]
     fn natural_order() {

@@ -46,18 +46,20 @@ pub fn affine_shape_backward(raw: [f32; 3], d_a: [[f32; 2]; 2]) -> [f32; 3] {
 pub const ELONGATION_HINGE: f64 = 6.0 + 1.0 / 6.0;
 
 /// The elongation penalty of one predicted shape and its derivative w.r.t. the shape:
-/// `relu(|A|²_F − ELONGATION_HINGE)`. AffNet trained with HardNegC and a SIFT descriptor can
+/// `relu(ln |A|²_F − ln ELONGATION_HINGE)`. AffNet trained with HardNegC and a SIFT descriptor can
 /// drift into needle-like shapes (anisotropy 20+) that smear every patch alike and lower the loss
 /// while matching nothing; the matcher drops any region beyond 6:1 anyway, so shapes past that
-/// are pushed back, and shapes within it are untouched.
+/// are pushed back, and shapes within it are untouched. In log space, so that the gradient
+/// (`2A/|A|²_F`) stays bounded for nearly degenerate shapes: a linear or squared hinge on
+/// `|A|²_F` itself blows the first steps' gradients up and saturates the network's tanh.
 pub fn elongation_penalty(a: &[[f32; 2]; 2]) -> (f64, [[f32; 2]; 2]) {
     let s: f64 = a.iter().flatten().map(|&v| v as f64 * v as f64).sum();
     if s <= ELONGATION_HINGE {
         return (0.0, [[0.0; 2]; 2]);
     }
-    let d = |v: f32| 2.0 * v;
+    let d = |v: f32| (2.0 * v as f64 / s) as f32;
     (
-        s - ELONGATION_HINGE,
+        s.ln() - ELONGATION_HINGE.ln(),
         [[d(a[0][0]), d(a[0][1])], [d(a[1][0]), d(a[1][1])]],
     )
 }
