@@ -80,6 +80,22 @@ pub struct HomographyEstimator {
     calls: Cell<usize>,
 }
 
+/// The first `N` correspondences of a sample, or `None` when it has fewer.
+fn first_n<const N: usize>(
+    data: impl Iterator<Item = Correspondence>,
+) -> Option<[Correspondence; N]> {
+    let mut sample = [Correspondence {
+        p1: [0.0; 2],
+        p2: [0.0; 2],
+    }; N];
+    let mut n = 0;
+    for (slot, c) in sample.iter_mut().zip(data) {
+        *slot = c;
+        n += 1;
+    }
+    (n == N).then_some(sample)
+}
+
 impl HomographyEstimator {
     pub fn new(error: HomographyError) -> Self {
         Self {
@@ -103,18 +119,7 @@ impl Estimator<Correspondence> for HomographyEstimator {
         I: Iterator<Item = Correspondence> + Clone,
     {
         self.calls.set(self.calls.get() + 1);
-        let mut sample = [Correspondence {
-            p1: [0.0; 2],
-            p2: [0.0; 2],
-        }; 4];
-        let mut n = 0;
-        for (slot, c) in sample.iter_mut().zip(data) {
-            *slot = c;
-            n += 1;
-        }
-        if n < 4 {
-            return None;
-        }
+        let sample = first_n::<4>(data)?;
         let t1 = hartley(sample.iter().map(|c| c.p1))?;
         let t2 = hartley(sample.iter().map(|c| c.p2))?;
         let p = sample.map(|c| t1.apply(c.p1));
@@ -163,18 +168,9 @@ impl Estimator<Correspondence> for FundamentalEstimator {
         I: Iterator<Item = Correspondence> + Clone,
     {
         self.calls.set(self.calls.get() + 1);
-        let mut sample = [Correspondence {
-            p1: [0.0; 2],
-            p2: [0.0; 2],
-        }; 7];
-        let mut n = 0;
-        for (slot, c) in sample.iter_mut().zip(data) {
-            *slot = c;
-            n += 1;
-        }
-        if n < 7 {
+        let Some(sample) = first_n::<7>(data) else {
             return Vec::new();
-        }
+        };
         let (Some(t1), Some(t2)) = (
             hartley(sample.iter().map(|c| c.p1)),
             hartley(sample.iter().map(|c| c.p2)),

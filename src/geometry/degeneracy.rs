@@ -71,15 +71,7 @@ fn homography_from_fundamental(
 /// `sampson_error2(f, p1, p2) <= limit2`, without the division (this loop dominates DEGENSAC).
 #[inline(always)]
 fn sampson_within(f: &Matrix3<f64>, p1: [f64; 2], p2: [f64; 2], limit2: f64) -> bool {
-    let [x, y] = p1;
-    let [u, v] = p2;
-    let l0 = f[(0, 0)] * x + f[(0, 1)] * y + f[(0, 2)];
-    let l1 = f[(1, 0)] * x + f[(1, 1)] * y + f[(1, 2)];
-    let l2 = f[(2, 0)] * x + f[(2, 1)] * y + f[(2, 2)];
-    let m0 = f[(0, 0)] * u + f[(1, 0)] * v + f[(2, 0)];
-    let m1 = f[(0, 1)] * u + f[(1, 1)] * v + f[(2, 1)];
-    let num = u * l0 + v * l1 + l2;
-    let den = l0 * l0 + l1 * l1 + m0 * m0 + m1 * m1;
+    let (num, den) = super::fundamental::sampson_terms(f, p1, p2);
     den > 0.0 && num * num <= limit2 * den
 }
 

@@ -175,10 +175,10 @@ pub(crate) fn sampson_denominator(f: &Matrix3<f64>, p1: [f64; 2], p2: [f64; 2]) 
     l0 * l0 + l1 * l1 + m0 * m0 + m1 * m1
 }
 
-/// Squared Sampson error `(x2ᵀFx1)² / ((Fx1)₁² + (Fx1)₂² + (Fᵀx2)₁² + (Fᵀx2)₂²)` in px²;
-/// infinite where the gradient vanishes (a point at both epipoles).
+/// The Sampson error's numerator `x2ᵀFx1` and squared-gradient denominator
+/// `(Fx1)₁² + (Fx1)₂² + (Fᵀx2)₁² + (Fᵀx2)₂²`, shared by the error and the DEGENSAC test.
 #[inline(always)]
-pub(crate) fn sampson_error2(f: &Matrix3<f64>, p1: [f64; 2], p2: [f64; 2]) -> f64 {
+pub(crate) fn sampson_terms(f: &Matrix3<f64>, p1: [f64; 2], p2: [f64; 2]) -> (f64, f64) {
     let [x, y] = p1;
     let [u, v] = p2;
     let l0 = f[(0, 0)] * x + f[(0, 1)] * y + f[(0, 2)];
@@ -186,8 +186,14 @@ pub(crate) fn sampson_error2(f: &Matrix3<f64>, p1: [f64; 2], p2: [f64; 2]) -> f6
     let l2 = f[(2, 0)] * x + f[(2, 1)] * y + f[(2, 2)];
     let m0 = f[(0, 0)] * u + f[(1, 0)] * v + f[(2, 0)];
     let m1 = f[(0, 1)] * u + f[(1, 1)] * v + f[(2, 1)];
-    let num = u * l0 + v * l1 + l2;
-    let den = l0 * l0 + l1 * l1 + m0 * m0 + m1 * m1;
+    (u * l0 + v * l1 + l2, l0 * l0 + l1 * l1 + m0 * m0 + m1 * m1)
+}
+
+/// Squared Sampson error `(x2ᵀFx1)² / ((Fx1)₁² + (Fx1)₂² + (Fᵀx2)₁² + (Fᵀx2)₂²)` in px²;
+/// infinite where the gradient vanishes (a point at both epipoles).
+#[inline(always)]
+pub(crate) fn sampson_error2(f: &Matrix3<f64>, p1: [f64; 2], p2: [f64; 2]) -> f64 {
+    let (num, den) = sampson_terms(f, p1, p2);
     if den > 0.0 {
         num * num / den
     } else {

@@ -55,17 +55,7 @@ pub(crate) fn fold(
         match layer {
             Layer::Conv2d(c) => {
                 let (k, cin, cout) = (c.k, c.cin, c.cout);
-                let mut w = vec![0.0; k * k * cin * cout];
-                for co in 0..cout {
-                    for ci in 0..cin {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                w[((ky * k + kx) * cin + ci) * cout + co] =
-                                    c.weight[((co * cin + ci) * k + ky) * k + kx];
-                            }
-                        }
-                    }
-                }
+                let w = c.gemm_weights();
                 let b = c.bias.clone().unwrap_or_else(|| vec![0.0; cout]);
                 stages.push((cin, cout, k, c.stride, c.padding, w, b, Fused::None));
             }

@@ -165,17 +165,7 @@ impl Plan {
                     }
                     let (oh, ow) = conv.out_size(h, w);
                     let (k, cin, cout) = (conv.k, conv.cin, conv.cout);
-                    let mut weight = vec![0.0; k * k * cin * cout];
-                    for co in 0..cout {
-                        for ci in 0..cin {
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    weight[((ky * k + kx) * cin + ci) * cout + co] =
-                                        conv.weight[((co * cin + ci) * k + ky) * k + kx];
-                                }
-                            }
-                        }
-                    }
+                    let weight = conv.gemm_weights();
                     let waste =
                         ((h + 2 * conv.padding) * (w + 2 * conv.padding)) as f64 / (oh * ow) as f64;
                     let method = if cout <= DIRECT_MAX_COUT {

@@ -26,7 +26,32 @@ pub struct Conv2d {
     pub bias: Option<Vec<f32>>,
 }
 
+/// Conv weights from PyTorch's `[co][ci][ky][kx]` to the GEMM layout `[(ky·k + kx)·cin + ci][co]`
+/// (one row per input tap, one column per output channel) that the im2col/implicit-GEMM
+/// convolutions of the CPU engine, the training layers and the CUDA kernels all take.
+pub fn torch_to_gemm_layout(k: usize, cin: usize, cout: usize, torch: &[f32], gemm: &mut [f32]) {
+    assert_eq!(torch.len(), k * k * cin * cout, "conv weight length");
+    assert_eq!(gemm.len(), torch.len(), "conv weight length");
+    for co in 0..cout {
+        for ci in 0..cin {
+            for ky in 0..k {
+                for kx in 0..k {
+                    gemm[((ky * k + kx) * cin + ci) * cout + co] =
+                        torch[((co * cin + ci) * k + ky) * k + kx];
+                }
+            }
+        }
+    }
+}
+
 impl Conv2d {
+    /// The weights in the GEMM layout ([`torch_to_gemm_layout`]).
+    pub fn gemm_weights(&self) -> Vec<f32> {
+        let mut gemm = vec![0.0; self.weight.len()];
+        torch_to_gemm_layout(self.k, self.cin, self.cout, &self.weight, &mut gemm);
+        gemm
+    }
+
     /// # Panics
     /// If the weight or bias length does not match, or `k` or `stride` is zero.
     pub fn new(

@@ -77,19 +77,7 @@ impl ConvShape {
 
     /// PyTorch `[co][ci][ky][kx]` → GEMM layout `[(ky·k + kx)·cin + ci][co]`.
     pub fn to_gemm_layout(&self, torch: &[f32], gemm: &mut [f32]) {
-        assert_eq!(torch.len(), self.weight_len());
-        assert_eq!(gemm.len(), self.weight_len());
-        let (k, cin, cout) = (self.k, self.cin, self.cout);
-        for co in 0..cout {
-            for ci in 0..cin {
-                for ky in 0..k {
-                    for kx in 0..k {
-                        gemm[((ky * k + kx) * cin + ci) * cout + co] =
-                            torch[((co * cin + ci) * k + ky) * k + kx];
-                    }
-                }
-            }
-        }
+        crate::nn::layers::torch_to_gemm_layout(self.k, self.cin, self.cout, torch, gemm);
     }
 
     /// Adds a GEMM-layout weight gradient into a PyTorch-layout one.
