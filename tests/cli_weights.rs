@@ -204,9 +204,10 @@ fn import_refuses_other_files_with_one_line() {
 
 #[test]
 fn missing_weights_are_one_line_errors_that_say_how_to_get_them() {
+    // AffNet is shipped in data/ (trained by wbs, tests/shipped_weights.rs); OriNet and HardNet
+    // are not.
     let empty = temp_dir("cli-no-weights");
     for (flags, needle) in [
-        (&["--method", "hesaffnet"][..], "no AffNet weights found"),
         (&["--orientation", "orinet"][..], "no OriNet weights found"),
         (&["--descriptor", "hardnet"][..], "no HardNet weights found"),
     ] {
@@ -271,12 +272,18 @@ fn bench_times_hesaffnet_and_the_networks() {
     ] {
         assert!(out.contains(needle), "no '{needle}' in:\n{out}");
     }
-    // Without AffNet weights the hesaffnet line says why it was skipped.
+    // Without a flag the shipped data/affnet.safetensors is timed; with a weights file that is
+    // not there the hesaffnet line says why it was skipped.
     let mut args = common.to_vec();
     args.extend(["--nn-batch", "0", "--train-batch", "0"]);
     let out = text(&wbs(&args, &dir.join("empty")).stdout);
+    assert!(out.contains("(hesaffnet, rootsift)"), "{out}");
+    args.extend(["--affnet-weights", "/nonexistent.safetensors"]);
+    let out = text(&wbs(&args, &dir.join("empty")).stdout);
     assert!(
-        out.contains("match (hesaffnet): skipped: no AffNet weights found"),
+        out.contains(
+            "match (hesaffnet): skipped: /nonexistent.safetensors: no such AffNet weights file"
+        ),
         "{out}"
     );
     assert!(!out.contains("patches/s"), "{out}");

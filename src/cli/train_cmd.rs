@@ -105,6 +105,17 @@ pub struct AffnetArgs {
     /// weight; 0 is the paper's recipe. See docs/training.md for why the shipped run used it
     #[arg(long, default_value_t = 0.0, value_name = "WEIGHT")]
     pub elongation_penalty: f64,
+    /// Add the geometric (covariance) term with this weight: how far each pair's two predicted
+    /// regions, mapped back into their source patches, are from the same ellipse (up to rotation
+    /// and scale). 0 is the paper's recipe; needs pairs whose two patches share one frame (UBC
+    /// Phototour, `wbs train-data --max-tilt 1`). See docs/training.md
+    #[arg(long, default_value_t = 0.0, value_name = "WEIGHT")]
+    pub geom_weight: f64,
+    /// Penalise regions more elongated than 2:1 *in their source patches* with this weight (0:
+    /// the paper's recipe): keeps a SIFT-trained AffNet from stretching every region alike. See
+    /// docs/training.md
+    #[arg(long, default_value_t = 0.0, value_name = "WEIGHT")]
+    pub source_elongation_penalty: f64,
     /// Steps between checkpoints, validations and curve redraws (0: only at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
@@ -196,6 +207,8 @@ fn affnet(args: AffnetArgs) -> Result<()> {
         fliprot: !args.no_fliprot,
         init: args.init.as_ref().map(|p| p.display().to_string()),
         elongation_penalty: args.elongation_penalty,
+        geom_weight: args.geom_weight,
+        source_elongation_penalty: args.source_elongation_penalty,
     };
     let options = SessionOptions {
         out: args.out.clone(),
@@ -283,7 +296,7 @@ impl Progress {
                 if let Some(t) = &row.train {
                     if self.bar.is_none() {
                         self.line(format!(
-                            "step {}/{} epoch {} loss {:.4} pos {:.3} neg {:.3} aniso {:.2} lr {:.2e} {:.0} pairs/s eta {}",
+                            "step {}/{} epoch {} loss {:.4} pos {:.3} neg {:.3} aniso {:.2} (source {:.2}) geom {:.3} lr {:.2e} {:.0} pairs/s eta {}",
                             row.step,
                             self.total,
                             row.epoch,
@@ -291,6 +304,8 @@ impl Progress {
                             t.mean_positive,
                             t.mean_hardest_negative,
                             t.mean_anisotropy,
+                            t.mean_source_anisotropy,
+                            t.mean_geom,
                             t.lr,
                             t.pairs_per_s,
                             self.eta(row.step)

@@ -48,7 +48,10 @@ use super::hardnet::{FrozenHardNet, HardNetCache};
 use super::loss::{descriptor_loss, LossGrads, LossKind, LossStats, LossWorkspace};
 use super::network::{Mode, Workspace};
 use super::rng::mix64;
-use super::shape::{affine_shape_backward, affine_shape_forward, elongation_penalty};
+use super::shape::{
+    affine_shape_backward, affine_shape_forward, elongation_penalty, region_elongation,
+    shape_disagreement, SOURCE_ELONGATION_HINGE,
+};
 use super::sift::{DiffSift, SiftCache, SIFT_DIM};
 use super::spatial_transformer::{
     compose, compose_backward, crop, warp_backward, warp_forward, Affine, WarpSize,
@@ -154,6 +157,12 @@ pub struct StepStats {
     /// Mean of `max(s1/s2, s2/s1)` of the predicted shapes (singular values), a sanity signal:
     /// 1 for circles.
     pub mean_anisotropy: f32,
+    /// Mean `shape::shape_disagreement` of the pairs' regions in their sources (unweighted; 0
+    /// when the geometric term is off): 0 for perfectly covariant shapes.
+    pub mean_geom: f32,
+    /// Mean singular-value ratio of the regions in their source patches (`θ`'s 2×2 part): how
+    /// far from round the network makes what the source shows.
+    pub mean_source_anisotropy: f32,
     pub times: StageTimes,
 }
 
@@ -171,6 +180,8 @@ struct Side {
     d_patches: Vec<f32>,
     d_theta: Vec<Affine>,
     d_raw: Vec<f32>,
+    /// `dL/dθ` (2×2 part) of the geometric term and the source elongation penalty, per patch.
+    d_geom: Vec<[[f32; 2]; 2]>,
     sift: SiftCache,
     hardnet: HardNetCache,
 }
@@ -183,6 +194,14 @@ pub struct TrainChain {
     /// Weight of the elongation penalty (`shape::elongation_penalty`, mean over each side's
     /// patches, added to the loss); 0 is the paper's recipe.
     pub elongation_penalty: f32,
+    /// Weight of the geometric (covariance) term `shape::shape_disagreement` between each pair's
+    /// two regions mapped back into their sources (mean over pairs, added to the loss); 0 is the
+    /// paper's recipe. Valid when a pair's two source patches show the point in the same frame
+    /// up to rotation and scale (as UBC Phototour's and `wbs train-data --max-tilt 1` pairs do).
+    pub geom_weight: f32,
+    /// Weight of `shape::region_elongation` on each region in its source patch beyond
+    /// `SOURCE_ELONGATION_HINGE`:1 (mean over patches, added to the loss); 0 is the recipe.
+    pub source_elongation_penalty: f32,
     sides: [Side; 2],
     loss_ws: LossWorkspace,
 }
@@ -200,6 +219,8 @@ impl TrainChain {
             descriptor,
             loss,
             elongation_penalty: 0.0,
+            geom_weight: 0.0,
+            source_elongation_penalty: 0.0,
             sides: Default::default(),
             loss_ws: LossWorkspace::default(),
         }
@@ -260,7 +281,8 @@ impl TrainChain {
             });
         }
         let want_grads = grads.is_some();
-        let (loss, mean_anisotropy) = self.head(batch, seed, want_grads, &mut times);
+        let (loss, mean_anisotropy, [mean_geom, mean_source_anisotropy]) =
+            self.head(batch, seed, want_grads, &mut times);
         if let Some(grads) = grads {
             for side in self.sides.iter_mut() {
                 timed(&mut times.affnet_backward, || {
@@ -271,19 +293,22 @@ impl TrainChain {
         StepStats {
             loss,
             mean_anisotropy,
+            mean_geom,
+            mean_source_anisotropy,
             times,
         }
     }
 
-    /// Everything after AffNet: from the raw outputs in `self.sides[k].raw` to the loss, and
-    /// with `want_grads` back to `self.sides[k].d_raw`. Returns the loss and the mean anisotropy.
+    /// Everything after AffNet: from the raw outputs in `self.sides[k].raw` to the loss, and with
+    /// `want_grads` back to `self.sides[k].d_raw`. Returns the loss, the mean anisotropy, and the
+    /// mean geometric disagreement and source-frame anisotropy.
     fn head(
         &mut self,
         batch: &PairBatch,
         seed: u64,
         want_grads: bool,
         times: &mut StageTimes,
-    ) -> (LossStats, f32) {
+    ) -> (LossStats, f32, [f32; 2]) {
         let n = batch.len();
         let size = WarpSize::square(batch.source_size, PATCH_SIZE);
         let scale = PATCH_SIZE as f32 / batch.source_size as f32;
@@ -330,6 +355,38 @@ impl TrainChain {
         for side in [&mut *a_side, &mut *p_side] {
             side.d_desc
                 .resize(if want_grads { n * dim } else { 0 }, 0.0);
+            side.d_geom.clear();
+        }
+        let (mut geom, mut source_penalty, mut source_anisotropy) = (0.0f64, 0.0f64, 0.0f64);
+        let (geom_weight, source_weight) = (self.geom_weight, self.source_elongation_penalty);
+        let two_by_two = |t: &Affine| t.map(|row| [row[0] as f64, row[1] as f64]);
+        for (ta, tp) in a_side.theta.iter().zip(&p_side.theta) {
+            let (ba, bp) = (two_by_two(ta), two_by_two(tp));
+            source_anisotropy += anisotropy_of(&ba) + anisotropy_of(&bp);
+            if geom_weight <= 0.0 && source_weight <= 0.0 {
+                continue;
+            }
+            let (mut da, mut dp) = ([[0.0; 2]; 2], [[0.0; 2]; 2]);
+            if geom_weight > 0.0 {
+                let (v, ga, gp) = shape_disagreement(ba, bp);
+                geom += v;
+                add_scaled(&mut da, &ga, geom_weight as f64 / n as f64);
+                add_scaled(&mut dp, &gp, geom_weight as f64 / n as f64);
+            }
+            if source_weight > 0.0 {
+                // Mean over both sides' 2n regions.
+                let w = source_weight as f64 / (2 * n) as f64;
+                let (va, ga) = region_elongation(ba, SOURCE_ELONGATION_HINGE);
+                let (vp, gp) = region_elongation(bp, SOURCE_ELONGATION_HINGE);
+                source_penalty += va + vp;
+                add_scaled(&mut da, &ga, w);
+                add_scaled(&mut dp, &gp, w);
+            }
+            if want_grads {
+                let to_f32 = |d: [[f64; 2]; 2]| d.map(|row| row.map(|v| v as f32));
+                a_side.d_geom.push(to_f32(da));
+                p_side.d_geom.push(to_f32(dp));
+            }
         }
         let loss = timed(&mut times.loss, || {
             descriptor_loss(
@@ -370,12 +427,20 @@ impl TrainChain {
                         &mut side.d_theta,
                     );
                     side.d_raw.clear();
-                    for ((f, dth), r) in frames[k]
+                    for (i, ((f, dth), r)) in frames[k]
                         .iter()
                         .zip(&side.d_theta)
                         .zip(side.raw.chunks_exact(3))
+                        .enumerate()
                     {
-                        let mut da = compose_backward(f, dth, scale);
+                        let mut dth = *dth;
+                        if let Some(g) = side.d_geom.get(i) {
+                            for (row, grow) in dth.iter_mut().zip(g) {
+                                row[0] += grow[0];
+                                row[1] += grow[1];
+                            }
+                        }
+                        let mut da = compose_backward(f, &dth, scale);
                         if lambda > 0.0 {
                             let a = affine_shape_forward([r[0], r[1], r[2]]);
                             let (_, dp) = elongation_penalty(&a);
@@ -394,7 +459,17 @@ impl TrainChain {
         }
         let mut loss = loss;
         loss.loss += lambda as f64 * penalty / n.max(1) as f64;
-        (loss, (anisotropy / (2 * n).max(1) as f64) as f32)
+        let mean_geom = geom / n.max(1) as f64;
+        loss.loss += geom_weight as f64 * mean_geom;
+        loss.loss += source_weight as f64 * source_penalty / (2 * n).max(1) as f64;
+        (
+            loss,
+            (anisotropy / (2 * n).max(1) as f64) as f32,
+            [
+                mean_geom as f32,
+                (source_anisotropy / (2 * n).max(1) as f64) as f32,
+            ],
+        )
     }
 
     /// The descriptor patches of the last step's anchors and positives (`N × 32 × 32` each), e.g.
@@ -409,13 +484,20 @@ impl TrainChain {
     }
 }
 
+fn add_scaled(acc: &mut [[f64; 2]; 2], g: &[[f64; 2]; 2], w: f64) {
+    for (row, grow) in acc.iter_mut().zip(g) {
+        row[0] += w * grow[0];
+        row[1] += w * grow[1];
+    }
+}
+
 /// `s_max / s_min` of a 2×2 matrix.
-fn anisotropy_of(a: &[[f32; 2]; 2]) -> f64 {
-    let (p, q, r, s) = (
-        a[0][0] as f64,
-        a[0][1] as f64,
-        a[1][0] as f64,
-        a[1][1] as f64,
+fn anisotropy_of<T: Copy + Into<f64>>(a: &[[T; 2]; 2]) -> f64 {
+    let (p, q, r, s): (f64, f64, f64, f64) = (
+        a[0][0].into(),
+        a[0][1].into(),
+        a[1][0].into(),
+        a[1][1].into(),
     );
     let fro = p * p + q * q + r * r + s * s;
     let det = (p * s - q * r).abs();
@@ -533,6 +615,58 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The geometric term's gradient through shape, composition and frames, against finite
+    /// differences of the loss (PosDist plus the term, both true derivatives); and its value is
+    /// 0 when both sides see the same source through frames that differ by a rotation only.
+    #[test]
+    fn geometric_term_gradient_matches_finite_differences() {
+        let data = Data::new(6, 30);
+        let batch = data.batch();
+        let mut model = TrainAffNet::new(4);
+        let mut chain = TrainChain::new(Descriptor::sift(), LossKind::PosDist);
+        chain.geom_weight = 0.8;
+        chain.source_elongation_penalty = 0.5;
+        let mut grads = vec![0.0; model.params().len()];
+        let stats = chain.step(&mut model, &batch, 5, &mut grads);
+        assert!(stats.mean_geom > 0.0);
+        let raw: Vec<f32> = [chain.sides[0].raw.clone(), chain.sides[1].raw.clone()].concat();
+        let d_raw: Vec<f32> = [chain.sides[0].d_raw.clone(), chain.sides[1].d_raw.clone()].concat();
+        let mut probe = chain.clone();
+        let mut eval = |r: &[f32]| -> f64 {
+            probe.sides[0].raw.copy_from_slice(&r[..18]);
+            probe.sides[1].raw.copy_from_slice(&r[18..]);
+            probe
+                .head(&batch, 5, false, &mut StageTimes::default())
+                .0
+                .loss
+        };
+        check_gradient(&mut eval, &raw, &d_raw, 3e-4, 2e-2)
+            .assert_mostly_ok("posdist + geometric term", 0.94);
+
+        // The same patches through the same frames on both sides: the same regions, 0; and a
+        // different frame on one side is seen.
+        let frame: Affine = [[0.9, 0.3, 0.0], [-0.2, 0.6, 0.0]];
+        let (fa, fp) = (vec![frame; 6], vec![frame; 6]);
+        let same = PairBatch {
+            anchors: &data.anchors,
+            positives: &data.anchors,
+            source_size: 64,
+            anchor_frames: &fa,
+            positive_frames: &fp,
+        };
+        let mut probe = chain.clone();
+        probe.sides[0].raw.copy_from_slice(&raw[..18]);
+        probe.sides[1].raw.copy_from_slice(&raw[..18]);
+        let (_, _, [geom, _]) = probe.head(&same, 5, false, &mut StageTimes::default());
+        assert!(geom.abs() < 1e-6, "{geom}");
+        let other = PairBatch {
+            positive_frames: &data.fp[..],
+            ..same
+        };
+        let (_, _, [geom, _]) = probe.head(&other, 5, false, &mut StageTimes::default());
+        assert!(geom > 1e-3, "{geom}");
     }
 
     /// The whole chain down to AffNet's weights: the loss (linearised at the descriptors for

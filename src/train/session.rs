@@ -33,7 +33,7 @@ pub const WEIGHTS_FILE: &str = "affnet.safetensors";
 /// with `--validate`; on a tie the earlier one stays).
 pub const BEST_WEIGHTS_FILE: &str = "affnet-best.safetensors";
 
-const HEADER: &str = "step,epoch,lr,loss,mean_positive,mean_hardest_negative,mean_anisotropy,pairs_per_s,val_tentatives,val_correct,val_inliers";
+const HEADER: &str = "step,epoch,lr,loss,mean_positive,mean_hardest_negative,mean_anisotropy,mean_source_anisotropy,mean_geom,pairs_per_s,val_tentatives,val_correct,val_inliers";
 
 /// One row of `log.csv`: either training means over the steps since the last row, or a
 /// validation (the other columns empty).
@@ -54,6 +54,10 @@ pub struct TrainMeans {
     pub mean_positive: f32,
     pub mean_hardest_negative: f32,
     pub mean_anisotropy: f32,
+    /// Mean singular-value ratio of the regions in their source patches.
+    pub mean_source_anisotropy: f32,
+    /// Mean geometric disagreement (0 when the term is off).
+    pub mean_geom: f32,
     pub pairs_per_s: f64,
 }
 
@@ -67,9 +71,11 @@ impl LogRow {
                 format!("{:.5}", t.mean_positive),
                 format!("{:.5}", t.mean_hardest_negative),
                 format!("{:.5}", t.mean_anisotropy),
+                format!("{:.5}", t.mean_source_anisotropy),
+                format!("{:.5}", t.mean_geom),
                 format!("{:.1}", t.pairs_per_s),
             ]),
-            None => cols.extend(std::iter::repeat_n(String::new(), 6)),
+            None => cols.extend(std::iter::repeat_n(String::new(), 8)),
         }
         match &self.validation {
             Some(v) => cols.extend([
@@ -84,7 +90,7 @@ impl LogRow {
 
     fn parse(line: &str) -> Option<LogRow> {
         let c: Vec<&str> = line.split(',').collect();
-        if c.len() != 11 {
+        if c.len() != 13 {
             return None;
         }
         let train = if c[3].is_empty() {
@@ -96,16 +102,18 @@ impl LogRow {
                 mean_positive: c[4].parse().ok()?,
                 mean_hardest_negative: c[5].parse().ok()?,
                 mean_anisotropy: c[6].parse().ok()?,
-                pairs_per_s: c[7].parse().ok()?,
+                mean_source_anisotropy: c[7].parse().ok()?,
+                mean_geom: c[8].parse().ok()?,
+                pairs_per_s: c[9].parse().ok()?,
             })
         };
-        let validation = if c[8].is_empty() {
+        let validation = if c[10].is_empty() {
             None
         } else {
             Some(Validation {
-                tentatives: c[8].parse().ok()?,
-                correct: c[9].parse().ok()?,
-                inliers: c[10].parse().ok()?,
+                tentatives: c[10].parse().ok()?,
+                correct: c[11].parse().ok()?,
+                inliers: c[12].parse().ok()?,
             })
         };
         Some(LogRow {
@@ -338,6 +346,8 @@ struct Accumulator {
     positive: f64,
     negative: f64,
     anisotropy: f64,
+    geom: f64,
+    source_anisotropy: f64,
     pairs: f64,
     seconds: f64,
 }
@@ -350,6 +360,8 @@ impl Accumulator {
         self.positive += r.stats.loss.mean_positive as f64;
         self.negative += r.stats.loss.mean_hardest_negative as f64;
         self.anisotropy += r.stats.mean_anisotropy as f64;
+        self.geom += r.stats.mean_geom as f64;
+        self.source_anisotropy += r.stats.mean_source_anisotropy as f64;
         self.pairs += batch as f64;
         self.seconds += seconds;
     }
@@ -369,6 +381,8 @@ impl Accumulator {
                 mean_positive: (self.positive / n) as f32,
                 mean_hardest_negative: (self.negative / n) as f32,
                 mean_anisotropy: (self.anisotropy / n) as f32,
+                mean_geom: (self.geom / n) as f32,
+                mean_source_anisotropy: (self.source_anisotropy / n) as f32,
                 pairs_per_s: self.pairs / self.seconds.max(1e-9),
             }),
             validation: None,

@@ -64,9 +64,166 @@ pub fn elongation_penalty(a: &[[f32; 2]; 2]) -> (f64, [[f32; 2]; 2]) {
     )
 }
 
+/// The source-frame elongation beyond which `--source-elongation-penalty` acts (2:1).
+pub const SOURCE_ELONGATION_HINGE: f64 = 2.0;
+
+/// `relu(ln(|M|²_F / |det M|) − ln(h + 1/h))` for a 2×2 region map `M` and its derivative: 0
+/// while the ellipse `M·Mᵀ` is at most `h`:1 (`|M|²_F/|det M| = r + 1/r` for singular-value
+/// ratio `r`), then the log of its excess elongation. Used on the region in the *source* patch
+/// (`train::chain`, `--source-elongation-penalty`): with sources cut as circles about detections,
+/// a covariant network's regions there stay near round, and a descriptor loss that would rather
+/// smear every patch alike is kept from stretching them.
+pub fn region_elongation(m: [[f64; 2]; 2], h: f64) -> (f64, [[f64; 2]; 2]) {
+    let zero = (0.0, [[0.0; 2]; 2]);
+    let f = m[0][0] * m[0][0] + m[0][1] * m[0][1] + m[1][0] * m[1][0] + m[1][1] * m[1][1];
+    let d = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+    if !(d.abs() > 1e-12) || !f.is_finite() {
+        return zero;
+    }
+    let value = (f / d.abs()).ln() - (h + 1.0 / h).ln();
+    if value <= 0.0 {
+        return zero;
+    }
+    // d/dM (ln|M|²_F − ln|det M|) = 2M/|M|²_F − M⁻ᵀ.
+    let g = [
+        [
+            2.0 * m[0][0] / f - m[1][1] / d,
+            2.0 * m[0][1] / f + m[1][0] / d,
+        ],
+        [
+            2.0 * m[1][0] / f + m[0][1] / d,
+            2.0 * m[1][1] / f - m[0][0] / d,
+        ],
+    ];
+    (value, g)
+}
+
+/// How far two measurement regions, given as 2×2 maps `B_a`, `B_p` from patch coordinates to one
+/// common frame, are from being the same ellipse up to scale: `ln(|C|²_F / (2·|det C|))` with
+/// `C = B_a⁻¹·B_p`, and its derivatives w.r.t. `B_a` and `B_p`.
+///
+/// This is the paper's geometric ("Geom") baseline loss made invariant to what AffNet cannot
+/// know: the region's rotation (the shapes are upright), its scale, and the common frame. It is
+/// 0 exactly when `B_a·B_aᵀ ∝ B_p·B_pᵀ` and, for an eigenvalue ratio `λ` of `C·Cᵀ`, equals
+/// `ln((√λ + 1/√λ)/2)`: it grows with the log of the relative elongation, so its gradient stays
+/// bounded for the augmentation's large tilts. Degenerate inputs give 0 and no gradient.
+pub fn shape_disagreement(
+    b_a: [[f64; 2]; 2],
+    b_p: [[f64; 2]; 2],
+) -> (f64, [[f64; 2]; 2], [[f64; 2]; 2]) {
+    let zero = (0.0, [[0.0; 2]; 2], [[0.0; 2]; 2]);
+    let det_a = b_a[0][0] * b_a[1][1] - b_a[0][1] * b_a[1][0];
+    if !(det_a.abs() > 1e-12) {
+        return zero;
+    }
+    let inv_a = [
+        [b_a[1][1] / det_a, -b_a[0][1] / det_a],
+        [-b_a[1][0] / det_a, b_a[0][0] / det_a],
+    ];
+    let c = mul2(inv_a, b_p);
+    let f = c[0][0] * c[0][0] + c[0][1] * c[0][1] + c[1][0] * c[1][0] + c[1][1] * c[1][1];
+    let d = c[0][0] * c[1][1] - c[0][1] * c[1][0];
+    if !(d.abs() > 1e-12) || !f.is_finite() {
+        return zero;
+    }
+    let value = (f / (2.0 * d.abs())).ln().max(0.0);
+    // dL/dC = 2C/f − C⁻ᵀ (d ln|det C| = tr(C⁻¹ dC)).
+    let g = [
+        [
+            2.0 * c[0][0] / f - c[1][1] / d,
+            2.0 * c[0][1] / f + c[1][0] / d,
+        ],
+        [
+            2.0 * c[1][0] / f + c[0][1] / d,
+            2.0 * c[1][1] / f - c[0][0] / d,
+        ],
+    ];
+    let inv_a_t = transpose2(inv_a);
+    // C = B_a⁻¹·B_p: dL/dB_p = B_a⁻ᵀ·G, dL/dB_a = −B_a⁻ᵀ·G·Cᵀ.
+    let d_p = mul2(inv_a_t, g);
+    let d_a = mul2(d_p, transpose2(c)).map(|row| row.map(|v| -v));
+    (value, d_a, d_p)
+}
+
+fn mul2(a: [[f64; 2]; 2], b: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
+    [
+        [
+            a[0][0] * b[0][0] + a[0][1] * b[1][0],
+            a[0][0] * b[0][1] + a[0][1] * b[1][1],
+        ],
+        [
+            a[1][0] * b[0][0] + a[1][1] * b[1][0],
+            a[1][0] * b[0][1] + a[1][1] * b[1][1],
+        ],
+    ]
+}
+
+fn transpose2(a: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
+    [[a[0][0], a[1][0]], [a[0][1], a[1][1]]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_elongation_is_zero_within_the_hinge_and_its_gradient_is_right() {
+        assert_eq!(region_elongation([[1.7, 0.0], [0.0, 1.0]], 2.0).0, 0.0);
+        let v = region_elongation([[3.0, 0.0], [0.0, 0.5]], 2.0).0; // 6:1
+        assert!((v - ((6.0f64 + 1.0 / 6.0) / 2.5).ln()).abs() < 1e-12, "{v}");
+        let m = [[2.5, 0.4], [-1.0, 0.3]];
+        let (_, g) = region_elongation(m, 2.0);
+        for r in 0..2 {
+            for c in 0..2 {
+                let h = 1e-6;
+                let (mut p, mut q) = (m, m);
+                p[r][c] += h;
+                q[r][c] -= h;
+                let fd = (region_elongation(p, 2.0).0 - region_elongation(q, 2.0).0) / (2.0 * h);
+                assert!(
+                    (fd - g[r][c]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "{r}{c}: {fd} vs {}",
+                    g[r][c]
+                );
+            }
+        }
+    }
+    #[test]
+    fn shape_disagreement_is_zero_for_the_same_ellipse_and_its_gradient_is_right() {
+        // The same ellipse up to rotation and scale: 0.
+        let b = [[2.0, 0.0], [0.7, 0.5]];
+        let (c, s) = (0.3f64.cos(), 0.3f64.sin());
+        let turned = mul2(b, [[1.7 * c, -1.7 * s], [1.7 * s, 1.7 * c]]);
+        assert!(shape_disagreement(b, turned).0.abs() < 1e-12);
+        // A relative 4:1 stretch (eigenvalue ratio 16 of C·Cᵀ): ln((4 + 1/4)/2).
+        let stretched = mul2(b, [[2.0, 0.0], [0.0, 0.5]]);
+        assert!((shape_disagreement(b, stretched).0 - (2.125f64).ln()).abs() < 1e-12);
+        // Finite differences w.r.t. every entry of both maps.
+        let (ba, bp) = ([[1.3, 0.2], [-0.4, 0.9]], [[0.6, -0.5], [0.8, 1.7]]);
+        let (_, ga, gp) = shape_disagreement(ba, bp);
+        for side in 0..2 {
+            for r in 0..2 {
+                for c in 0..2 {
+                    let h = 1e-6;
+                    let (mut pa, mut pp, mut ma, mut mp) = (ba, bp, ba, bp);
+                    if side == 0 {
+                        pa[r][c] += h;
+                        ma[r][c] -= h;
+                    } else {
+                        pp[r][c] += h;
+                        mp[r][c] -= h;
+                    }
+                    let fd =
+                        (shape_disagreement(pa, pp).0 - shape_disagreement(ma, mp).0) / (2.0 * h);
+                    let g = if side == 0 { ga[r][c] } else { gp[r][c] };
+                    assert!(
+                        (fd - g).abs() < 1e-6 * (1.0 + fd.abs()),
+                        "{side}{r}{c}: {fd} vs {g}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn elongation_penalty_is_zero_within_6_to_1_and_its_gradient_is_right() {

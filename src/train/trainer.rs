@@ -55,6 +55,14 @@ pub struct RunSettings {
     /// `shape::elongation_penalty`).
     #[serde(default)]
     pub elongation_penalty: f64,
+    /// Weight of the geometric (covariance) term between each pair's regions (0: the paper's
+    /// recipe; see `TrainChain::geom_weight`).
+    #[serde(default)]
+    pub geom_weight: f64,
+    /// Weight of the penalty on regions more elongated than 2:1 in their source patches (0: the
+    /// paper's recipe; see `TrainChain::source_elongation_penalty`).
+    #[serde(default)]
+    pub source_elongation_penalty: f64,
 }
 
 impl RunSettings {
@@ -153,8 +161,23 @@ impl Trainer {
                 "--elongation-penalty must be a non-negative number",
             ));
         }
+        for (flag, w) in [
+            ("--geom-weight", settings.geom_weight),
+            (
+                "--source-elongation-penalty",
+                settings.source_elongation_penalty,
+            ),
+        ] {
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "{flag} must be a non-negative number"
+                )));
+            }
+        }
         let mut chain = TrainChain::new(descriptor, loss);
         chain.elongation_penalty = settings.elongation_penalty as f32;
+        chain.geom_weight = settings.geom_weight as f32;
+        chain.source_elongation_penalty = settings.source_elongation_penalty as f32;
         Ok(Trainer {
             chain,
             sgd: Sgd::new(settings.lr as f32, 0.9, 0.9, 1e-4),
@@ -383,6 +406,8 @@ mod tests {
             fliprot: true,
             init: None,
             elongation_penalty: 0.0,
+            geom_weight: 0.0,
+            source_elongation_penalty: 0.0,
         }
     }
 
