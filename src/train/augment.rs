@@ -28,7 +28,8 @@ pub fn rotation(theta: f64) -> [[f64; 2]; 2] {
     [[c, -s], [s, c]]
 }
 
-fn mul(a: [[f64; 2]; 2], b: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
+/// The 2×2 matrix product `a·b`.
+pub(crate) fn mul(a: [[f64; 2]; 2], b: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
     [
         [
             a[0][0] * b[0][0] + a[0][1] * b[1][0],

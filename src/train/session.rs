@@ -89,7 +89,16 @@ impl LogRow {
     }
 
     fn parse(line: &str) -> Option<LogRow> {
-        let c: Vec<&str> = line.split(',').collect();
+        let mut c: Vec<&str> = line.split(',').collect();
+        if c.len() == 11 {
+            // The layout before mean_source_anisotropy and mean_geom (a run resumed with this
+            // version keeps its rows): the source anisotropy was not measured, no geometric term.
+            if !c[3].is_empty() {
+                c.splice(7..7, ["NaN", "0"]);
+            } else {
+                c.splice(7..7, ["", ""]);
+            }
+        }
         if c.len() != 13 {
             return None;
         }
@@ -389,5 +398,53 @@ impl Accumulator {
         };
         *self = Accumulator::default();
         Some(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_rows_round_trip_and_rows_of_the_earlier_layout_are_kept() {
+        let row = LogRow {
+            step: 40,
+            epoch: 1,
+            train: Some(TrainMeans {
+                lr: 0.004,
+                loss: 1.25,
+                mean_positive: 0.5,
+                mean_hardest_negative: 0.625,
+                mean_anisotropy: 2.5,
+                mean_source_anisotropy: 1.75,
+                mean_geom: 0.125,
+                pairs_per_s: 600.5,
+            }),
+            validation: None,
+        };
+        assert_eq!(LogRow::parse(&row.csv()), Some(row));
+        let val = LogRow {
+            step: 100,
+            epoch: 2,
+            train: None,
+            validation: Some(Validation {
+                tentatives: 60,
+                correct: 30,
+                inliers: 28,
+            }),
+        };
+        assert_eq!(LogRow::parse(&val.csv()), Some(val.clone()));
+
+        // 11 columns: written before the geometric columns existed.
+        let old = LogRow::parse("20,0,4.9e-3,1.2,0.6,0.57,3.1,820.0,,,").unwrap();
+        let t = old.train.unwrap();
+        assert_eq!(
+            (old.step, t.mean_anisotropy, t.pairs_per_s),
+            (20, 3.1, 820.0)
+        );
+        assert!(t.mean_source_anisotropy.is_nan());
+        assert_eq!(t.mean_geom, 0.0);
+        assert_eq!(LogRow::parse("100,2,,,,,,,60,30,28"), Some(val));
+        assert_eq!(LogRow::parse("1,2,3"), None);
     }
 }

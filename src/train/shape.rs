@@ -9,6 +9,8 @@
 //! The gradient flows through that formula as autograd would (the `a12` paths carry a factor
 //! `a12 = 0`, so they vanish).
 
+use super::augment::mul as mul2;
+
 /// `A` (rows top to bottom) from the raw outputs `(y0, y1, y2)`.
 pub fn affine_shape_forward(raw: [f32; 3]) -> [[f32; 2]; 2] {
     let (a11, a21, a22) = (1.0 + raw[0] as f64, raw[1] as f64, 1.0 + raw[2] as f64);
@@ -74,17 +76,21 @@ pub const SOURCE_ELONGATION_HINGE: f64 = 2.0;
 /// a covariant network's regions there stay near round, and a descriptor loss that would rather
 /// smear every patch alike is kept from stretching them.
 pub fn region_elongation(m: [[f64; 2]; 2], h: f64) -> (f64, [[f64; 2]; 2]) {
-    let zero = (0.0, [[0.0; 2]; 2]);
+    match log_elongation(m) {
+        Some((e, g)) if e > (h + 1.0 / h).ln() => (e - (h + 1.0 / h).ln(), g),
+        _ => (0.0, [[0.0; 2]; 2]),
+    }
+}
+
+/// `ln(|M|²_F / |det M|)` (`= ln(r + 1/r)` for singular-value ratio `r`, so `ln 2` for a
+/// circle) and its derivative `2M/|M|²_F − M⁻ᵀ`; None for a (nearly) singular `M`.
+fn log_elongation(m: [[f64; 2]; 2]) -> Option<(f64, [[f64; 2]; 2])> {
     let f = m[0][0] * m[0][0] + m[0][1] * m[0][1] + m[1][0] * m[1][0] + m[1][1] * m[1][1];
     let d = m[0][0] * m[1][1] - m[0][1] * m[1][0];
     if !(d.abs() > 1e-12) || !f.is_finite() {
-        return zero;
+        return None;
     }
-    let value = (f / d.abs()).ln() - (h + 1.0 / h).ln();
-    if value <= 0.0 {
-        return zero;
-    }
-    // d/dM (ln|M|²_F − ln|det M|) = 2M/|M|²_F − M⁻ᵀ.
+    // d ln|det M| = tr(M⁻¹ dM), hence the −M⁻ᵀ.
     let g = [
         [
             2.0 * m[0][0] / f - m[1][1] / d,
@@ -95,7 +101,7 @@ pub fn region_elongation(m: [[f64; 2]; 2], h: f64) -> (f64, [[f64; 2]; 2]) {
             2.0 * m[1][1] / f - m[0][0] / d,
         ],
     ];
-    (value, g)
+    Some(((f / d.abs()).ln(), g))
 }
 
 /// How far two measurement regions, given as 2×2 maps `B_a`, `B_p` from patch coordinates to one
@@ -121,41 +127,15 @@ pub fn shape_disagreement(
         [-b_a[1][0] / det_a, b_a[0][0] / det_a],
     ];
     let c = mul2(inv_a, b_p);
-    let f = c[0][0] * c[0][0] + c[0][1] * c[0][1] + c[1][0] * c[1][0] + c[1][1] * c[1][1];
-    let d = c[0][0] * c[1][1] - c[0][1] * c[1][0];
-    if !(d.abs() > 1e-12) || !f.is_finite() {
+    let Some((e, g)) = log_elongation(c) else {
         return zero;
-    }
-    let value = (f / (2.0 * d.abs())).ln().max(0.0);
-    // dL/dC = 2C/f − C⁻ᵀ (d ln|det C| = tr(C⁻¹ dC)).
-    let g = [
-        [
-            2.0 * c[0][0] / f - c[1][1] / d,
-            2.0 * c[0][1] / f + c[1][0] / d,
-        ],
-        [
-            2.0 * c[1][0] / f + c[0][1] / d,
-            2.0 * c[1][1] / f - c[0][0] / d,
-        ],
-    ];
+    };
+    let value = (e - 2f64.ln()).max(0.0);
     let inv_a_t = transpose2(inv_a);
     // C = B_a⁻¹·B_p: dL/dB_p = B_a⁻ᵀ·G, dL/dB_a = −B_a⁻ᵀ·G·Cᵀ.
     let d_p = mul2(inv_a_t, g);
     let d_a = mul2(d_p, transpose2(c)).map(|row| row.map(|v| -v));
     (value, d_a, d_p)
-}
-
-fn mul2(a: [[f64; 2]; 2], b: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
-    [
-        [
-            a[0][0] * b[0][0] + a[0][1] * b[1][0],
-            a[0][0] * b[0][1] + a[0][1] * b[1][1],
-        ],
-        [
-            a[1][0] * b[0][0] + a[1][1] * b[1][0],
-            a[1][0] * b[0][1] + a[1][1] * b[1][1],
-        ],
-    ]
 }
 
 fn transpose2(a: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
