@@ -116,6 +116,12 @@ pub struct AffnetArgs {
     /// docs/training.md
     #[arg(long, default_value_t = 0.0, value_name = "WEIGHT")]
     pub source_elongation_penalty: f64,
+    /// Rotate each pair's positive against its anchor by up to this many degrees (uniform), and
+    /// cut descriptor patches upright in their source frame, so that AffNet learns to follow a
+    /// turned patch; 0 is the paper's recipe (one rotation shared by both patches). See
+    /// docs/training.md
+    #[arg(long, default_value_t = 0.0, value_name = "DEGREES")]
+    pub relative_rotation: f64,
     /// Steps between checkpoints, validations and curve redraws (0: only at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
@@ -209,6 +215,7 @@ fn affnet(args: AffnetArgs) -> Result<()> {
         elongation_penalty: args.elongation_penalty,
         geom_weight: args.geom_weight,
         source_elongation_penalty: args.source_elongation_penalty,
+        relative_rotation: args.relative_rotation,
     };
     let options = SessionOptions {
         out: args.out.clone(),

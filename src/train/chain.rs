@@ -50,7 +50,7 @@ use super::network::{Mode, Workspace};
 use super::rng::mix64;
 use super::shape::{
     affine_shape_backward, affine_shape_forward, elongation_penalty, region_elongation,
-    shape_disagreement, SOURCE_ELONGATION_HINGE,
+    shape_disagreement, upright, upright_backward, SOURCE_ELONGATION_HINGE,
 };
 use super::sift::{DiffSift, SiftCache, SIFT_DIM};
 use super::spatial_transformer::{
@@ -202,6 +202,11 @@ pub struct TrainChain {
     /// Weight of `shape::region_elongation` on each region in its source patch beyond
     /// `SOURCE_ELONGATION_HINGE`:1 (mean over patches, added to the loss); 0 is the recipe.
     pub source_elongation_penalty: f32,
+    /// Sample each descriptor patch in the upright form of its region (`shape::upright`): the
+    /// orientation is fixed by the source frame's vertical instead of by the augmentation's
+    /// rotation. Needed when a pair's two patches are rotated independently (the trainer's
+    /// `--relative-rotation`); false is the paper's recipe.
+    pub upright_descriptors: bool,
     sides: [Side; 2],
     loss_ws: LossWorkspace,
 }
@@ -221,6 +226,7 @@ impl TrainChain {
             elongation_penalty: 0.0,
             geom_weight: 0.0,
             source_elongation_penalty: 0.0,
+            upright_descriptors: false,
             sides: Default::default(),
             loss_ws: LossWorkspace::default(),
         }
@@ -316,6 +322,7 @@ impl TrainChain {
         let mut anisotropy = 0.0f64;
         let mut penalty = 0.0f64;
         let lambda = self.elongation_penalty;
+        let want_upright = self.upright_descriptors;
         let sources = [batch.anchors, batch.positives];
         let frames = [batch.anchor_frames, batch.positive_frames];
         for (k, side) in self.sides.iter_mut().enumerate() {
@@ -327,7 +334,12 @@ impl TrainChain {
                     if lambda > 0.0 {
                         penalty += elongation_penalty(&a).0;
                     }
-                    side.theta.push(compose(f, &a, scale));
+                    let theta = compose(f, &a, scale);
+                    side.theta.push(if want_upright {
+                        with_linear_part(&theta, upright(linear_part(&theta)))
+                    } else {
+                        theta
+                    });
                 }
                 side.desc_patches.resize(n * PATCH_LEN, 0.0);
                 warp_forward(sources[k], &side.theta, size, &mut side.desc_patches);
@@ -359,9 +371,8 @@ impl TrainChain {
         }
         let (mut geom, mut source_penalty, mut source_anisotropy) = (0.0f64, 0.0f64, 0.0f64);
         let (geom_weight, source_weight) = (self.geom_weight, self.source_elongation_penalty);
-        let two_by_two = |t: &Affine| t.map(|row| [row[0] as f64, row[1] as f64]);
         for (ta, tp) in a_side.theta.iter().zip(&p_side.theta) {
-            let (ba, bp) = (two_by_two(ta), two_by_two(tp));
+            let (ba, bp) = (linear_part(ta), linear_part(tp));
             source_anisotropy += anisotropy_of(&ba) + anisotropy_of(&bp);
             if geom_weight <= 0.0 && source_weight <= 0.0 {
                 continue;
@@ -440,6 +451,12 @@ impl TrainChain {
                                 row[1] += grow[1];
                             }
                         }
+                        if want_upright {
+                            let a = affine_shape_forward([r[0], r[1], r[2]]);
+                            let before = linear_part(&compose(f, &a, scale));
+                            dth =
+                                with_linear_part(&dth, upright_backward(before, linear_part(&dth)));
+                        }
                         let mut da = compose_backward(f, &dth, scale);
                         if lambda > 0.0 {
                             let a = affine_shape_forward([r[0], r[1], r[2]]);
@@ -482,6 +499,19 @@ impl TrainChain {
     pub fn raw_outputs(&self) -> [&[f32]; 2] {
         [&self.sides[0].raw, &self.sides[1].raw]
     }
+}
+
+/// The 2×2 part of `θ`, in f64.
+fn linear_part(t: &Affine) -> [[f64; 2]; 2] {
+    t.map(|row| [row[0] as f64, row[1] as f64])
+}
+
+/// `θ` with its 2×2 part replaced (the translation kept).
+fn with_linear_part(t: &Affine, m: [[f64; 2]; 2]) -> Affine {
+    [
+        [m[0][0] as f32, m[0][1] as f32, t[0][2]],
+        [m[1][0] as f32, m[1][1] as f32, t[1][2]],
+    ]
 }
 
 fn add_scaled(acc: &mut [[f64; 2]; 2], g: &[[f64; 2]; 2], w: f64) {
@@ -667,6 +697,73 @@ mod tests {
         };
         let (_, _, [geom, _]) = probe.head(&other, 5, false, &mut StageTimes::default());
         assert!(geom > 1e-3, "{geom}");
+    }
+
+    /// Upright descriptor frames: two patches whose regions are the same ellipse, one turned
+    /// against the other, give the same descriptor patch (and the recipe's frames do not); and
+    /// the gradient through the upright form matches finite differences.
+    #[test]
+    fn upright_descriptor_frames_remove_a_relative_rotation_and_their_gradient_is_right() {
+        let data = Data::new(6, 40);
+        let frame: Affine = [[0.9, 0.3, 0.0], [-0.2, 0.6, 0.0]];
+        let (c, s) = (0.9f32.cos(), 0.9f32.sin());
+        // F·R: the positive sees the anchor's patch turned by 0.9 rad.
+        let turned: Affine = [
+            [
+                frame[0][0] * c + frame[0][1] * s,
+                -frame[0][0] * s + frame[0][1] * c,
+                0.0,
+            ],
+            [
+                frame[1][0] * c + frame[1][1] * s,
+                -frame[1][0] * s + frame[1][1] * c,
+                0.0,
+            ],
+        ];
+        let (fa, fp) = (vec![frame; 6], vec![turned; 6]);
+        let batch = PairBatch {
+            anchors: &data.anchors,
+            positives: &data.anchors,
+            source_size: 64,
+            anchor_frames: &fa,
+            positive_frames: &fp,
+        };
+        let mut chain = TrainChain::new(Descriptor::sift(), LossKind::PosDist);
+        // Raw outputs 0: identity shapes, so the two regions are the frames' own ellipses.
+        for side in &mut chain.sides {
+            side.raw = vec![0.0; 18];
+        }
+        let max_diff = |chain: &TrainChain| {
+            let [a, p] = chain.descriptor_patches();
+            a.iter()
+                .zip(p)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        };
+        chain.head(&batch, 5, false, &mut StageTimes::default());
+        assert!(max_diff(&chain) > 0.05, "{}", max_diff(&chain));
+        chain.upright_descriptors = true;
+        chain.head(&batch, 5, false, &mut StageTimes::default());
+        assert!(max_diff(&chain) < 1e-4, "{}", max_diff(&chain));
+
+        // Gradient: PosDist plus the geometric term through upright frames.
+        let batch = data.batch();
+        let mut model = TrainAffNet::new(6);
+        chain.geom_weight = 0.5;
+        let mut grads = vec![0.0; model.params().len()];
+        chain.step(&mut model, &batch, 5, &mut grads);
+        let raw: Vec<f32> = [chain.sides[0].raw.clone(), chain.sides[1].raw.clone()].concat();
+        let d_raw: Vec<f32> = [chain.sides[0].d_raw.clone(), chain.sides[1].d_raw.clone()].concat();
+        let mut probe = chain.clone();
+        let mut eval = |r: &[f32]| -> f64 {
+            probe.sides[0].raw.copy_from_slice(&r[..18]);
+            probe.sides[1].raw.copy_from_slice(&r[18..]);
+            probe
+                .head(&batch, 5, false, &mut StageTimes::default())
+                .0
+                .loss
+        };
+        check_gradient(&mut eval, &raw, &d_raw, 3e-4, 2e-2)
+            .assert_mostly_ok("posdist + geometric term, upright frames", 0.94);
     }
 
     /// The whole chain down to AffNet's weights: the loss (linearised at the descriptors for

@@ -138,6 +138,47 @@ pub fn shape_disagreement(
     (value, d_a, d_p)
 }
 
+/// The same region in its "up is up" form: `M·Qᵀ` for the rotation `Q` that turns `M`'s first
+/// row onto the x axis, i.e. `[[n, 0], [(m10·m00 + m11·m01)/n, det M/n]]` with `n = ‖row 0‖`.
+///
+/// `M` maps descriptor-patch coordinates into a source frame; `M` and `M·R` (any rotation `R`)
+/// cover the same ellipse and differ only in the patch's orientation. The upright form fixes that
+/// orientation by the source frame's vertical, as a perfect orientation estimator would for two
+/// patches whose sources share a frame: it is what lets the trainer rotate a pair's two patches
+/// independently (`--relative-rotation`) and still compare their descriptors. Unlike
+/// `augment::rectify_up_is_up` it keeps the determinant (the descriptor patch's scale).
+pub fn upright(m: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
+    let n = m[0][0].hypot(m[0][1]);
+    if !(n > 1e-12) {
+        return m;
+    }
+    let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+    [
+        [n, 0.0],
+        [(m[1][0] * m[0][0] + m[1][1] * m[0][1]) / n, det / n],
+    ]
+}
+
+/// `dL/dM` from `dL/dU` of `U = upright(M)` (the `[0][1]` entry of `U` is a constant 0).
+pub fn upright_backward(m: [[f64; 2]; 2], d_u: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
+    let (a, b, c, e) = (m[0][0], m[0][1], m[1][0], m[1][1]);
+    let n = a.hypot(b);
+    if !(n > 1e-12) {
+        return d_u;
+    }
+    let (s, det) = (c * a + e * b, a * e - b * c);
+    let n3 = n * n * n;
+    let (g00, g10, g11) = (d_u[0][0], d_u[1][0], d_u[1][1]);
+    // U00 = n, U10 = s/n, U11 = det/n.
+    [
+        [
+            g00 * a / n + g10 * (c / n - s * a / n3) + g11 * (e / n - det * a / n3),
+            g00 * b / n + g10 * (e / n - s * b / n3) + g11 * (-c / n - det * b / n3),
+        ],
+        [g10 * a / n + g11 * (-b / n), g10 * b / n + g11 * (a / n)],
+    ]
+}
+
 fn transpose2(a: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
     [[a[0][0], a[1][0]], [a[0][1], a[1][1]]]
 }
@@ -201,6 +242,57 @@ mod tests {
                         "{side}{r}{c}: {fd} vs {g}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn upright_keeps_the_ellipse_drops_the_orientation_and_its_gradient_is_right() {
+        let m = [[0.8, -1.1], [0.6, 0.9]];
+        let u = upright(m);
+        assert_eq!(u[0][1], 0.0);
+        assert!(u[0][0] > 0.0);
+        let gram = |x: [[f64; 2]; 2]| mul2(x, transpose2(x));
+        let (gm, gu) = (gram(m), gram(u));
+        for r in 0..2 {
+            for c in 0..2 {
+                assert!((gm[r][c] - gu[r][c]).abs() < 1e-12, "{gm:?} vs {gu:?}");
+            }
+        }
+        // Any rotation on the patch side gives the same upright form; one on the source side
+        // does not.
+        let rot = crate::train::augment::rotation(1.2);
+        let (turned, moved) = (upright(mul2(m, rot)), upright(mul2(rot, m)));
+        for r in 0..2 {
+            for c in 0..2 {
+                assert!((turned[r][c] - u[r][c]).abs() < 1e-12);
+            }
+        }
+        assert!((moved[1][0] - u[1][0]).abs() > 1e-3);
+        // Mirrored maps keep their sign in U11.
+        assert!(upright([[0.0, 1.0], [1.0, 0.0]])[1][1] < 0.0);
+        // Finite differences of L = Σ w ⊙ upright(M).
+        let w = [[0.7, 5.0], [-1.3, 0.4]];
+        let loss = |x: [[f64; 2]; 2]| -> f64 {
+            let u = upright(x);
+            (0..2)
+                .flat_map(|r| (0..2).map(move |c| (r, c)))
+                .map(|(r, c)| w[r][c] * u[r][c])
+                .sum()
+        };
+        let g = upright_backward(m, w);
+        for r in 0..2 {
+            for c in 0..2 {
+                let h = 1e-6;
+                let (mut p, mut q) = (m, m);
+                p[r][c] += h;
+                q[r][c] -= h;
+                let fd = (loss(p) - loss(q)) / (2.0 * h);
+                assert!(
+                    (fd - g[r][c]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "{r}{c}: {fd} vs {}",
+                    g[r][c]
+                );
             }
         }
     }

@@ -63,6 +63,12 @@ pub struct RunSettings {
     /// paper's recipe; see `TrainChain::source_elongation_penalty`).
     #[serde(default)]
     pub source_elongation_penalty: f64,
+    /// Largest rotation between a pair's two patches, degrees: the positive's augmentation
+    /// rotation is the anchor's plus a uniform draw in ±this, and descriptor patches are cut in
+    /// their upright form (`TrainChain::upright_descriptors`). 0 is the paper's recipe (one
+    /// rotation shared by both patches), which never shows AffNet a turned pair.
+    #[serde(default)]
+    pub relative_rotation: f64,
 }
 
 impl RunSettings {
@@ -167,6 +173,7 @@ impl Trainer {
                 "--source-elongation-penalty",
                 settings.source_elongation_penalty,
             ),
+            ("--relative-rotation", settings.relative_rotation),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return Err(Error::invalid(format!(
@@ -178,6 +185,7 @@ impl Trainer {
         chain.elongation_penalty = settings.elongation_penalty as f32;
         chain.geom_weight = settings.geom_weight as f32;
         chain.source_elongation_penalty = settings.source_elongation_penalty as f32;
+        chain.upright_descriptors = settings.relative_rotation > 0.0;
         Ok(Trainer {
             chain,
             sgd: Sgd::new(settings.lr as f32, 0.9, 0.9, 1e-4),
@@ -287,6 +295,7 @@ impl Trainer {
                     }
                 });
         }
+        let relative_rotation = self.settings.relative_rotation.to_radians();
         let [fa, fp] = &mut self.frames;
         fa.clear();
         fp.clear();
@@ -297,8 +306,14 @@ impl Trainer {
             } else {
                 (false, false)
             };
-            for f in [&mut *fa, &mut *fp] {
-                let frame = random_frame(&mut rng, phi, max_tilt, FRAME_SCALE);
+            for (k, f) in [&mut *fa, &mut *fp].into_iter().enumerate() {
+                // Drawn only when asked for, so that recipe runs keep their random stream.
+                let turn = if k == 1 && relative_rotation > 0.0 {
+                    rng.range(-relative_rotation, relative_rotation)
+                } else {
+                    0.0
+                };
+                let frame = random_frame(&mut rng, phi + turn, max_tilt, FRAME_SCALE);
                 f.push(flipped(frame, transpose, flip));
             }
         }
@@ -408,6 +423,7 @@ mod tests {
             elongation_penalty: 0.0,
             geom_weight: 0.0,
             source_elongation_penalty: 0.0,
+            relative_rotation: 0.0,
         }
     }
 
@@ -437,6 +453,56 @@ mod tests {
         assert!(
             close(&out, &[2.0, 1.0, 0.0, 5.0, 4.0, 3.0, 8.0, 7.0, 6.0]),
             "{out:?}"
+        );
+    }
+
+    /// The augmentation rotates a pair's two patches alike (the recipe), or with
+    /// `relative_rotation` by up to that many degrees apart; the descriptor frames follow.
+    #[test]
+    fn relative_rotation_turns_the_positive_within_its_range() {
+        // F = P·R(φ)·U with U upright: F's second column is P·R(φ)·(0, u11), so the angle
+        // between a pair's second columns is its relative rotation (a shared flip P keeps it).
+        let relative_angle = |a: &Affine, b: &Affine| {
+            let (x, y) = (
+                (a[0][1] as f64, a[1][1] as f64),
+                (b[0][1] as f64, b[1][1] as f64),
+            );
+            (x.0 * y.1 - x.1 * y.0)
+                .atan2(x.0 * y.0 + x.1 * y.1)
+                .abs()
+                .to_degrees()
+        };
+        for degrees in [0.0, 30.0] {
+            let mut run = settings(32, 64, 1);
+            run.relative_rotation = degrees;
+            let mut trainer =
+                Trainer::new(run, synthetic_set(40, 2), Descriptor::sift(), None).unwrap();
+            assert_eq!(trainer.chain.upright_descriptors, degrees > 0.0);
+            trainer.prepare(0, 3.0);
+            let angles: Vec<f64> = trainer.frames[0]
+                .iter()
+                .zip(&trainer.frames[1])
+                .map(|(a, b)| relative_angle(a, b))
+                .collect();
+            let largest = angles.iter().fold(0.0f64, |m, &v| m.max(v));
+            if degrees == 0.0 {
+                assert!(largest < 1e-3, "{largest}");
+            } else {
+                assert!(
+                    largest <= degrees + 1e-3 && largest > degrees / 2.0,
+                    "{angles:?}"
+                );
+            }
+        }
+        let mut bad = settings(32, 64, 1);
+        bad.relative_rotation = -5.0;
+        let e = Trainer::new(bad, synthetic_set(40, 2), Descriptor::sift(), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("--relative-rotation must be a non-negative"),
+            "{e}"
         );
     }
 
