@@ -1,12 +1,14 @@
 //! The AffNet weights wbs ships in `data/`: trained by wbs (not the authors' file), found by the
-//! default lookup, and good enough to register the README's sample pair against its ground truth.
+//! default lookup, good enough to register the README's sample pair against its ground truth, and
+//! covariant enough to follow an in-plane turn.
 
 use std::path::PathBuf;
 
+use wbs::image::{load_rgb, to_gray, LoadOptions};
 use wbs::nn::{self, ModelKind, Weights};
-use wbs::pipeline::{match_files, Config, Method};
+use wbs::pipeline::{match_files, match_images, Config, Method};
 use wbs::protocol::{judge, GroundTruth};
-use wbs::synth::read_homography;
+use wbs::synth::{read_homography, synthesize, SynthParams};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -82,4 +84,59 @@ fn hesaffnet_with_the_shipped_weights_registers_the_sample_pair() {
     );
     assert!(judgement.registered, "{judgement:?}");
     assert!(report.inliers >= 25, "{} inliers", report.inliers);
+}
+
+/// A pure in-plane turn of the sample photo (no tilt, zoom or photometric change), with hesaffnet
+/// and the shipped weights: at 45° and at 90° at least 9 % of the unturned pair's inliers must
+/// survive. The shipped file keeps 20 % and 11 % (the authors' weights 63 % and 77 %); weights
+/// trained with the recipe's one shared rotation (the earlier shipped file) kept 7.8 % and 2.9 %.
+/// `WBS_TEST_AFFNET=FILE` runs the check on other weights. docs/training.md ("Rotation").
+#[test]
+fn the_shipped_weights_follow_an_in_plane_turn() {
+    let photo = load_rgb(
+        &root().join("data/sample/img1.png"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let mut config = Config::preset(Method::Hesaffnet);
+    config.weights.affnet = Some(
+        std::env::var_os("WBS_TEST_AFFNET")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(shipped),
+    );
+    let inliers_at = |degrees: f64| {
+        let params = SynthParams {
+            tilt: 1.0,
+            tilt_direction_deg: 0.0,
+            rotation_deg: degrees,
+            scale: 1.0,
+            perspective: [0.0, 0.0],
+            gamma: 1.0,
+            gain: 1.0,
+            noise: 0.0,
+            seed: 0,
+        };
+        let (view, h) = synthesize(&photo, &params).unwrap();
+        let a = to_gray(&image::DynamicImage::ImageRgb8(photo.clone()));
+        let b = to_gray(&image::DynamicImage::ImageRgb8(view));
+        let report = match_images(&a, &b, &config).unwrap();
+        let judgement = judge(
+            &report.inlier_matches,
+            None,
+            &GroundTruth::Homography(h),
+            15,
+        );
+        assert!(judgement.registered, "{degrees}°: {judgement:?}");
+        report.inliers
+    };
+    let straight = inliers_at(0.0);
+    let turned: Vec<(f64, usize)> = [45.0, 90.0].map(|d| (d, inliers_at(d))).to_vec();
+    eprintln!("unturned {straight} inliers; turned {turned:?}");
+    for (degrees, n) in turned {
+        assert!(
+            n * 100 >= straight * 9,
+            "{degrees}°: {n} inliers, unturned {straight}"
+        );
+    }
 }
