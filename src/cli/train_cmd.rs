@@ -122,6 +122,10 @@ pub struct AffnetArgs {
     /// docs/training.md
     #[arg(long, default_value_t = 0.0, value_name = "DEGREES")]
     pub relative_rotation: f64,
+    /// Grow the --relative-rotation range linearly from 0 over this many epochs (0: the full
+    /// range from the start; a random start collapses at 45° and more without it)
+    #[arg(long, default_value_t = 0.0, value_name = "EPOCHS")]
+    pub relative_rotation_warmup: f64,
     /// Steps between checkpoints, validations and curve redraws (0: only at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
@@ -216,6 +220,7 @@ fn affnet(args: AffnetArgs) -> Result<()> {
         geom_weight: args.geom_weight,
         source_elongation_penalty: args.source_elongation_penalty,
         relative_rotation: args.relative_rotation,
+        relative_rotation_warmup: args.relative_rotation_warmup,
     };
     let options = SessionOptions {
         out: args.out.clone(),
