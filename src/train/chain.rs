@@ -451,15 +451,14 @@ impl TrainChain {
                                 row[1] += grow[1];
                             }
                         }
+                        let a = affine_shape_forward([r[0], r[1], r[2]]);
                         if want_upright {
-                            let a = affine_shape_forward([r[0], r[1], r[2]]);
                             let before = linear_part(&compose(f, &a, scale));
                             dth =
                                 with_linear_part(&dth, upright_backward(before, linear_part(&dth)));
                         }
                         let mut da = compose_backward(f, &dth, scale);
                         if lambda > 0.0 {
-                            let a = affine_shape_forward([r[0], r[1], r[2]]);
                             let (_, dp) = elongation_penalty(&a);
                             let w = lambda / n as f32;
                             for (row, prow) in da.iter_mut().zip(dp) {
