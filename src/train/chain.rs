@@ -646,6 +646,25 @@ mod tests {
         }
     }
 
+    /// After a step of `chain` on `batch` (6 pairs, dropout seed 5): the head's loss (a true
+    /// derivative: not HardNegC) against finite differences w.r.t. both sides' raw outputs.
+    /// Returns the raw outputs.
+    fn check_head_loss_gradient(chain: &TrainChain, batch: &PairBatch, label: &str) -> Vec<f32> {
+        let raw: Vec<f32> = [chain.sides[0].raw.clone(), chain.sides[1].raw.clone()].concat();
+        let d_raw: Vec<f32> = [chain.sides[0].d_raw.clone(), chain.sides[1].d_raw.clone()].concat();
+        let mut probe = chain.clone();
+        let eval = |r: &[f32]| -> f64 {
+            probe.sides[0].raw.copy_from_slice(&r[..18]);
+            probe.sides[1].raw.copy_from_slice(&r[18..]);
+            probe
+                .head(batch, 5, false, &mut StageTimes::default())
+                .0
+                .loss
+        };
+        check_gradient(eval, &raw, &d_raw, 3e-4, 2e-2).assert_mostly_ok(label, 0.94);
+        raw
+    }
+
     /// The geometric term's gradient through shape, composition and frames, against finite
     /// differences of the loss (PosDist plus the term, both true derivatives); and its value is
     /// 0 when both sides see the same source through frames that differ by a rotation only.
@@ -660,19 +679,7 @@ mod tests {
         let mut grads = vec![0.0; model.params().len()];
         let stats = chain.step(&mut model, &batch, 5, &mut grads);
         assert!(stats.mean_geom > 0.0);
-        let raw: Vec<f32> = [chain.sides[0].raw.clone(), chain.sides[1].raw.clone()].concat();
-        let d_raw: Vec<f32> = [chain.sides[0].d_raw.clone(), chain.sides[1].d_raw.clone()].concat();
-        let mut probe = chain.clone();
-        let mut eval = |r: &[f32]| -> f64 {
-            probe.sides[0].raw.copy_from_slice(&r[..18]);
-            probe.sides[1].raw.copy_from_slice(&r[18..]);
-            probe
-                .head(&batch, 5, false, &mut StageTimes::default())
-                .0
-                .loss
-        };
-        check_gradient(&mut eval, &raw, &d_raw, 3e-4, 2e-2)
-            .assert_mostly_ok("posdist + geometric term", 0.94);
+        let raw = check_head_loss_gradient(&chain, &batch, "posdist + geometric term");
 
         // The same patches through the same frames on both sides: the same regions, 0; and a
         // different frame on one side is seen.
@@ -750,19 +757,7 @@ mod tests {
         chain.geom_weight = 0.5;
         let mut grads = vec![0.0; model.params().len()];
         chain.step(&mut model, &batch, 5, &mut grads);
-        let raw: Vec<f32> = [chain.sides[0].raw.clone(), chain.sides[1].raw.clone()].concat();
-        let d_raw: Vec<f32> = [chain.sides[0].d_raw.clone(), chain.sides[1].d_raw.clone()].concat();
-        let mut probe = chain.clone();
-        let mut eval = |r: &[f32]| -> f64 {
-            probe.sides[0].raw.copy_from_slice(&r[..18]);
-            probe.sides[1].raw.copy_from_slice(&r[18..]);
-            probe
-                .head(&batch, 5, false, &mut StageTimes::default())
-                .0
-                .loss
-        };
-        check_gradient(&mut eval, &raw, &d_raw, 3e-4, 2e-2)
-            .assert_mostly_ok("posdist + geometric term, upright frames", 0.94);
+        check_head_loss_gradient(&chain, &batch, "posdist + geometric term, upright frames");
     }
 
     /// The whole chain down to AffNet's weights: the loss (linearised at the descriptors for

@@ -187,20 +187,19 @@ fn transpose2(a: [[f64; 2]; 2]) -> [[f64; 2]; 2] {
 mod tests {
     use super::*;
 
-    #[test]
-    fn region_elongation_is_zero_within_the_hinge_and_its_gradient_is_right() {
-        assert_eq!(region_elongation([[1.7, 0.0], [0.0, 1.0]], 2.0).0, 0.0);
-        let v = region_elongation([[3.0, 0.0], [0.0, 0.5]], 2.0).0; // 6:1
-        assert!((v - ((6.0f64 + 1.0 / 6.0) / 2.5).ln()).abs() < 1e-12, "{v}");
-        let m = [[2.5, 0.4], [-1.0, 0.3]];
-        let (_, g) = region_elongation(m, 2.0);
+    /// Central differences of `f` at `m` against the claimed gradient `g`, entry by entry.
+    fn assert_matches_finite_differences(
+        f: impl Fn([[f64; 2]; 2]) -> f64,
+        m: [[f64; 2]; 2],
+        g: [[f64; 2]; 2],
+    ) {
         for r in 0..2 {
             for c in 0..2 {
                 let h = 1e-6;
                 let (mut p, mut q) = (m, m);
                 p[r][c] += h;
                 q[r][c] -= h;
-                let fd = (region_elongation(p, 2.0).0 - region_elongation(q, 2.0).0) / (2.0 * h);
+                let fd = (f(p) - f(q)) / (2.0 * h);
                 assert!(
                     (fd - g[r][c]).abs() < 1e-6 * (1.0 + fd.abs()),
                     "{r}{c}: {fd} vs {}",
@@ -208,6 +207,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn region_elongation_is_zero_within_the_hinge_and_its_gradient_is_right() {
+        assert_eq!(region_elongation([[1.7, 0.0], [0.0, 1.0]], 2.0).0, 0.0);
+        let v = region_elongation([[3.0, 0.0], [0.0, 0.5]], 2.0).0; // 6:1
+        assert!((v - ((6.0f64 + 1.0 / 6.0) / 2.5).ln()).abs() < 1e-12, "{v}");
+        let m = [[2.5, 0.4], [-1.0, 0.3]];
+        assert_matches_finite_differences(
+            |x| region_elongation(x, 2.0).0,
+            m,
+            region_elongation(m, 2.0).1,
+        );
     }
     #[test]
     fn shape_disagreement_is_zero_for_the_same_ellipse_and_its_gradient_is_right() {
@@ -280,21 +292,7 @@ mod tests {
                 .map(|(r, c)| w[r][c] * u[r][c])
                 .sum()
         };
-        let g = upright_backward(m, w);
-        for r in 0..2 {
-            for c in 0..2 {
-                let h = 1e-6;
-                let (mut p, mut q) = (m, m);
-                p[r][c] += h;
-                q[r][c] -= h;
-                let fd = (loss(p) - loss(q)) / (2.0 * h);
-                assert!(
-                    (fd - g[r][c]).abs() < 1e-6 * (1.0 + fd.abs()),
-                    "{r}{c}: {fd} vs {}",
-                    g[r][c]
-                );
-            }
-        }
+        assert_matches_finite_differences(loss, m, upright_backward(m, w));
     }
 
     #[test]
