@@ -167,12 +167,8 @@ impl Trainer {
         }
         let model = init.unwrap_or_else(|| TrainAffNet::new(settings.seed));
         let grads = vec![0.0; model.params().len()];
-        if !(settings.elongation_penalty >= 0.0 && settings.elongation_penalty.is_finite()) {
-            return Err(Error::invalid(
-                "--elongation-penalty must be a non-negative number",
-            ));
-        }
         for (flag, w) in [
+            ("--elongation-penalty", settings.elongation_penalty),
             ("--geom-weight", settings.geom_weight),
             (
                 "--source-elongation-penalty",
