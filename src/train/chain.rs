@@ -47,16 +47,18 @@ use super::affnet::TrainAffNet;
 use super::hardnet::{FrozenHardNet, HardNetCache};
 use super::loss::{descriptor_loss, LossGrads, LossKind, LossStats, LossWorkspace};
 use super::network::{Mode, Workspace};
+use super::regions::{RegionStage, RegionStats, RegionTerms};
 use super::rng::mix64;
-use super::shape::{
-    affine_shape_backward, affine_shape_forward, elongation_penalty, region_elongation,
-    shape_disagreement, upright, upright_backward, SOURCE_ELONGATION_HINGE,
-};
 use super::sift::{DiffSift, SiftCache, SIFT_DIM};
-use super::spatial_transformer::{
-    compose, compose_backward, crop, warp_backward, warp_forward, Affine, WarpSize,
-};
+use super::spatial_transformer::{crop, warp_backward, warp_forward, Affine, WarpSize};
 use crate::nn::{HARDNET_DIM, PATCH_LEN, PATCH_SIZE};
+
+/// The training-mode seed of AffNet's pass on side `k` (0 anchors, 1 positives) of a step with
+/// `seed`: the dropout masks derive from it (`Network::dropout_seed`). Shared with the device
+/// chain so that both drop the same values.
+pub(crate) fn affnet_side_seed(seed: u64, k: usize) -> u64 {
+    mix64(seed ^ (0x100 + k as u64))
+}
 
 /// The descriptor the loss is computed on.
 #[derive(Clone, Debug)]
@@ -108,7 +110,7 @@ impl PairBatch<'_> {
         self.len() == 0
     }
 
-    fn check(&self) {
+    pub(crate) fn check(&self) {
         let (n, area) = (self.len(), self.source_size * self.source_size);
         assert!(
             self.source_size >= PATCH_SIZE,
@@ -173,15 +175,12 @@ struct Side {
     net: Workspace,
     raw: Vec<f32>,
     theta_in: Vec<Affine>,
-    theta: Vec<Affine>,
     desc_patches: Vec<f32>,
     desc: Vec<f32>,
     d_desc: Vec<f32>,
     d_patches: Vec<f32>,
     d_theta: Vec<Affine>,
     d_raw: Vec<f32>,
-    /// `dL/dθ` (2×2 part) of the geometric term and the source elongation penalty, per patch.
-    d_geom: Vec<[[f32; 2]; 2]>,
     sift: SiftCache,
     hardnet: HardNetCache,
 }
@@ -208,6 +207,7 @@ pub struct TrainChain {
     /// `--relative-rotation`); false is the paper's recipe.
     pub upright_descriptors: bool,
     sides: [Side; 2],
+    regions: RegionStage,
     loss_ws: LossWorkspace,
 }
 
@@ -228,6 +228,7 @@ impl TrainChain {
             source_elongation_penalty: 0.0,
             upright_descriptors: false,
             sides: Default::default(),
+            regions: RegionStage::default(),
             loss_ws: LossWorkspace::default(),
         }
     }
@@ -278,7 +279,7 @@ impl TrainChain {
                 warp_forward(sources[k], &side.theta_in, size, &mut side.net_input);
             });
             let mode = Mode::Train {
-                seed: mix64(seed ^ (0x100 + k as u64)),
+                seed: affnet_side_seed(seed, k),
             };
             timed(&mut times.affnet_forward, || {
                 let raw = model.forward(&side.net_input, mode, &mut side.net);
@@ -287,8 +288,7 @@ impl TrainChain {
             });
         }
         let want_grads = grads.is_some();
-        let (loss, mean_anisotropy, [mean_geom, mean_source_anisotropy]) =
-            self.head(batch, seed, want_grads, &mut times);
+        let (loss, regions) = self.head(batch, seed, want_grads, &mut times);
         if let Some(grads) = grads {
             for side in self.sides.iter_mut() {
                 timed(&mut times.affnet_backward, || {
@@ -298,51 +298,49 @@ impl TrainChain {
         }
         StepStats {
             loss,
-            mean_anisotropy,
-            mean_geom,
-            mean_source_anisotropy,
+            mean_anisotropy: regions.mean_anisotropy,
+            mean_geom: regions.mean_geom,
+            mean_source_anisotropy: regions.mean_source_anisotropy,
             times,
         }
     }
 
     /// Everything after AffNet: from the raw outputs in `self.sides[k].raw` to the loss, and with
-    /// `want_grads` back to `self.sides[k].d_raw`. Returns the loss, the mean anisotropy, and the
-    /// mean geometric disagreement and source-frame anisotropy.
+    /// `want_grads` back to `self.sides[k].d_raw`. Returns the loss and the region statistics.
     fn head(
         &mut self,
         batch: &PairBatch,
         seed: u64,
         want_grads: bool,
         times: &mut StageTimes,
-    ) -> (LossStats, f32, [f32; 2]) {
+    ) -> (LossStats, RegionStats) {
         let n = batch.len();
         let size = WarpSize::square(batch.source_size, PATCH_SIZE);
         let scale = PATCH_SIZE as f32 / batch.source_size as f32;
         let dim = self.descriptor.dim();
-        let mut anisotropy = 0.0f64;
-        let mut penalty = 0.0f64;
-        let lambda = self.elongation_penalty;
-        let want_upright = self.upright_descriptors;
+        let terms = self.region_terms();
         let sources = [batch.anchors, batch.positives];
         let frames = [batch.anchor_frames, batch.positive_frames];
+        let [a_side, p_side] = &self.sides;
+        let regions = &mut self.regions;
+        let region_stats = timed(&mut times.warp_forward, || {
+            regions.forward(
+                &terms,
+                frames,
+                [&a_side.raw, &p_side.raw],
+                scale,
+                want_grads,
+            )
+        });
         for (k, side) in self.sides.iter_mut().enumerate() {
             timed(&mut times.warp_forward, || {
-                side.theta.clear();
-                for (f, r) in frames[k].iter().zip(side.raw.chunks_exact(3)) {
-                    let a = affine_shape_forward([r[0], r[1], r[2]]);
-                    anisotropy += anisotropy_of(&a);
-                    if lambda > 0.0 {
-                        penalty += elongation_penalty(&a).0;
-                    }
-                    let theta = compose(f, &a, scale);
-                    side.theta.push(if want_upright {
-                        with_linear_part(&theta, upright(linear_part(&theta)))
-                    } else {
-                        theta
-                    });
-                }
                 side.desc_patches.resize(n * PATCH_LEN, 0.0);
-                warp_forward(sources[k], &side.theta, size, &mut side.desc_patches);
+                warp_forward(
+                    sources[k],
+                    &self.regions.theta[k],
+                    size,
+                    &mut side.desc_patches,
+                );
             });
             side.desc.resize(n * dim, 0.0);
             let desc_mode = Mode::Train {
@@ -361,44 +359,11 @@ impl TrainChain {
                     ),
                 }
             });
+            side.d_desc
+                .resize(if want_grads { n * dim } else { 0 }, 0.0);
         }
 
         let [a_side, p_side] = &mut self.sides;
-        for side in [&mut *a_side, &mut *p_side] {
-            side.d_desc
-                .resize(if want_grads { n * dim } else { 0 }, 0.0);
-            side.d_geom.clear();
-        }
-        let (mut geom, mut source_penalty, mut source_anisotropy) = (0.0f64, 0.0f64, 0.0f64);
-        let (geom_weight, source_weight) = (self.geom_weight, self.source_elongation_penalty);
-        for (ta, tp) in a_side.theta.iter().zip(&p_side.theta) {
-            let (ba, bp) = (linear_part(ta), linear_part(tp));
-            source_anisotropy += anisotropy_of(&ba) + anisotropy_of(&bp);
-            if geom_weight <= 0.0 && source_weight <= 0.0 {
-                continue;
-            }
-            let (mut da, mut dp) = ([[0.0; 2]; 2], [[0.0; 2]; 2]);
-            if geom_weight > 0.0 {
-                let (v, ga, gp) = shape_disagreement(ba, bp);
-                geom += v;
-                add_scaled(&mut da, &ga, geom_weight as f64 / n as f64);
-                add_scaled(&mut dp, &gp, geom_weight as f64 / n as f64);
-            }
-            if source_weight > 0.0 {
-                // Mean over both sides' 2n regions.
-                let w = source_weight as f64 / (2 * n) as f64;
-                let (va, ga) = region_elongation(ba, SOURCE_ELONGATION_HINGE);
-                let (vp, gp) = region_elongation(bp, SOURCE_ELONGATION_HINGE);
-                source_penalty += va + vp;
-                add_scaled(&mut da, &ga, w);
-                add_scaled(&mut dp, &gp, w);
-            }
-            if want_grads {
-                let to_f32 = |d: [[f64; 2]; 2]| d.map(|row| row.map(|v| v as f32));
-                a_side.d_geom.push(to_f32(da));
-                p_side.d_geom.push(to_f32(dp));
-            }
-        }
         let loss = timed(&mut times.loss, || {
             descriptor_loss(
                 self.loss,
@@ -431,61 +396,37 @@ impl TrainChain {
                     side.d_theta.resize(n, [[0.0; 3]; 2]);
                     warp_backward(
                         sources[k],
-                        &side.theta,
+                        &self.regions.theta[k],
                         size,
                         &side.d_patches,
                         None,
                         &mut side.d_theta,
                     );
-                    side.d_raw.clear();
-                    for (i, ((f, dth), r)) in frames[k]
-                        .iter()
-                        .zip(&side.d_theta)
-                        .zip(side.raw.chunks_exact(3))
-                        .enumerate()
-                    {
-                        let mut dth = *dth;
-                        if let Some(g) = side.d_geom.get(i) {
-                            for (row, grow) in dth.iter_mut().zip(g) {
-                                row[0] += grow[0];
-                                row[1] += grow[1];
-                            }
-                        }
-                        let a = affine_shape_forward([r[0], r[1], r[2]]);
-                        if want_upright {
-                            let before = linear_part(&compose(f, &a, scale));
-                            dth =
-                                with_linear_part(&dth, upright_backward(before, linear_part(&dth)));
-                        }
-                        let mut da = compose_backward(f, &dth, scale);
-                        if lambda > 0.0 {
-                            let (_, dp) = elongation_penalty(&a);
-                            let w = lambda / n as f32;
-                            for (row, prow) in da.iter_mut().zip(dp) {
-                                for (v, p) in row.iter_mut().zip(prow) {
-                                    *v += w * p;
-                                }
-                            }
-                        }
-                        side.d_raw
-                            .extend(affine_shape_backward([r[0], r[1], r[2]], da));
-                    }
+                    self.regions.backward(
+                        &terms,
+                        k,
+                        frames[k],
+                        &side.raw,
+                        &side.d_theta,
+                        scale,
+                        &mut side.d_raw,
+                    );
                 });
             }
         }
         let mut loss = loss;
-        loss.loss += lambda as f64 * penalty / n.max(1) as f64;
-        let mean_geom = geom / n.max(1) as f64;
-        loss.loss += geom_weight as f64 * mean_geom;
-        loss.loss += source_weight as f64 * source_penalty / (2 * n).max(1) as f64;
-        (
-            loss,
-            (anisotropy / (2 * n).max(1) as f64) as f32,
-            [
-                mean_geom as f32,
-                (source_anisotropy / (2 * n).max(1) as f64) as f32,
-            ],
-        )
+        loss.loss += region_stats.extra_loss;
+        (loss, region_stats)
+    }
+
+    /// The shape terms' settings, as the region stage takes them.
+    pub fn region_terms(&self) -> RegionTerms {
+        RegionTerms {
+            elongation_penalty: self.elongation_penalty,
+            geom_weight: self.geom_weight,
+            source_elongation_penalty: self.source_elongation_penalty,
+            upright_descriptors: self.upright_descriptors,
+        }
     }
 
     /// The descriptor patches of the last step's anchors and positives (`N × 32 × 32` each), e.g.
@@ -498,44 +439,6 @@ impl TrainChain {
     pub fn raw_outputs(&self) -> [&[f32]; 2] {
         [&self.sides[0].raw, &self.sides[1].raw]
     }
-}
-
-/// The 2×2 part of `θ`, in f64.
-fn linear_part(t: &Affine) -> [[f64; 2]; 2] {
-    t.map(|row| [row[0] as f64, row[1] as f64])
-}
-
-/// `θ` with its 2×2 part replaced (the translation kept).
-fn with_linear_part(t: &Affine, m: [[f64; 2]; 2]) -> Affine {
-    [
-        [m[0][0] as f32, m[0][1] as f32, t[0][2]],
-        [m[1][0] as f32, m[1][1] as f32, t[1][2]],
-    ]
-}
-
-fn add_scaled(acc: &mut [[f64; 2]; 2], g: &[[f64; 2]; 2], w: f64) {
-    for (row, grow) in acc.iter_mut().zip(g) {
-        row[0] += w * grow[0];
-        row[1] += w * grow[1];
-    }
-}
-
-/// `s_max / s_min` of a 2×2 matrix.
-fn anisotropy_of<T: Copy + Into<f64>>(a: &[[T; 2]; 2]) -> f64 {
-    let (p, q, r, s): (f64, f64, f64, f64) = (
-        a[0][0].into(),
-        a[0][1].into(),
-        a[1][0].into(),
-        a[1][1].into(),
-    );
-    let fro = p * p + q * q + r * r + s * s;
-    let det = (p * s - q * r).abs();
-    let disc = (fro * fro - 4.0 * det * det).max(0.0).sqrt();
-    let (s1, s2) = (
-        ((fro + disc) / 2.0).sqrt(),
-        ((fro - disc) / 2.0).max(1e-30).sqrt(),
-    );
-    s1 / s2
 }
 
 #[cfg(test)]
@@ -695,13 +598,19 @@ mod tests {
         let mut probe = chain.clone();
         probe.sides[0].raw.copy_from_slice(&raw[..18]);
         probe.sides[1].raw.copy_from_slice(&raw[..18]);
-        let (_, _, [geom, _]) = probe.head(&same, 5, false, &mut StageTimes::default());
+        let geom = probe
+            .head(&same, 5, false, &mut StageTimes::default())
+            .1
+            .mean_geom;
         assert!(geom.abs() < 1e-6, "{geom}");
         let other = PairBatch {
             positive_frames: &data.fp[..],
             ..same
         };
-        let (_, _, [geom, _]) = probe.head(&other, 5, false, &mut StageTimes::default());
+        let geom = probe
+            .head(&other, 5, false, &mut StageTimes::default())
+            .1
+            .mean_geom;
         assert!(geom > 1e-3, "{geom}");
     }
 

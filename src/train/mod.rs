@@ -1,5 +1,6 @@
-//! Training AffNet on the CPU: data (`wbs train-data`, UBC Phototour), the chain with its
-//! backward pass, the optimiser, checkpoints, validation and curves (`wbs train affnet`).
+//! Training AffNet: data (`wbs train-data`, UBC Phototour), the chain with its backward pass on
+//! the CPU (the device chain, `gpu::train_chain`, shares `regions` with it), the optimiser,
+//! checkpoints, validation and curves (`wbs train affnet`).
 
 pub mod affnet;
 pub mod augment;
@@ -16,6 +17,7 @@ pub mod optim;
 mod parallel;
 pub mod photo_pairs;
 pub mod phototour;
+pub mod regions;
 pub mod rng;
 pub mod session;
 pub mod shape;
