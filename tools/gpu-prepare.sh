@@ -6,6 +6,7 @@
 #   target/gpu/ptx/         every kernel compiled to PTX for compute_90 (H100/H200) and compute_75
 #   target/gpu/weights/     AffNet and OriNet (and HardNet when found) as safetensors
 #   target/gpu/graf/        OxAff graf img1/img3, the issue's end-to-end pair
+#   target/gpu/pairs.safetensors  3,000 training pairs cut by `wbs train-data` from data/sample
 # Needs NVRTC here: WBS_NVRTC_DIR=<dir with libnvrtc.so.13> (pip nvidia-cuda-nvrtc==13.0.88).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,9 @@ done
 if [ -f "$shared/datasets/OxAff/graf/img1.png" ]; then
   cp -f "$shared/datasets/OxAff/graf/img1.png" "$shared/datasets/OxAff/graf/img3.png" "$out/graf/"
 fi
+"$out/wbs" train-data --images data/sample --out "$out/pairs.safetensors" --pairs 3000 --seed 0
 du -sh "$out"
-echo "carry target/gpu; on the GPU machine, from the repository root:"
+echo "carry target/gpu; on the GPU machine, from the repository root: tools/gpu-validate.sh"
+echo "or step by step:"
 echo "  WBS_PTX_DIR=target/gpu/ptx WBS_WEIGHTS=target/gpu/weights target/gpu/wbs gpu-check --pair target/gpu/graf/img1.png target/gpu/graf/img3.png"
 echo "  WBS_PTX_DIR=target/gpu/ptx WBS_WEIGHTS=target/gpu/weights target/gpu/wbs bench --device cuda --pair target/gpu/graf/img1.png target/gpu/graf/img3.png"

@@ -250,8 +250,8 @@ pub fn resolve_device(choice: DeviceChoice, cuda_wired: bool) -> Result<Resolved
                 note: Some(format!("GPU {}", info.name)),
             }),
             Ok(info) => Err(crate::Error::Device(format!(
-                "--device cuda: GPU {} found, but this command has no CUDA path (wbs match \
-                 and wbs bench do); use --device cpu",
+                "--device cuda: GPU {} found, but this command has no CUDA path (wbs match, \
+                 wbs bench and wbs train affnet do); use --device cpu",
                 info.name
             ))),
             Err(reason) => Err(crate::gpu::no_device_error("--device cuda", &reason)),

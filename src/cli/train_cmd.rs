@@ -142,7 +142,8 @@ pub struct AffnetArgs {
     /// checkpoint and at the end).
     #[arg(long, num_args = 3, value_names = ["IMG1", "IMG2", "H"])]
     pub validate: Option<Vec<PathBuf>>,
-    /// Device; training runs on the CPU (auto says so).
+    /// Device: cuda runs the chain on the GPU (SIFT descriptor), optimiser and validation on
+    /// the host; auto stays on the CPU until the CUDA path is validated (docs/gpu-validation.md).
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
 }
@@ -154,14 +155,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
 }
 
 fn affnet(args: AffnetArgs) -> Result<()> {
-    match args.device {
-        DeviceChoice::Cuda => {
-            return Err(Error::Device(
-                "--device cuda: CUDA training not wired in yet; use --device cpu".into(),
-            ))
-        }
-        DeviceChoice::Auto => eprintln!("device: cpu (CUDA training not wired in yet)"),
-        DeviceChoice::Cpu => {}
+    let device = super::resolve_device(args.device, cfg!(feature = "cuda"))?;
+    if device.name == "cuda" && matches!(args.descriptor, DescriptorArg::Hardnet) {
+        return Err(Error::invalid(crate::gpu::TRAIN_SIFT_ONLY));
+    }
+    match &device.note {
+        Some(note) => eprintln!("device: {} ({note})", device.name),
+        None => eprintln!("device: {}", device.name),
     }
     if args.data.is_empty() && args.phototour.is_empty() {
         return Err(Error::invalid(
@@ -229,6 +229,7 @@ fn affnet(args: AffnetArgs) -> Result<()> {
         log_every: args.log_every,
         validation,
         stop_after: args.stop_after,
+        cuda: device.name == "cuda",
     };
     let mut progress = Progress::new();
     run_session(settings, data, descriptor, init, &options, |e| {

@@ -12,6 +12,7 @@ use super::net::GpuNet;
 use super::ops::{self, Activation, Fused, InputMap};
 use super::pipeline::{self as gpipe, GpuModels, GpuPyramid};
 use super::shapes::{ConvGeometry, WarpGeometry};
+use super::train_chain::DeviceTrainChain;
 use super::Gpu;
 use crate::describe::DescriptorKind;
 use crate::image::GrayImage;
@@ -26,8 +27,10 @@ use crate::train::gradcheck::random_vec;
 use crate::train::layers::{self as tl, ConvGrads, ConvInput, ConvShape};
 use crate::train::loss::{descriptor_loss, LossGrads, LossKind, LossWorkspace};
 use crate::train::optim::Sgd;
+use crate::train::rng::Rng;
 use crate::train::sift::{DiffSift, SiftCache};
 use crate::train::spatial_transformer::{warp_backward, warp_forward, Affine, WarpSize};
+use crate::train::{Descriptor, PairBatch, TrainAffNet, TrainChain};
 use crate::{Error, Result};
 
 /// The f32 tolerance (no TF32 is used).
@@ -139,6 +142,26 @@ pub fn kernel_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
         ("HardNeg fwd+bwd", "97 × 128", check_hardneg),
         ("PosDist fwd+bwd", "97 × 128", check_posdist),
         ("SGD momentum (3 steps)", "n 10,007", check_sgd),
+        (
+            "dropout fwd+bwd (CPU mask, BN map)",
+            "1,563 × 64",
+            check_dropout,
+        ),
+        (
+            "train chain step (HardNegC, all shape terms)",
+            "37 pairs, 64² sources",
+            check_train_chain_terms,
+        ),
+        (
+            "train chain step (HardNeg, recipe)",
+            "37 pairs, 64² sources",
+            check_train_chain_hardneg,
+        ),
+        (
+            "train chain step (PosDist, recipe)",
+            "37 pairs, 64² sources",
+            check_train_chain_posdist,
+        ),
         ("AffNet (random weights)", "37 patches", check_affnet),
         ("OriNet (random weights)", "37 patches", check_orinet),
         ("HardNet (random weights)", "37 patches", check_hardnet),
@@ -762,6 +785,110 @@ fn check_sgd(gpu: &Gpu, seed: u64) -> Result<f64> {
         rel_error(&gpu.download(&p_)?, &p),
         rel_error(&gpu.download(&b_)?, &buf),
     ]))
+}
+
+fn check_dropout(gpu: &Gpu, seed: u64) -> Result<f64> {
+    let (rows, c, p) = (1_563, 64, 0.25);
+    let x = random_vec(rows * c, seed, 1.0);
+    let shift = random_vec(c, seed + 1, 0.5);
+    let scale: Vec<f32> = random_vec(c, seed + 2, 0.5)
+        .iter()
+        .map(|v| 1.0 + v)
+        .collect();
+    let mask_seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let map = tl::InputMap {
+        affine: Some((&shift, &scale)),
+        relu: true,
+    };
+    let mut y = vec![0.0; x.len()];
+    tl::dropout_forward(&x, p, mask_seed, map, c, &mut y);
+    let mut d = random_vec(x.len(), seed + 3, 1.0);
+    let d_in = d.clone();
+    tl::dropout_backward(&mut d, p, mask_seed);
+
+    let (shift_, scale_) = (gpu.upload(&shift)?, gpu.upload(&scale)?);
+    let map_ = InputMap {
+        affine: Some((&shift_, &scale_)),
+        relu: true,
+    };
+    let mut y_ = gpu.zeros::<f32>(x.len())?;
+    ops::dropout_forward(gpu, &gpu.upload(&x)?, map_, c, p, mask_seed, &mut y_)?;
+    let mut d_ = gpu.upload(&d_in)?;
+    ops::dropout_backward(gpu, &mut d_, p, mask_seed)?;
+    Ok(worst(&[
+        rel_error(&gpu.download(&y_)?, &y),
+        rel_error(&gpu.download(&d_)?, &d),
+    ]))
+}
+
+/// One step of `gpu::train_chain` against `train::TrainChain` from the same model and batch:
+/// loss and statistics, the gradients of every parameter, the updated running statistics.
+fn check_train_chain(gpu: &Gpu, seed: u64, kind: LossKind, terms: bool) -> Result<f64> {
+    let n = 37;
+    let (anchors, positives) = crate::train::synthetic_pairs(n, 64, 2.0, seed);
+    let (fa, fp) = crate::train::recipe_frames(n, 2.0, 0.5, &mut Rng::new(seed + 1));
+    let batch = PairBatch {
+        anchors: &anchors,
+        positives: &positives,
+        source_size: 64,
+        anchor_frames: &fa,
+        positive_frames: &fp,
+    };
+    let mut chain = TrainChain::new(Descriptor::sift(), kind);
+    if terms {
+        chain.elongation_penalty = 0.5;
+        chain.geom_weight = 1.0;
+        chain.source_elongation_penalty = 1.0;
+        chain.upright_descriptors = true;
+    }
+    let mut cpu_model = TrainAffNet::new(seed);
+    let mut gpu_model = cpu_model.clone();
+    let mut device = DeviceTrainChain::new(&chain)?;
+    let mut g_cpu = vec![0.0; cpu_model.params().len()];
+    let mut g_gpu = g_cpu.clone();
+    let c = chain.step(&mut cpu_model, &batch, seed, &mut g_cpu);
+    let d = device.step(gpu, &mut gpu_model, &batch, seed, &mut g_gpu)?;
+    let scalar = |x: f64, y: f64| (x - y).abs() / y.abs().max(1e-30);
+    let running = |m: &TrainAffNet| -> Vec<f32> {
+        m.network()
+            .batch_norms()
+            .iter()
+            .flat_map(|b| b.running_mean.iter().chain(&b.running_var).copied())
+            .collect()
+    };
+    let mut errors = vec![
+        scalar(d.loss.loss, c.loss.loss),
+        scalar(d.loss.mean_positive as f64, c.loss.mean_positive as f64),
+        scalar(d.mean_anisotropy as f64, c.mean_anisotropy as f64),
+        scalar(
+            d.mean_source_anisotropy as f64,
+            c.mean_source_anisotropy as f64,
+        ),
+        rel_error(&g_gpu, &g_cpu),
+        rel_error(&running(&gpu_model), &running(&cpu_model)),
+    ];
+    if terms {
+        errors.push(scalar(d.mean_geom as f64, c.mean_geom as f64));
+    }
+    if kind != LossKind::PosDist {
+        errors.push(scalar(
+            d.loss.mean_hardest_negative as f64,
+            c.loss.mean_hardest_negative as f64,
+        ));
+    }
+    Ok(worst(&errors))
+}
+
+fn check_train_chain_terms(gpu: &Gpu, seed: u64) -> Result<f64> {
+    check_train_chain(gpu, seed, LossKind::HardNegC, true)
+}
+
+fn check_train_chain_hardneg(gpu: &Gpu, seed: u64) -> Result<f64> {
+    check_train_chain(gpu, seed, LossKind::HardNeg, false)
+}
+
+fn check_train_chain_posdist(gpu: &Gpu, seed: u64) -> Result<f64> {
+    check_train_chain(gpu, seed, LossKind::PosDist, false)
 }
 
 fn net_patches(seed: u64) -> Vec<f32> {

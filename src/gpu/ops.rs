@@ -174,6 +174,52 @@ pub fn activation_backward(
     }
 }
 
+/// `y = map(x)·mask/(1 − p)`: dropout with the CPU's mask (`train::layers::dropout`, the same
+/// hash of `(seed, flat index)`), reading `x` through `map` (`c` channels, fastest-varying).
+pub fn dropout_forward(
+    gpu: &Gpu,
+    x: &Buf,
+    map: InputMap,
+    c: usize,
+    p: f32,
+    seed: u64,
+    y: &mut Buf,
+) -> Result<()> {
+    const K: &str = "dropout_forward";
+    check_len(K, "output", y.len(), x.len())?;
+    check_dropout(K, p)?;
+    if c == 0 || !x.len().is_multiple_of(c) {
+        return Err(Error::invalid(format!(
+            "gpu {K}: {} values are not whole pixels of {c} channels",
+            x.len()
+        )));
+    }
+    check_map(K, &map, c)?;
+    let (shift, scale) = map.affine.unzip();
+    let c_i = check_int(K, "channels", c)?;
+    launch_opt!(gpu, "elementwise", "dropout_forward", linear(K, x.len())?;
+        &mut *y, x, opt!(shift), opt!(scale), Scalar(map.relu as i32), Scalar(c_i), Scalar(p),
+        Scalar(seed), Scalar(x.len() as i64))
+}
+
+/// `d = d·mask/(1 − p)` in place: the backward of [`dropout_forward`] with the same seed.
+pub fn dropout_backward(gpu: &Gpu, d: &mut Buf, p: f32, seed: u64) -> Result<()> {
+    const K: &str = "dropout_backward";
+    check_dropout(K, p)?;
+    let n = d.len() as i64;
+    launch!(gpu, "elementwise", "dropout_backward", linear(K, d.len())?; &mut *d, &p, &seed, &n)
+}
+
+fn check_dropout(kernel: &str, p: f32) -> Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "gpu {kernel}: dropout probability {p} not in [0, 1)"
+        )))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Convolution
 

@@ -93,6 +93,27 @@ impl ParamSpec {
     }
 }
 
+/// One stage of a [`Network`], from [`Network::stage_plan`]: `[dropout] → conv (+ bias) →
+/// [batch norm] → [ReLU | tanh]`, NHWC activations, PyTorch-layout weights in `params()`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StagePlan {
+    pub conv: ConvShape,
+    /// Input size (unpadded) and output size.
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// Where the weights and the bias are in `params()`.
+    pub weights: std::ops::Range<usize>,
+    pub bias: Option<std::ops::Range<usize>>,
+    /// Index into `batch_norms()` of the batch norm after the convolution.
+    pub batch_norm: Option<usize>,
+    pub relu: bool,
+    pub tanh: bool,
+    /// Dropout probability on the stage's input (training mode only).
+    pub dropout: Option<f32>,
+}
+
 /// Training or inference behaviour of batch norm and dropout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -399,7 +420,35 @@ impl Network {
         }
     }
 
-    fn dropout_seed(seed: u64, stage: usize) -> u64 {
+    /// The stages as another executor (the device chain, `gpu::train_chain`) needs them to run
+    /// this network with the same parameters, statistics and dropout masks.
+    pub fn stage_plan(&self) -> Vec<StagePlan> {
+        self.stages
+            .iter()
+            .map(|st| StagePlan {
+                conv: st.conv,
+                h: st.h,
+                w: st.w,
+                oh: st.oh,
+                ow: st.ow,
+                weights: st.weight_offset..st.weight_offset + st.conv.weight_len(),
+                bias: st.bias_offset.map(|b| b..b + st.conv.cout),
+                batch_norm: st.bn.map(|(i, _)| i),
+                relu: st.act == Act::Relu,
+                tanh: st.act == Act::Tanh,
+                dropout: st.dropout,
+            })
+            .collect()
+    }
+
+    /// Whether the output is globally average-pooled.
+    pub fn pooled(&self) -> bool {
+        self.pool
+    }
+
+    /// The seed of stage `stage`'s dropout mask in a training pass with `seed`
+    /// (`layers::dropout`: element `i` is dropped iff `hash_uniform(mask seed, i) < p`).
+    pub fn dropout_seed(seed: u64, stage: usize) -> u64 {
         mix64(seed ^ (stage as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
     }
 

@@ -153,6 +153,8 @@ pub struct SessionOptions {
     pub validation: Option<ValidationPair>,
     /// Stop (with a checkpoint) after this many steps of this session; resume later.
     pub stop_after: Option<u64>,
+    /// Run the steps on the GPU (`Trainer::use_gpu`); a one-line error when there is none.
+    pub cuda: bool,
 }
 
 /// What the caller hears about (for progress output).
@@ -220,6 +222,15 @@ pub fn run_session(
         }
         Trainer::new(settings, data, descriptor, init)?
     };
+    if options.cuda {
+        #[cfg(feature = "cuda")]
+        trainer.use_gpu(crate::gpu::Gpu::open("--device cuda")?)?;
+        #[cfg(not(feature = "cuda"))]
+        return Err(crate::gpu::no_device_error(
+            "--device cuda",
+            "this wbs was built without the `cuda` feature",
+        ));
+    }
     // (Re)write the log with the rows kept.
     let mut log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
     let mut text = format!("{HEADER}\n");
@@ -286,7 +297,7 @@ pub fn run_session(
             return Ok(trainer);
         }
         let t = Instant::now();
-        let r = trainer.step();
+        let r = trainer.step()?;
         acc.add(&r, trainer.settings.batch, t.elapsed().as_secs_f64());
         session_steps += 1;
         observe(Event::Step {

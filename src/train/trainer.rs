@@ -136,6 +136,9 @@ pub struct Trainer {
     anchors: Vec<f32>,
     positives: Vec<f32>,
     frames: [Vec<Affine>; 2],
+    /// The GPU and the device chain when the steps run there ([`Trainer::use_gpu`]).
+    #[cfg(feature = "cuda")]
+    device: Option<(crate::gpu::Gpu, crate::gpu::train_chain::DeviceTrainChain)>,
 }
 
 impl Trainer {
@@ -203,6 +206,8 @@ impl Trainer {
             anchors: Vec::new(),
             positives: Vec::new(),
             frames: Default::default(),
+            #[cfg(feature = "cuda")]
+            device: None,
         })
     }
 
@@ -356,8 +361,8 @@ impl Trainer {
         chain.loss(&mut model, &self.batch(), seed).loss.loss
     }
 
-    /// Runs the next step.
-    pub fn step(&mut self) -> StepReport {
+    /// Runs the next step (an error only from the device: a failed launch or transfer).
+    pub fn step(&mut self) -> Result<StepReport> {
         let s = self.step;
         let epoch = self.epoch();
         let max_tilt = max_tilt_for_epoch(epoch.min(u32::MAX as u64) as u32);
@@ -370,23 +375,50 @@ impl Trainer {
             positive_frames: &self.frames[1],
         };
         self.grads.fill(0.0);
-        let stats = self.chain.step(
-            &mut self.model,
-            &batch,
-            mix64(self.settings.seed ^ 0xD50F_0000 ^ s),
-            &mut self.grads,
-        );
+        let seed = mix64(self.settings.seed ^ 0xD50F_0000 ^ s);
+        #[cfg(feature = "cuda")]
+        let stats = match self.device.as_mut() {
+            Some((gpu, chain)) => {
+                chain.step(gpu, &mut self.model, &batch, seed, &mut self.grads)?
+            }
+            None => self
+                .chain
+                .step(&mut self.model, &batch, seed, &mut self.grads),
+        };
+        #[cfg(not(feature = "cuda"))]
+        let stats = self
+            .chain
+            .step(&mut self.model, &batch, seed, &mut self.grads);
         let lr = linear_decay(self.settings.lr as f32, s, self.total_steps());
         self.sgd.lr = lr;
         self.sgd.step(self.model.params_mut(), &self.grads);
         self.step += 1;
-        StepReport {
+        Ok(StepReport {
             step: s,
             epoch,
             lr,
             max_tilt,
             stats,
+        })
+    }
+
+    /// Runs the steps on `gpu` from now on (`gpu::train_chain`: the same numbers as the CPU
+    /// chain up to f32 summation order; optimiser, checkpoints and validation stay on the host).
+    /// A one-line error for what the device chain does not run (the HardNet descriptor).
+    #[cfg(feature = "cuda")]
+    pub fn use_gpu(&mut self, gpu: crate::gpu::Gpu) -> Result<()> {
+        let chain = crate::gpu::train_chain::DeviceTrainChain::new(&self.chain)?;
+        self.device = Some((gpu, chain));
+        Ok(())
+    }
+
+    /// "cuda" when the steps run on a GPU, else "cpu".
+    pub fn device_name(&self) -> &'static str {
+        #[cfg(feature = "cuda")]
+        if self.device.is_some() {
+            return "cuda";
         }
+        "cpu"
     }
 }
 
@@ -551,11 +583,11 @@ mod tests {
         let s = settings(16, 64, 2); // 4 steps per epoch, 8 in all, the tilt changes at 4
         let mut whole = Trainer::new(s.clone(), set.clone(), Descriptor::sift(), None).unwrap();
         while !whole.finished() {
-            whole.step();
+            whole.step().unwrap();
         }
         let mut first = Trainer::new(s.clone(), set.clone(), Descriptor::sift(), None).unwrap();
         for _ in 0..3 {
-            first.step();
+            first.step().unwrap();
         }
         let path =
             std::env::temp_dir().join(format!("wbs-resume-{}.safetensors", std::process::id()));
@@ -566,7 +598,7 @@ mod tests {
         let mut second = Trainer::resume(s.clone(), set.clone(), Descriptor::sift(), ckpt).unwrap();
         assert_eq!(second.steps_done(), 3);
         while !second.finished() {
-            second.step();
+            second.step().unwrap();
         }
         assert_eq!(whole.checkpoint(), second.checkpoint());
         assert_eq!(whole.model().params(), second.model().params());
@@ -594,7 +626,7 @@ mod tests {
                     Trainer::new(settings(20, 60, 1), set.clone(), Descriptor::sift(), None)
                         .unwrap();
                 while !t.finished() {
-                    t.step();
+                    t.step().unwrap();
                 }
                 t.checkpoint()
             })
@@ -613,7 +645,7 @@ mod tests {
             |t: &mut Trainer| held_out.clone().map(|s| t.loss_on_batch(s)).sum::<f64>() / 6.0;
         let before = mean(&mut t);
         while !t.finished() {
-            t.step();
+            t.step().unwrap();
         }
         let after = mean(&mut t);
         assert!(

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs, on a GPU machine, every check docs/gpu-validation.md lists, from what tools/gpu-prepare.sh
+# wrote to target/gpu (no Rust toolchain, NVRTC or shared data needed there). Results go to
+# ${OUT:-target/gpu/results}: gpu-check.txt, bench.txt, and two short training runs of the same
+# settings, train-cuda/ (--device cuda) and train-cpu/ (--device cpu), whose log.csv rows should
+# agree up to f32 drift. Exit status: that of `wbs gpu-check` (0 only when every row passed).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+g=target/gpu
+res="${OUT:-$g/results}"
+mkdir -p "$res"
+export WBS_PTX_DIR="$g/ptx" WBS_WEIGHTS="$g/weights"
+pair=(--pair "$g/graf/img1.png" "$g/graf/img3.png")
+nvidia-smi -L > "$res/device.txt" 2>&1
+"$g/wbs" gpu-check "${pair[@]}" 2>&1 | tee "$res/gpu-check.txt"
+check=${PIPESTATUS[0]}
+"$g/wbs" bench --device cuda "${pair[@]}" 2>&1 | tee "$res/bench.txt"
+train=(train affnet --data "$g/pairs.safetensors" --pairs 51200 --epochs 1 --batch 512
+       --log-every 10 --checkpoint-every 0 --seed 1)
+"$g/wbs" "${train[@]}" --device cuda --out "$res/train-cuda" 2>&1 | tail -n 20 | tee "$res/train-cuda.txt"
+"$g/wbs" "${train[@]}" --device cpu --out "$res/train-cpu" --stop-after 30 2>&1 | tail -n 5 | tee "$res/train-cpu.txt"
+echo "first log rows, cuda then cpu (step,epoch,lr,loss,...):"
+head -n 4 "$res/train-cuda/log.csv" "$res/train-cpu/log.csv"
+exit "$check"
