@@ -411,15 +411,6 @@ impl Trainer {
         self.device = Some((gpu, chain));
         Ok(())
     }
-
-    /// "cuda" when the steps run on a GPU, else "cpu".
-    pub fn device_name(&self) -> &'static str {
-        #[cfg(feature = "cuda")]
-        if self.device.is_some() {
-            return "cuda";
-        }
-        "cpu"
-    }
 }
 
 /// The frame of a transposed and/or horizontally flipped source: sampling `src∘P` through `F`
