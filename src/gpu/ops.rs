@@ -188,12 +188,7 @@ pub fn dropout_forward(
     const K: &str = "dropout_forward";
     check_len(K, "output", y.len(), x.len())?;
     check_dropout(K, p)?;
-    if c == 0 || !x.len().is_multiple_of(c) {
-        return Err(Error::invalid(format!(
-            "gpu {K}: {} values are not whole pixels of {c} channels",
-            x.len()
-        )));
-    }
+    bn_rows(K, x.len(), c)?;
     check_map(K, &map, c)?;
     let (shift, scale) = map.affine.unzip();
     let c_i = check_int(K, "channels", c)?;
