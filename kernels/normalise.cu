@@ -1,7 +1,9 @@
 // Per-item normalisations of the networks (CPU reference: src/nn/models.rs):
 // - standardise_patches: (x − mean)/(std + eps) per patch, with the unbiased (N − 1) std, as the
 //   authors' input normalisation; sums in f64 like the CPU;
-// - l2_normalise_rows: x / sqrt(Σx² + eps) per row (HardNet's output, eps 1e-10).
+// - l2_normalise_rows: x / sqrt(Σx² + eps) per row (HardNet's output, eps 1e-10);
+// - their backward passes for training AffNet through a frozen HardNet (CPU reference:
+//   src/train/network.rs `Network::backward`, src/train/hardnet.rs `FrozenHardNet::backward`).
 // One block per item; blockDim must be a power of two ≤ 1024 (the wrappers use 256 and 128).
 
 __device__ double block_sum(double v, double* shared) {
@@ -43,4 +45,43 @@ extern "C" __global__ void l2_normalise_rows(float* y, const float* x, int dim, 
     for (int i = threadIdx.x; i < dim; i += blockDim.x) s += (double)r[i] * (double)r[i];
     double norm = sqrt(block_sum(s, red) + (double)eps);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = (float)((double)r[i] / norm);
+}
+
+// Backward of standardise_patches with the patch's mean and std held fixed, as the CPU network's
+// backward: dx = dy / (std(x) + eps) per patch (x: the unstandardised input). dx may alias dy.
+extern "C" __global__ void standardise_patches_backward(float* dx, const float* dy, const float* x,
+                                                       int len, float eps) {
+    __shared__ double red[1024];
+    const float* p = x + (long long)blockIdx.x * len;
+    const float* g = dy + (long long)blockIdx.x * len;
+    float* o = dx + (long long)blockIdx.x * len;
+    double s = 0.0;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) s += (double)p[i];
+    double mean = block_sum(s, red) / (double)len;
+    double q = 0.0;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) {
+        double d = (double)p[i] - mean;
+        q += d * d;
+    }
+    double denom = len > 1 ? (double)(len - 1) : 1.0;
+    float scale = (float)(1.0 / (sqrt(block_sum(q, red) / denom) + (double)eps));
+    for (int i = threadIdx.x; i < len; i += blockDim.x) o[i] = g[i] * scale;
+}
+
+// Backward of l2_normalise_rows: dx = dy/‖x‖ − x·(dy·x)/‖x‖³ with ‖x‖ = sqrt(Σx² + eps)
+// (x: the unnormalised rows). dx may alias dy.
+extern "C" __global__ void l2_normalise_rows_backward(float* dx, const float* dy, const float* x,
+                                                      int dim, float eps) {
+    __shared__ double red[1024];
+    const float* r = x + (long long)blockIdx.x * dim;
+    const float* g = dy + (long long)blockIdx.x * dim;
+    float* o = dx + (long long)blockIdx.x * dim;
+    double s = 0.0, d = 0.0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) s += (double)r[i] * (double)r[i];
+    double norm = sqrt(block_sum(s, red) + (double)eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) d += (double)g[i] * (double)r[i];
+    double dot = block_sum(d, red);
+    double n3 = norm * norm * norm;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        o[i] = (float)((double)g[i] / norm - (double)r[i] * dot / n3);
 }

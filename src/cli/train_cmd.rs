@@ -142,7 +142,7 @@ pub struct AffnetArgs {
     /// checkpoint and at the end).
     #[arg(long, num_args = 3, value_names = ["IMG1", "IMG2", "H"])]
     pub validate: Option<Vec<PathBuf>>,
-    /// Device: cuda runs the chain on the GPU (SIFT descriptor), optimiser and validation on
+    /// Device: cuda runs the chain on the GPU (either descriptor), optimiser and validation on
     /// the host; auto stays on the CPU until the CUDA path is validated (docs/gpu-validation.md).
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
@@ -156,9 +156,6 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 fn affnet(args: AffnetArgs) -> Result<()> {
     let device = super::resolve_device(args.device, cfg!(feature = "cuda"))?;
-    if device.name == "cuda" && matches!(args.descriptor, DescriptorArg::Hardnet) {
-        return Err(Error::invalid(crate::gpu::TRAIN_SIFT_ONLY));
-    }
     match &device.note {
         Some(note) => eprintln!("device: {} ({note})", device.name),
         None => eprintln!("device: {}", device.name),

@@ -56,10 +56,6 @@ pub mod train_chain;
 #[cfg(feature = "cuda")]
 pub use device::Gpu;
 
-/// The one-line error for a device training run with the HardNet descriptor.
-pub const TRAIN_SIFT_ONLY: &str =
-    "--device cuda trains with the SIFT descriptor only; --descriptor hardnet runs on --device cpu";
-
 /// What the machine offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GpuInfo {

@@ -522,12 +522,7 @@ fn pool_hw(kernel: &str, len: usize, n: usize, c: usize) -> Result<usize> {
 /// Per-item `(x − mean)/(std + eps)` with the unbiased std; items of `len` values.
 pub fn standardise(gpu: &Gpu, x: &Buf, len: usize, eps: f32, y: &mut Buf) -> Result<()> {
     const K: &str = "standardise_patches";
-    if len == 0 || !x.len().is_multiple_of(len) {
-        return Err(Error::invalid(format!(
-            "gpu {K}: {} values are not whole items of {len}",
-            x.len()
-        )));
-    }
+    whole_items(K, x.len(), len)?;
     check_len(K, "output", y.len(), x.len())?;
     let len_i = check_int(K, "item length", len)?;
     launch!(gpu, "normalise", "standardise_patches", per_item(K, x.len() / len, THREADS, 0)?;
@@ -537,16 +532,58 @@ pub fn standardise(gpu: &Gpu, x: &Buf, len: usize, eps: f32, y: &mut Buf) -> Res
 /// Per-row `x / sqrt(Σx² + eps)`.
 pub fn l2_normalise(gpu: &Gpu, x: &Buf, dim: usize, eps: f32, y: &mut Buf) -> Result<()> {
     const K: &str = "l2_normalise_rows";
-    if dim == 0 || !x.len().is_multiple_of(dim) {
-        return Err(Error::invalid(format!(
-            "gpu {K}: {} values are not whole rows of {dim}",
-            x.len()
-        )));
-    }
+    whole_items(K, x.len(), dim)?;
     check_len(K, "output", y.len(), x.len())?;
     let dim_i = check_int(K, "dimension", dim)?;
     launch!(gpu, "normalise", "l2_normalise_rows", per_item(K, x.len() / dim, 128, 0)?;
         &mut *y, x, &dim_i, &eps)
+}
+
+/// Backward of [`standardise`] with each item's mean and std held fixed (as the CPU network's
+/// backward): `dx = dy / (std(x) + eps)`; `x` is the unstandardised input.
+pub fn standardise_backward(
+    gpu: &Gpu,
+    x: &Buf,
+    dy: &Buf,
+    len: usize,
+    eps: f32,
+    dx: &mut Buf,
+) -> Result<()> {
+    const K: &str = "standardise_patches_backward";
+    whole_items(K, x.len(), len)?;
+    check_len(K, "output gradient", dy.len(), x.len())?;
+    check_len(K, "input gradient", dx.len(), x.len())?;
+    let len_i = check_int(K, "item length", len)?;
+    launch!(gpu, "normalise", "standardise_patches_backward", per_item(K, x.len() / len, THREADS, 0)?;
+        &mut *dx, dy, x, &len_i, &eps)
+}
+
+/// Backward of [`l2_normalise`]: `dx = dy/‖x‖ − x·(dy·x)/‖x‖³`, `‖x‖ = sqrt(Σx² + eps)`; `x` is
+/// the unnormalised rows.
+pub fn l2_normalise_backward(
+    gpu: &Gpu,
+    x: &Buf,
+    dy: &Buf,
+    dim: usize,
+    eps: f32,
+    dx: &mut Buf,
+) -> Result<()> {
+    const K: &str = "l2_normalise_rows_backward";
+    whole_items(K, x.len(), dim)?;
+    check_len(K, "output gradient", dy.len(), x.len())?;
+    check_len(K, "input gradient", dx.len(), x.len())?;
+    let dim_i = check_int(K, "dimension", dim)?;
+    launch!(gpu, "normalise", "l2_normalise_rows_backward", per_item(K, x.len() / dim, 128, 0)?;
+        &mut *dx, dy, x, &dim_i, &eps)
+}
+
+fn whole_items(kernel: &str, total: usize, len: usize) -> Result<()> {
+    if len == 0 || !total.is_multiple_of(len) {
+        return Err(Error::invalid(format!(
+            "gpu {kernel}: {total} values are not whole items of {len}"
+        )));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -60,6 +60,12 @@ pub(crate) fn affnet_side_seed(seed: u64, k: usize) -> u64 {
     mix64(seed ^ (0x100 + k as u64))
 }
 
+/// The training-mode seed of the descriptor's pass on side `k` of a step with `seed` (HardNet's
+/// dropout masks; SIFT has none). Shared with the device chain.
+pub(crate) fn descriptor_side_seed(seed: u64, k: usize) -> u64 {
+    mix64(seed ^ (0x200 + k as u64))
+}
+
 /// The descriptor the loss is computed on.
 #[derive(Clone, Debug)]
 pub enum Descriptor {
@@ -344,7 +350,7 @@ impl TrainChain {
             });
             side.desc.resize(n * dim, 0.0);
             let desc_mode = Mode::Train {
-                seed: mix64(seed ^ (0x200 + k as u64)),
+                seed: descriptor_side_seed(seed, k),
             };
             timed(&mut times.descriptor_forward, || {
                 match &mut self.descriptor {

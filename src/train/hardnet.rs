@@ -11,7 +11,8 @@ use super::network::{Mode, NetGrads, Network, Workspace};
 use crate::nn::{ModelKind, Weights, HARDNET_DIM, PATCH_SIZE};
 use crate::Result;
 
-const NORM_EPS: f64 = 1e-10;
+/// The `eps` of the output's L2 normalisation (shared with the device chain).
+pub(crate) const NORM_EPS: f64 = 1e-10;
 /// Dropout of ducha-aiki/affnet's HardNet copy.
 pub const HARDNET_TRAIN_DROPOUT: f32 = 0.1;
 

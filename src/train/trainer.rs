@@ -404,7 +404,7 @@ impl Trainer {
 
     /// Runs the steps on `gpu` from now on (`gpu::train_chain`: the same numbers as the CPU
     /// chain up to f32 summation order; optimiser, checkpoints and validation stay on the host).
-    /// A one-line error for what the device chain does not run (the HardNet descriptor).
+    /// A one-line error for a descriptor network the device chain does not run.
     #[cfg(feature = "cuda")]
     pub fn use_gpu(&mut self, gpu: crate::gpu::Gpu) -> Result<()> {
         let chain = crate::gpu::train_chain::DeviceTrainChain::new(&self.chain)?;
