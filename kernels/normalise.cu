@@ -18,21 +18,29 @@ __device__ double block_sum(double v, double* shared) {
     return total;
 }
 
+// The patch's mean and 1/(std + eps) with the unbiased std, summed in f64 (every thread gets them).
+__device__ void patch_moments(const float* p, int len, float eps, double* shared, double* mean,
+                              double* scale) {
+    double s = 0.0;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) s += (double)p[i];
+    double m = block_sum(s, shared) / (double)len;
+    double q = 0.0;
+    for (int i = threadIdx.x; i < len; i += blockDim.x) {
+        double d = (double)p[i] - m;
+        q += d * d;
+    }
+    double denom = len > 1 ? (double)(len - 1) : 1.0;
+    double var = block_sum(q, shared) / denom;
+    *mean = m;
+    *scale = 1.0 / (sqrt(var) + (double)eps);
+}
+
 extern "C" __global__ void standardise_patches(float* y, const float* x, int len, float eps) {
     __shared__ double red[1024];
     const float* p = x + (long long)blockIdx.x * len;
     float* o = y + (long long)blockIdx.x * len;
-    double s = 0.0;
-    for (int i = threadIdx.x; i < len; i += blockDim.x) s += (double)p[i];
-    double mean = block_sum(s, red) / (double)len;
-    double q = 0.0;
-    for (int i = threadIdx.x; i < len; i += blockDim.x) {
-        double d = (double)p[i] - mean;
-        q += d * d;
-    }
-    double denom = len > 1 ? (double)(len - 1) : 1.0;
-    double var = block_sum(q, red) / denom;
-    double scale = 1.0 / (sqrt(var) + (double)eps);
+    double mean, scale;
+    patch_moments(p, len, eps, red, &mean, &scale);
     for (int i = threadIdx.x; i < len; i += blockDim.x)
         o[i] = (float)(((double)p[i] - mean) * scale);
 }
@@ -55,17 +63,9 @@ extern "C" __global__ void standardise_patches_backward(float* dx, const float* 
     const float* p = x + (long long)blockIdx.x * len;
     const float* g = dy + (long long)blockIdx.x * len;
     float* o = dx + (long long)blockIdx.x * len;
-    double s = 0.0;
-    for (int i = threadIdx.x; i < len; i += blockDim.x) s += (double)p[i];
-    double mean = block_sum(s, red) / (double)len;
-    double q = 0.0;
-    for (int i = threadIdx.x; i < len; i += blockDim.x) {
-        double d = (double)p[i] - mean;
-        q += d * d;
-    }
-    double denom = len > 1 ? (double)(len - 1) : 1.0;
-    float scale = (float)(1.0 / (sqrt(block_sum(q, red) / denom) + (double)eps));
-    for (int i = threadIdx.x; i < len; i += blockDim.x) o[i] = g[i] * scale;
+    double mean, scale;
+    patch_moments(p, len, eps, red, &mean, &scale);
+    for (int i = threadIdx.x; i < len; i += blockDim.x) o[i] = g[i] * (float)scale;
 }
 
 // Backward of l2_normalise_rows: dx = dy/‖x‖ − x·(dy·x)/‖x‖³ with ‖x‖ = sqrt(Σx² + eps)
