@@ -402,8 +402,15 @@ pub(crate) fn hardnet_descriptor_pass(
 
 /// The network's stages, checked to be what the device runs: hidden stages with batch norm and
 /// ReLU; a last stage with tanh, batch norm (HardNet) or neither, and no ReLU; no dropout before
-/// the first stage; no pooling of more than one position.
+/// the first stage; no pooling of more than one position; 32×32 inputs.
 fn check_plan(net: &Network) -> Result<Vec<StagePlan>> {
+    if net.input_size() != (PATCH_SIZE, PATCH_SIZE) {
+        return Err(Error::invalid(format!(
+            "gpu train chain: {} takes {:?} inputs, the chain's patches are {PATCH_SIZE}×{PATCH_SIZE}",
+            net.kind(),
+            net.input_size()
+        )));
+    }
     let plan = net.stage_plan();
     let last = plan
         .len()
@@ -1233,6 +1240,11 @@ mod tests {
         assert!(last.batch_norm.is_some() && !last.relu && !last.tanh);
         assert_eq!(last.dropout, Some(0.1));
         assert_eq!(last.oh * last.ow * last.conv.cout, HARDNET_DIM);
+
+        // Another input size is refused with one line.
+        let wide = Network::new(ModelKind::AffNet, 48, 48);
+        let e = check_plan(&wide).map(|_| ()).unwrap_err().to_string();
+        assert!(e.contains("48") && !e.contains('\n'), "{e}");
     }
 
     /// The device recipe's HardNet descriptor (stage plan, batch statistics, dropout seeds,
