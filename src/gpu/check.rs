@@ -25,13 +25,14 @@ use crate::patch::{PatchSpec, NET_PATCH, SIFT_PATCH};
 use crate::pipeline::{self, Config, Method};
 use crate::pyramid::ScaleSpace;
 use crate::train::gradcheck::random_vec;
+use crate::train::hardnet::{l2_normalise_rows_backward, NORM_EPS as HARDNET_NORM_EPS};
 use crate::train::layers::{self as tl, ConvGrads, ConvInput, ConvShape};
 use crate::train::loss::{descriptor_loss, LossGrads, LossKind, LossWorkspace};
+use crate::train::network::standardise_moments;
 use crate::train::optim::Sgd;
-use crate::train::rng::Rng;
 use crate::train::sift::{DiffSift, SiftCache};
 use crate::train::spatial_transformer::{warp_backward, warp_forward, Affine, WarpSize};
-use crate::train::{Descriptor, FrozenHardNet, Mode, PairBatch, TrainAffNet, TrainChain};
+use crate::train::{Descriptor, FrozenHardNet, Mode, SyntheticBatch, TrainAffNet, TrainChain};
 use crate::{Error, Result};
 
 /// The f32 tolerance (no TF32 is used).
@@ -554,9 +555,7 @@ fn check_normalise_backward(gpu: &Gpu, seed: u64) -> Result<f64> {
     let dy = random_vec(x.len(), seed + 1, 1.0);
     let mut dx = dy.clone();
     for (d, p) in dx.chunks_mut(1024).zip(x.chunks(1024)) {
-        let mean = p.iter().map(|&v| v as f64).sum::<f64>() / 1024.0;
-        let var = p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 1023.0;
-        let k = (1.0 / (var.sqrt() + eps as f64)) as f32;
+        let k = standardise_moments(p, eps).1 as f32;
         d.iter_mut().for_each(|v| *v *= k);
     }
     let mut dx_ = gpu.zeros::<f32>(x.len())?;
@@ -569,23 +568,17 @@ fn check_normalise_backward(gpu: &Gpu, seed: u64) -> Result<f64> {
         &mut dx_,
     )?;
 
-    let r = random_vec(41 * 128, seed + 2, 3.0);
+    let r = random_vec(41 * nn::HARDNET_DIM, seed + 2, 3.0);
     let dr = random_vec(r.len(), seed + 3, 1.0);
     let mut dl = vec![0.0f32; r.len()];
-    for ((o, x), g) in dl.chunks_mut(128).zip(r.chunks(128)).zip(dr.chunks(128)) {
-        let norm = (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + 1e-10).sqrt();
-        let dot: f64 = x.iter().zip(g).map(|(&a, &b)| a as f64 * b as f64).sum();
-        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-            *o = (g as f64 / norm - x as f64 * dot / norm.powi(3)) as f32;
-        }
-    }
+    l2_normalise_rows_backward(&r, &dr, &mut dl);
     let mut dl_ = gpu.zeros::<f32>(r.len())?;
     ops::l2_normalise_backward(
         gpu,
         &gpu.upload(&r)?,
         &gpu.upload(&dr)?,
-        128,
-        1e-10,
+        nn::HARDNET_DIM,
+        HARDNET_NORM_EPS as f32,
         &mut dl_,
     )?;
     Ok(worst(&[
@@ -924,16 +917,8 @@ fn check_train_chain(
     terms: bool,
     descriptor: Descriptor,
 ) -> Result<f64> {
-    let n = 37;
-    let (anchors, positives) = crate::train::synthetic_pairs(n, 64, 2.0, seed);
-    let (fa, fp) = crate::train::recipe_frames(n, 2.0, 0.5, &mut Rng::new(seed + 1));
-    let batch = PairBatch {
-        anchors: &anchors,
-        positives: &positives,
-        source_size: 64,
-        anchor_frames: &fa,
-        positive_frames: &fp,
-    };
+    let data = SyntheticBatch::new(37, seed);
+    let batch = data.batch();
     // By the 2-norm through a HardNet (see HARDNET_STEP_TOLERANCE), else the largest difference.
     let gradient_error = match descriptor {
         Descriptor::Sift(_) => rel_error,

@@ -743,17 +743,19 @@ fn unflatten(v: &[f32]) -> Vec<Affine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::check::two_norm_error;
     use crate::nn::{normalise_patch, random_weights, ModelKind};
+    use crate::train::hardnet::{l2_normalise_rows, l2_normalise_rows_backward};
     use crate::train::layers::batchnorm::{backward_train, batch_statistics};
     use crate::train::layers::{
         conv2d_backward, conv2d_forward, dropout_backward, dropout_forward, BatchStats, ConvGrads,
         ConvInput, InputMap as CpuMap,
     };
     use crate::train::loss::{descriptor_loss, LossGrads, LossWorkspace};
-    use crate::train::rng::Rng;
+    use crate::train::network::standardise_moments;
     use crate::train::sift::{DiffSift, SiftCache};
     use crate::train::spatial_transformer::{warp_backward, warp_forward, WarpSize};
-    use crate::train::{recipe_frames, synthetic_pairs};
+    use crate::train::{synthetic_pairs, SyntheticBatch};
 
     /// One network pass as `forward_stages` runs it (per stage: the own input at stage 0 or
     /// after dropout, else the previous output read through its batch norm and ReLU), with the
@@ -976,13 +978,8 @@ mod tests {
                     let p = emulate_forward(net, x0, seed);
                     *unnormalised = p.output();
                     *pass = Some(p);
-                    let mut desc = unnormalised.clone();
-                    for row in desc.chunks_mut(HARDNET_DIM) {
-                        let norm = (row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()
-                            + HARDNET_NORM_EPS)
-                            .sqrt();
-                        row.iter_mut().for_each(|v| *v = (*v as f64 / norm) as f32);
-                    }
+                    let mut desc = vec![0.0; unnormalised.len()];
+                    l2_normalise_rows(unnormalised, &mut desc);
                     desc
                 }
             }
@@ -1000,18 +997,7 @@ mod tests {
                     unnormalised,
                 } => {
                     let mut d_out = vec![0.0; d_desc.len()];
-                    for ((o, x), g) in d_out
-                        .chunks_mut(HARDNET_DIM)
-                        .zip(unnormalised.chunks(HARDNET_DIM))
-                        .zip(d_desc.chunks(HARDNET_DIM))
-                    {
-                        let sq: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum();
-                        let norm = (sq + HARDNET_NORM_EPS).sqrt();
-                        let dot: f64 = x.iter().zip(g).map(|(&a, &b)| a as f64 * b as f64).sum();
-                        for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-                            *o = (g as f64 / norm - x as f64 * dot / norm.powi(3)) as f32;
-                        }
-                    }
+                    l2_normalise_rows_backward(unnormalised, d_desc, &mut d_out);
                     let d_x0 = emulate_backward(net, pass.as_ref().unwrap(), &d_out, None);
                     for ((dp, g), p) in d_patches
                         .chunks_mut(PATCH_LEN)
@@ -1019,11 +1005,7 @@ mod tests {
                         .zip(patches.chunks(PATCH_LEN))
                     {
                         let k = if net.standardise_input {
-                            let len = PATCH_LEN as f64;
-                            let mean = p.iter().map(|&v| v as f64).sum::<f64>() / len;
-                            let var = p.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()
-                                / (len - 1.0);
-                            (1.0 / (var.sqrt() + net.input_eps as f64)) as f32
+                            standardise_moments(p, net.input_eps).1 as f32
                         } else {
                             1.0
                         };
@@ -1106,13 +1088,6 @@ mod tests {
         loss.loss + rs.extra_loss
     }
 
-    /// `‖a − b‖ / ‖b‖`.
-    fn normwise(a: &[f32], b: &[f32]) -> f64 {
-        let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-        let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-        (d / n).sqrt()
-    }
-
     fn random_hardnet() -> FrozenHardNet {
         FrozenHardNet::from_weights(&random_weights(ModelKind::HardNet, 1)).unwrap()
     }
@@ -1125,16 +1100,8 @@ mod tests {
     /// by one and as a step.
     #[test]
     fn emulated_device_step_matches_the_cpu_chain() {
-        let n = 12;
-        let (anchors, positives) = synthetic_pairs(n, 64, 2.0, 3);
-        let (fa, fp) = recipe_frames(n, 2.0, 0.5, &mut Rng::new(4));
-        let batch = PairBatch {
-            anchors: &anchors,
-            positives: &positives,
-            source_size: 64,
-            anchor_frames: &fa,
-            positive_frames: &fp,
-        };
+        let data = SyntheticBatch::new(12, 3);
+        let batch = data.batch();
         for descriptor in [Descriptor::sift(), Descriptor::hardnet(random_hardnet())] {
             let name = match descriptor {
                 Descriptor::Sift(_) => "sift",
@@ -1170,7 +1137,7 @@ mod tests {
                 // summation orders reaches ~2e-3 of the gradients' norm here. A wrong recipe
                 // (a mask, a missing normalisation backward) is off by far more.
                 Descriptor::HardNet(_) => {
-                    let e = normwise(&g_emu, &g_cpu);
+                    let e = two_norm_error(&g_emu, &g_cpu);
 
                     assert!(e <= 1e-2, "{name}: gradients differ by {e} of their norm");
                 }
@@ -1196,7 +1163,7 @@ mod tests {
             let mut g_other = vec![0.0; g_cpu.len()];
             let mut other = TrainAffNet::new(5);
             emulate_step(&chain, &mut other, &batch, 78, &mut g_other);
-            assert!(normwise(&g_other, &g_cpu) > 0.1, "{name}");
+            assert!(two_norm_error(&g_other, &g_cpu) > 0.1, "{name}");
         }
     }
 
@@ -1265,11 +1232,11 @@ mod tests {
         );
         let mut emulated = EmulatedDescriptor::new(&Descriptor::hardnet(h.clone()));
         let desc = emulated.forward(&patches, seed);
-        assert!(normwise(&desc, &out) < 1e-5);
+        assert!(two_norm_error(&desc, &out) < 1e-5);
         let d_desc = crate::train::gradcheck::random_vec(out.len(), 5, 1.0);
         let mut d_patches = vec![0.0; patches.len()];
         h.backward(&mut cache, &d_desc, &mut d_patches);
-        let e = normwise(&emulated.backward(&patches, &d_desc), &d_patches);
+        let e = two_norm_error(&emulated.backward(&patches, &d_desc), &d_patches);
         assert!(e < 1e-5, "{e}");
     }
 }

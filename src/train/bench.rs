@@ -88,6 +88,38 @@ pub fn synthetic_pairs(n: usize, size: usize, max_tilt: f64, seed: u64) -> (Vec<
     (anchors, positives)
 }
 
+/// A batch for tests and checks: `n` synthetic pairs of 64×64 sources (tilt up to 2) with
+/// recipe frames (tilt up to 2, scale 0.5), all from `seed`.
+pub struct SyntheticBatch {
+    pub anchors: Vec<f32>,
+    pub positives: Vec<f32>,
+    pub anchor_frames: Vec<Affine>,
+    pub positive_frames: Vec<Affine>,
+}
+
+impl SyntheticBatch {
+    pub fn new(n: usize, seed: u64) -> Self {
+        let (anchors, positives) = synthetic_pairs(n, 64, 2.0, seed);
+        let (anchor_frames, positive_frames) = recipe_frames(n, 2.0, 0.5, &mut Rng::new(seed + 1));
+        SyntheticBatch {
+            anchors,
+            positives,
+            anchor_frames,
+            positive_frames,
+        }
+    }
+
+    pub fn batch(&self) -> PairBatch<'_> {
+        PairBatch {
+            anchors: &self.anchors,
+            positives: &self.positives,
+            source_size: 64,
+            anchor_frames: &self.anchor_frames,
+            positive_frames: &self.positive_frames,
+        }
+    }
+}
+
 /// The recipe's frames for a batch: a rotation shared by each pair, independent tilts.
 pub fn recipe_frames(
     n: usize,

@@ -451,38 +451,8 @@ impl TrainChain {
 mod tests {
     use super::*;
     use crate::nn::{random_weights, ModelKind};
-    use crate::train::bench::{recipe_frames, synthetic_pairs};
+    use crate::train::bench::SyntheticBatch;
     use crate::train::gradcheck::{check_gradient, directional_error};
-    use crate::train::rng::Rng;
-
-    struct Data {
-        anchors: Vec<f32>,
-        positives: Vec<f32>,
-        fa: Vec<Affine>,
-        fp: Vec<Affine>,
-    }
-
-    impl Data {
-        fn new(n: usize, seed: u64) -> Data {
-            let (anchors, positives) = synthetic_pairs(n, 64, 2.0, seed);
-            let (fa, fp) = recipe_frames(n, 2.0, 0.5, &mut Rng::new(seed + 1));
-            Data {
-                anchors,
-                positives,
-                fa,
-                fp,
-            }
-        }
-        fn batch(&self) -> PairBatch<'_> {
-            PairBatch {
-                anchors: &self.anchors,
-                positives: &self.positives,
-                source_size: 64,
-                anchor_frames: &self.fa,
-                positive_frames: &self.fp,
-            }
-        }
-    }
 
     /// SIFT, and HardNet with random weights. HardNet's input standardisation is off here: its
     /// statistics are detached (as in the original), so with it on the propagated gradient is
@@ -505,7 +475,7 @@ mod tests {
     /// propagates; HardNeg and PosDist are also differenced through the loss itself.
     #[test]
     fn head_gradient_matches_finite_differences() {
-        let data = Data::new(6, 10);
+        let data = SyntheticBatch::new(6, 10);
         let batch = data.batch();
         for (name, descriptor) in descriptors() {
             for kind in LossKind::ALL {
@@ -579,7 +549,7 @@ mod tests {
     /// 0 when both sides see the same source through frames that differ by a rotation only.
     #[test]
     fn geometric_term_gradient_matches_finite_differences() {
-        let data = Data::new(6, 30);
+        let data = SyntheticBatch::new(6, 30);
         let batch = data.batch();
         let mut model = TrainAffNet::new(4);
         let mut chain = TrainChain::new(Descriptor::sift(), LossKind::PosDist);
@@ -610,7 +580,7 @@ mod tests {
             .mean_geom;
         assert!(geom.abs() < 1e-6, "{geom}");
         let other = PairBatch {
-            positive_frames: &data.fp[..],
+            positive_frames: &data.positive_frames[..],
             ..same
         };
         let geom = probe
@@ -625,7 +595,7 @@ mod tests {
     /// the gradient through the upright form matches finite differences.
     #[test]
     fn upright_descriptor_frames_remove_a_relative_rotation_and_their_gradient_is_right() {
-        let data = Data::new(6, 40);
+        let data = SyntheticBatch::new(6, 40);
         let frame: Affine = [[0.9, 0.3, 0.0], [-0.2, 0.6, 0.0]];
         let (c, s) = (0.9f32.cos(), 0.9f32.sin());
         // F·R: the positive sees the anchor's patch turned by 0.9 rad.
@@ -681,7 +651,7 @@ mod tests {
     /// everywhere at this depth, hence small steps and the majority criterion.
     #[test]
     fn whole_chain_gradient_matches_finite_differences() {
-        let data = Data::new(6, 20);
+        let data = SyntheticBatch::new(6, 20);
         let batch = data.batch();
         for kind in LossKind::ALL {
             let mut model = TrainAffNet::new(3);

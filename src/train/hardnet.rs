@@ -26,9 +26,8 @@ pub struct FrozenHardNet {
 #[derive(Clone, Debug, Default)]
 pub struct HardNetCache {
     ws: Workspace,
-    /// Unnormalised outputs and their norms.
+    /// Unnormalised outputs.
     raw: Vec<f32>,
-    norms: Vec<f64>,
 }
 
 impl FrozenHardNet {
@@ -60,14 +59,7 @@ impl FrozenHardNet {
         assert_eq!(out.len(), raw.len(), "HardNet output length");
         cache.raw.clear();
         cache.raw.extend_from_slice(raw);
-        cache.norms.clear();
-        for (o, x) in out.chunks_mut(HARDNET_DIM).zip(raw.chunks(HARDNET_DIM)) {
-            let norm = (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + NORM_EPS).sqrt();
-            cache.norms.push(norm);
-            o.iter_mut()
-                .zip(x)
-                .for_each(|(o, &v)| *o = (v as f64 / norm) as f32);
-        }
+        l2_normalise_rows(raw, out);
     }
 
     /// `dL/dpatches` (overwritten) from `dL/ddescriptors` of the last forward pass.
@@ -77,19 +69,8 @@ impl FrozenHardNet {
             cache.raw.len(),
             "HardNet output gradient length"
         );
-        // d(x/‖x‖)/dx: dx = dd/‖x‖ − x·(dd·x)/‖x‖³.
         let mut d_raw = vec![0.0f32; d_desc.len()];
-        for (((dr, x), dd), &norm) in d_raw
-            .chunks_mut(HARDNET_DIM)
-            .zip(cache.raw.chunks(HARDNET_DIM))
-            .zip(d_desc.chunks(HARDNET_DIM))
-            .zip(&cache.norms)
-        {
-            let dot: f64 = dd.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
-            for ((dr, &x), &dd) in dr.iter_mut().zip(x).zip(dd) {
-                *dr = (dd as f64 / norm - x as f64 * dot / (norm * norm * norm)) as f32;
-            }
-        }
+        l2_normalise_rows_backward(&cache.raw, d_desc, &mut d_raw);
         self.net.backward(
             &mut cache.ws,
             &d_raw,
@@ -98,6 +79,36 @@ impl FrozenHardNet {
                 input: Some(d_patches),
             },
         );
+    }
+}
+
+fn row_norm(x: &[f32]) -> f64 {
+    (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + NORM_EPS).sqrt()
+}
+
+/// `x / sqrt(Σx² + eps)` per row of [`HARDNET_DIM`] (f64 sums, as `nn::l2_normalise`).
+pub(crate) fn l2_normalise_rows(raw: &[f32], out: &mut [f32]) {
+    for (o, x) in out.chunks_mut(HARDNET_DIM).zip(raw.chunks(HARDNET_DIM)) {
+        let norm = row_norm(x);
+        o.iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = (v as f64 / norm) as f32);
+    }
+}
+
+/// Backward of [`l2_normalise_rows`] (overwrites `d_raw`): `d(x/‖x‖)/dx` applied to `d`,
+/// `dx = d/‖x‖ − x·(d·x)/‖x‖³`.
+pub(crate) fn l2_normalise_rows_backward(raw: &[f32], d: &[f32], d_raw: &mut [f32]) {
+    for ((dr, x), dd) in d_raw
+        .chunks_mut(HARDNET_DIM)
+        .zip(raw.chunks(HARDNET_DIM))
+        .zip(d.chunks(HARDNET_DIM))
+    {
+        let norm = row_norm(x);
+        let dot: f64 = dd.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
+        for ((dr, &x), &dd) in dr.iter_mut().zip(x).zip(dd) {
+            *dr = (dd as f64 / norm - x as f64 * dot / (norm * norm * norm)) as f32;
+        }
     }
 }
 
@@ -121,8 +132,9 @@ mod tests {
         for (a, b) in out.iter().zip(&reference) {
             assert!((a - b).abs() < 1e-5);
         }
-        // The L2 normalisation's backward, through a directional derivative of the descriptor
-        // w.r.t. the network's raw output (the network's own backward is checked in `network`).
+        // The L2 normalisation's backward (`l2_normalise_rows_backward`), against a directional
+        // derivative of `Σ r·x/‖x‖` w.r.t. the network's raw output (the network's own backward
+        // is checked in `network`).
         let x = random_vec(128, 7, 1.0);
         let r = random_vec(128, 8, 1.0);
         let norm_loss = |v: &[f32]| -> f64 {
@@ -132,13 +144,8 @@ mod tests {
                 .map(|(a, r)| *a as f64 / n * *r as f64)
                 .sum()
         };
-        let n = (x.iter().map(|&a| (a as f64).powi(2)).sum::<f64>() + NORM_EPS).sqrt();
-        let dot: f64 = r.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
-        let g: Vec<f32> = x
-            .iter()
-            .zip(&r)
-            .map(|(&x, &r)| (r as f64 / n - x as f64 * dot / n.powi(3)) as f32)
-            .collect();
+        let mut g = vec![0.0; 128];
+        l2_normalise_rows_backward(&x, &r, &mut g);
         let v = random_vec(128, 9, 1.0);
         assert!(directional_error(norm_loss, &x, &g, &v, 1e-3) < 1e-3);
         // Training mode: a backward pass to the patches runs and is finite.

@@ -34,4 +34,6 @@ pub use network::{Mode, Network, ParamSpec};
 pub use optim::{linear_decay, recipe_lr, Sgd};
 pub use spatial_transformer::{Affine, WarpSize};
 mod bench;
-pub use bench::{bench_report, bench_step, recipe_frames, synthetic_pairs, TrainBench};
+pub use bench::{
+    bench_report, bench_step, recipe_frames, synthetic_pairs, SyntheticBatch, TrainBench,
+};

@@ -731,16 +731,21 @@ fn standardise(input: &[f32], item: usize, eps: f32, out: &mut [f32], scale: &mu
         .zip(input.par_chunks(item))
         .zip(scale.par_iter_mut())
         .for_each(|((o, x), s)| {
-            let n = item as f64;
-            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var =
-                x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-            let k = 1.0 / (var.sqrt() + eps as f64);
+            let (mean, k) = standardise_moments(x, eps);
             *s = k as f32;
             o.iter_mut()
                 .zip(x)
                 .for_each(|(o, &v)| *o = ((v as f64 - mean) * k) as f32);
         });
+}
+
+/// An item's mean and `1 / (std + eps)` (unbiased std), in f64: what [`standardise`] applies, and
+/// the factor its backward multiplies by (the statistics held fixed).
+pub(crate) fn standardise_moments(x: &[f32], eps: f32) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, 1.0 / (var.sqrt() + eps as f64))
 }
 
 /// A `rows × cols` matrix with orthonormal rows (rows ≤ cols) or columns, row-major, following
