@@ -295,5 +295,21 @@ fn bad_input_is_a_one_line_error() {
         ]),
         "no photos",
     );
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    photo(&photos.join("p.png"), 0);
+    one_line_error(
+        &wbs(&[
+            "train-data",
+            "--images",
+            photos.to_str().unwrap(),
+            "--out",
+            dir.join("p.safetensors").to_str().unwrap(),
+            "--zoom",
+            "2",
+            "1",
+        ]),
+        "--zoom needs",
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -36,6 +36,10 @@ pub struct TrainDataArgs {
     /// At most this many pairs per random view.
     #[arg(long, default_value_t = 200)]
     pub pairs_per_view: usize,
+    /// Zoom range of the random views, log-uniform (e.g. `--zoom 0.5 2.5` for the scale changes
+    /// of OxAff's zoom sequences).
+    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], default_values_t = [0.6, 1.6])]
+    pub zoom: Vec<f64>,
 }
 
 pub fn run(args: TrainDataArgs) -> Result<()> {
@@ -46,6 +50,7 @@ pub fn run(args: TrainDataArgs) -> Result<()> {
         support: args.support,
         max_view_tilt: args.max_tilt,
         pairs_per_view: args.pairs_per_view,
+        zoom: [args.zoom[0], args.zoom[1]],
         ..Default::default()
     };
     eprintln!("train-data: {} photos, {} pairs", photos.len(), args.pairs);

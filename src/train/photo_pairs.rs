@@ -71,6 +71,11 @@ impl Default for PhotoPairParams {
     }
 }
 
+/// The range `--zoom` accepts: below it features shrink under the detector's smallest scale,
+/// above it a view of a large photo takes gigabytes.
+pub const MIN_VIEW_ZOOM: f64 = 0.1;
+pub const MAX_VIEW_ZOOM: f64 = 4.0;
+
 /// The anti-aliasing blur of the stored patches, in sampling steps (see the module docs).
 const BLUR_PER_STEP: f32 = 1.25;
 /// A feature is used when this many region radii about it lie inside both images: the
@@ -319,6 +324,13 @@ pub fn pairs_from_photos(
             "--support and pairs per view must be positive",
         ));
     }
+    let [zoom_min, zoom_max] = params.zoom;
+    // A view is the photo zoomed, so its pixel count grows with the square of the zoom.
+    if !(zoom_min >= MIN_VIEW_ZOOM && zoom_min <= zoom_max && zoom_max <= MAX_VIEW_ZOOM) {
+        return Err(Error::invalid(format!(
+            "--zoom needs {MIN_VIEW_ZOOM} ≤ MIN ≤ MAX ≤ {MAX_VIEW_ZOOM}, got {zoom_min} {zoom_max}"
+        )));
+    }
     let mut set = PairSet::default();
     let mut used_sources = Vec::new();
     let count = photos.len();
@@ -485,6 +497,36 @@ mod tests {
         )
         .unwrap();
         assert_ne!(a.patches, other.patches);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_zoom_range_is_checked_used_and_recorded() {
+        let dir = std::env::temp_dir().join(format!("wbs-photo-zoom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        blob_image(256, 3).save(dir.join("p.png")).unwrap();
+        let photos = list_photos(std::slice::from_ref(&dir), &[]).unwrap();
+        let make = |zoom: [f64; 2]| {
+            let params = PhotoPairParams {
+                pairs: 30,
+                seed: 1,
+                zoom,
+                ..Default::default()
+            };
+            pairs_from_photos(&photos, &params, &LoadOptions::default(), |_, _| {}, |_| {})
+        };
+        for bad in [[0.0, 1.0], [2.0, 1.0], [1.0, 8.0], [f64::NAN, 1.0]] {
+            let message = make(bad).unwrap_err().to_string();
+            assert!(message.contains("--zoom"), "{bad:?}: {message}");
+        }
+        let near = make([1.0, 1.0]).unwrap();
+        let far = make([2.0, 2.0]).unwrap();
+        assert_ne!(near.patches, far.patches);
+        assert!(
+            far.metadata["wbs.params"].contains("\"zoom\":[2.0,2.0]"),
+            "{}",
+            far.metadata["wbs.params"]
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }
