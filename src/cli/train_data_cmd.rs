@@ -38,7 +38,8 @@ pub struct TrainDataArgs {
     pub pairs_per_view: usize,
     /// Zoom range of the random views, log-uniform (e.g. `--zoom 0.5 2.5` for the scale changes
     /// of OxAff's zoom sequences).
-    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], default_values_t = [0.6, 1.6])]
+    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], default_values_t = [0.6, 1.6],
+        action = clap::ArgAction::Set)]
     pub zoom: Vec<f64>,
 }
 
