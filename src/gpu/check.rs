@@ -25,7 +25,7 @@ use crate::patch::{PatchSpec, NET_PATCH, SIFT_PATCH};
 use crate::pipeline::{self, Config, Method};
 use crate::pyramid::ScaleSpace;
 use crate::train::gradcheck::random_vec;
-use crate::train::hardnet::{l2_normalise_rows_backward, NORM_EPS as HARDNET_NORM_EPS};
+use crate::train::hardnet::l2_normalise_rows_backward;
 use crate::train::layers::{self as tl, ConvGrads, ConvInput, ConvShape};
 use crate::train::loss::{descriptor_loss, LossGrads, LossKind, LossWorkspace};
 use crate::train::network::standardise_moments;
@@ -534,12 +534,13 @@ fn check_standardise(gpu: &Gpu, seed: u64) -> Result<f64> {
 }
 
 fn check_l2(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let x = random_vec(41 * 128, seed, 3.0);
+    let x = random_vec(41 * nn::HARDNET_DIM, seed, 3.0);
     let mut y = x.clone();
-    y.chunks_mut(128).for_each(nn::l2_normalise);
+    y.chunks_mut(nn::HARDNET_DIM).for_each(nn::l2_normalise);
     let x_ = gpu.upload(&x)?;
     let mut y_ = gpu.zeros::<f32>(x.len())?;
-    ops::l2_normalise(gpu, &x_, 128, 1e-10, &mut y_)?;
+    let eps = nn::L2_NORM_EPS as f32;
+    ops::l2_normalise(gpu, &x_, nn::HARDNET_DIM, eps, &mut y_)?;
     Ok(rel_error(&gpu.download(&y_)?, &y))
 }
 
@@ -578,7 +579,7 @@ fn check_normalise_backward(gpu: &Gpu, seed: u64) -> Result<f64> {
         &gpu.upload(&r)?,
         &gpu.upload(&dr)?,
         nn::HARDNET_DIM,
-        HARDNET_NORM_EPS as f32,
+        nn::L2_NORM_EPS as f32,
         &mut dl_,
     )?;
     Ok(worst(&[

@@ -11,7 +11,7 @@ use super::ops::{self, Buf, Fused, InputMap};
 use super::shapes::ConvGeometry;
 use super::Gpu;
 use crate::nn::layers::{Layer, Sequential};
-use crate::nn::{ModelKind, Weights, DEFAULT_INPUT_EPS, PATCH_LEN, PATCH_SIZE};
+use crate::nn::{ModelKind, Weights, DEFAULT_INPUT_EPS, L2_NORM_EPS, PATCH_LEN, PATCH_SIZE};
 use crate::{Error, Result};
 
 /// One convolution with its batch norm folded in and its activation fused.
@@ -179,7 +179,7 @@ impl GpuNet {
         }
         if self.kind == ModelKind::HardNet {
             let mut y = gpu.zeros::<f32>(x.len())?;
-            ops::l2_normalise(gpu, &x, c * h * w, 1e-10, &mut y)?;
+            ops::l2_normalise(gpu, &x, c * h * w, L2_NORM_EPS as f32, &mut y)?;
             return Ok(y);
         }
         Ok(x)

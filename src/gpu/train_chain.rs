@@ -30,12 +30,12 @@ use std::time::Instant;
 use super::ops::{self, Buf, DeviceBatchStats, Fused, InputMap};
 use super::shapes::{ConvGeometry, WarpGeometry};
 use super::Gpu;
-use crate::nn::{HARDNET_DIM, PATCH_LEN, PATCH_SIZE};
+use crate::nn::{HARDNET_DIM, L2_NORM_EPS, PATCH_LEN, PATCH_SIZE};
 use crate::train::chain::{
     affnet_side_seed, descriptor_side_seed, Descriptor, PairBatch, StageTimes, StepStats,
     TrainChain,
 };
-use crate::train::hardnet::{FrozenHardNet, NORM_EPS as HARDNET_NORM_EPS};
+use crate::train::hardnet::FrozenHardNet;
 use crate::train::loss::LossKind;
 use crate::train::network::{Network, StagePlan};
 use crate::train::regions::{RegionStage, RegionTerms};
@@ -333,7 +333,7 @@ impl DeviceDescriptor {
                 let x0 = standardised(gpu, net, patches)?;
                 let pass = forward_stages(gpu, net, plan, params, x0, seed)?;
                 let unnormalised = output_view(gpu, plan, &pass)?;
-                let eps = HARDNET_NORM_EPS as f32;
+                let eps = L2_NORM_EPS as f32;
                 ops::l2_normalise(gpu, &unnormalised, HARDNET_DIM, eps, out)?;
                 Ok(DescriptorCache::HardNet { pass, unnormalised })
             }
@@ -359,7 +359,7 @@ impl DeviceDescriptor {
             ) => {
                 let params = params.as_mut().expect("uploaded by the forward pass");
                 let mut d_out = gpu.zeros::<f32>(d_desc.len())?;
-                let eps = HARDNET_NORM_EPS as f32;
+                let eps = L2_NORM_EPS as f32;
                 ops::l2_normalise_backward(
                     gpu,
                     unnormalised,

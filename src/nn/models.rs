@@ -110,9 +110,12 @@ pub fn orientation_angle(raw: [f32; 2]) -> f32 {
     (raw[0] as f64 + 1e-8).atan2(raw[1] as f64 + 1e-8) as f32
 }
 
+/// The `eps` of HardNet's output normalisation (DagnyT/hardnet's `L2Norm`).
+pub const L2_NORM_EPS: f64 = 1e-10;
+
 /// HardNet's output normalisation, in place: `x / sqrt(Σx² + 1e-10)`.
 pub fn l2_normalise(descriptor: &mut [f32]) {
-    let norm = (descriptor.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + 1e-10).sqrt();
+    let norm = (descriptor.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + L2_NORM_EPS).sqrt();
     descriptor
         .iter_mut()
         .for_each(|v| *v = (*v as f64 / norm) as f32);

@@ -8,11 +8,8 @@
 //! matter in inference mode.
 
 use super::network::{Mode, NetGrads, Network, Workspace};
-use crate::nn::{ModelKind, Weights, HARDNET_DIM, PATCH_SIZE};
+use crate::nn::{l2_normalise, ModelKind, Weights, HARDNET_DIM, L2_NORM_EPS, PATCH_SIZE};
 use crate::Result;
-
-/// The `eps` of the output's L2 normalisation (shared with the device chain).
-pub(crate) const NORM_EPS: f64 = 1e-10;
 /// Dropout of ducha-aiki/affnet's HardNet copy.
 pub const HARDNET_TRAIN_DROPOUT: f32 = 0.1;
 
@@ -82,18 +79,10 @@ impl FrozenHardNet {
     }
 }
 
-fn row_norm(x: &[f32]) -> f64 {
-    (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + NORM_EPS).sqrt()
-}
-
-/// `x / sqrt(Σx² + eps)` per row of [`HARDNET_DIM`] (f64 sums, as `nn::l2_normalise`).
+/// [`l2_normalise`] per row of [`HARDNET_DIM`], from `raw` into `out`.
 pub(crate) fn l2_normalise_rows(raw: &[f32], out: &mut [f32]) {
-    for (o, x) in out.chunks_mut(HARDNET_DIM).zip(raw.chunks(HARDNET_DIM)) {
-        let norm = row_norm(x);
-        o.iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = (v as f64 / norm) as f32);
-    }
+    out.copy_from_slice(raw);
+    out.chunks_mut(HARDNET_DIM).for_each(l2_normalise);
 }
 
 /// Backward of [`l2_normalise_rows`] (overwrites `d_raw`): `d(x/‖x‖)/dx` applied to `d`,
@@ -104,7 +93,7 @@ pub(crate) fn l2_normalise_rows_backward(raw: &[f32], d: &[f32], d_raw: &mut [f3
         .zip(raw.chunks(HARDNET_DIM))
         .zip(d.chunks(HARDNET_DIM))
     {
-        let norm = row_norm(x);
+        let norm = (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + L2_NORM_EPS).sqrt();
         let dot: f64 = dd.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
         for ((dr, &x), &dd) in dr.iter_mut().zip(x).zip(dd) {
             *dr = (dd as f64 / norm - x as f64 * dot / (norm * norm * norm)) as f32;
@@ -138,7 +127,7 @@ mod tests {
         let x = random_vec(128, 7, 1.0);
         let r = random_vec(128, 8, 1.0);
         let norm_loss = |v: &[f32]| -> f64 {
-            let n = (v.iter().map(|&a| (a as f64).powi(2)).sum::<f64>() + NORM_EPS).sqrt();
+            let n = (v.iter().map(|&a| (a as f64).powi(2)).sum::<f64>() + L2_NORM_EPS).sqrt();
             v.iter()
                 .zip(&r)
                 .map(|(a, r)| *a as f64 / n * *r as f64)
