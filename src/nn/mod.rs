@@ -93,8 +93,8 @@ pub use bench::{
 pub use layers::{BatchNorm2d, Conv2d, Layer, Sequential};
 pub use locate::{locate, WEIGHTS_ENV};
 pub use models::{
-    affine_shape, l2_normalise, normalise_patch, orientation_angle, AffNet, HardNet, OriNet,
-    DEFAULT_INPUT_EPS, HARDNET_DIM, KORNIA_INPUT_EPS, L2_NORM_EPS,
+    affine_shape, l2_norm, l2_normalise, normalise_patch, orientation_angle, AffNet, HardNet,
+    OriNet, DEFAULT_INPUT_EPS, HARDNET_DIM, KORNIA_INPUT_EPS, L2_NORM_EPS,
 };
 pub use tensor::Tensor;
 pub use weights::{

@@ -113,9 +113,14 @@ pub fn orientation_angle(raw: [f32; 2]) -> f32 {
 /// The `eps` of HardNet's output normalisation (DagnyT/hardnet's `L2Norm`).
 pub const L2_NORM_EPS: f64 = 1e-10;
 
-/// HardNet's output normalisation, in place: `x / sqrt(Σx² + 1e-10)`.
+/// The norm HardNet's output normalisation divides by: `sqrt(Σx² + L2_NORM_EPS)`, summed in f64.
+pub fn l2_norm(x: &[f32]) -> f64 {
+    (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + L2_NORM_EPS).sqrt()
+}
+
+/// HardNet's output normalisation, in place: `x / l2_norm(x)`.
 pub fn l2_normalise(descriptor: &mut [f32]) {
-    let norm = (descriptor.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + L2_NORM_EPS).sqrt();
+    let norm = l2_norm(descriptor);
     descriptor
         .iter_mut()
         .for_each(|v| *v = (*v as f64 / norm) as f32);

@@ -8,7 +8,7 @@
 //! matter in inference mode.
 
 use super::network::{Mode, NetGrads, Network, Workspace};
-use crate::nn::{l2_normalise, ModelKind, Weights, HARDNET_DIM, L2_NORM_EPS, PATCH_SIZE};
+use crate::nn::{l2_norm, l2_normalise, ModelKind, Weights, HARDNET_DIM, PATCH_SIZE};
 use crate::Result;
 /// Dropout of ducha-aiki/affnet's HardNet copy.
 pub const HARDNET_TRAIN_DROPOUT: f32 = 0.1;
@@ -93,7 +93,7 @@ pub(crate) fn l2_normalise_rows_backward(raw: &[f32], d: &[f32], d_raw: &mut [f3
         .zip(raw.chunks(HARDNET_DIM))
         .zip(d.chunks(HARDNET_DIM))
     {
-        let norm = (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + L2_NORM_EPS).sqrt();
+        let norm = l2_norm(x);
         let dot: f64 = dd.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
         for ((dr, &x), &dd) in dr.iter_mut().zip(x).zip(dd) {
             *dr = (dd as f64 / norm - x as f64 * dot / (norm * norm * norm)) as f32;
@@ -104,6 +104,7 @@ pub(crate) fn l2_normalise_rows_backward(raw: &[f32], d: &[f32], d_raw: &mut [f3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::L2_NORM_EPS;
     use crate::nn::{random_patches, random_weights};
     use crate::train::gradcheck::{directional_error, random_vec};
 
