@@ -104,8 +104,7 @@ pub(crate) fn l2_normalise_rows_backward(raw: &[f32], d: &[f32], d_raw: &mut [f3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::L2_NORM_EPS;
-    use crate::nn::{random_patches, random_weights};
+    use crate::nn::{random_patches, random_weights, L2_NORM_EPS};
     use crate::train::gradcheck::{directional_error, random_vec};
 
     #[test]
