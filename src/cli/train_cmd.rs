@@ -126,6 +126,13 @@ pub struct AffnetArgs {
     /// range from the start; a random start collapses at 45° and more without it)
     #[arg(long, default_value_t = 0.0, value_name = "EPOCHS")]
     pub relative_rotation_warmup: f64,
+    /// With --relative-rotation, leave this share of pairs (0–1) unturned, so that more of the
+    /// budget goes to tilt (0: every pair turned). See docs/training.md
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub unturned_share: f64,
+    /// Cap the recipe's tilt schedule (3 → 5.8 over 8 epochs) at this tilt (0: no cap)
+    #[arg(long, default_value_t = 0.0, value_name = "TILT")]
+    pub tilt_cap: f64,
     /// Steps between checkpoints, validations and curve redraws (0: only at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
@@ -218,6 +225,8 @@ fn affnet(args: AffnetArgs) -> Result<()> {
         source_elongation_penalty: args.source_elongation_penalty,
         relative_rotation: args.relative_rotation,
         relative_rotation_warmup: args.relative_rotation_warmup,
+        unturned_share: args.unturned_share,
+        tilt_cap: args.tilt_cap,
     };
     let options = SessionOptions {
         out: args.out.clone(),

@@ -74,6 +74,14 @@ pub struct RunSettings {
     /// of 45° and more collapse every shape to one within 20 steps; see docs/training.md.
     #[serde(default)]
     pub relative_rotation_warmup: f64,
+    /// Share of pairs (0–1) whose positive is not turned against its anchor when
+    /// `relative_rotation` is on (0: every pair turned). Turned pairs teach AffNet to follow a
+    /// turn but crowd out tilt; see docs/training.md.
+    #[serde(default)]
+    pub unturned_share: f64,
+    /// Cap on the tilt schedule (0: none, the recipe's schedule up to 5.8).
+    #[serde(default)]
+    pub tilt_cap: f64,
 }
 
 impl RunSettings {
@@ -87,6 +95,16 @@ impl RunSettings {
 
     pub fn loss_kind(&self) -> Result<LossKind> {
         self.loss.parse()
+    }
+
+    /// The largest augmentation tilt in `epoch`: the recipe's schedule, capped by `tilt_cap`.
+    pub fn max_tilt(&self, epoch: u64) -> f64 {
+        let scheduled = max_tilt_for_epoch(epoch.min(u32::MAX as u64) as u32);
+        if self.tilt_cap > 0.0 {
+            scheduled.min(self.tilt_cap)
+        } else {
+            scheduled
+        }
     }
 
     /// The settings that differ from `other`, by name (empty when a resume may go on).
@@ -182,12 +200,19 @@ impl Trainer {
                 "--relative-rotation-warmup",
                 settings.relative_rotation_warmup,
             ),
+            ("--tilt-cap", settings.tilt_cap),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return Err(Error::invalid(format!(
                     "{flag} must be a non-negative number"
                 )));
             }
+        }
+        if !(0.0..=1.0).contains(&settings.unturned_share) {
+            return Err(Error::invalid("--unturned-share must be between 0 and 1"));
+        }
+        if settings.tilt_cap > 0.0 && settings.tilt_cap < 1.0 {
+            return Err(Error::invalid("--tilt-cap must be 0 (none) or at least 1"));
         }
         let mut chain = TrainChain::new(descriptor, loss);
         chain.elongation_penalty = settings.elongation_penalty as f32;
@@ -321,6 +346,7 @@ impl Trainer {
         let [fa, fp] = &mut self.frames;
         fa.clear();
         fp.clear();
+        let unturned_share = self.settings.unturned_share;
         for _ in 0..n {
             let phi = rng.range(-std::f64::consts::PI, std::f64::consts::PI);
             let (transpose, flip) = if self.settings.fliprot {
@@ -328,9 +354,11 @@ impl Trainer {
             } else {
                 (false, false)
             };
+            // Drawn only when asked for, so that earlier runs keep their random stream.
+            let turned = relative_rotation > 0.0
+                && (unturned_share <= 0.0 || rng.uniform() >= unturned_share);
             for (k, f) in [&mut *fa, &mut *fp].into_iter().enumerate() {
-                // Drawn only when asked for, so that recipe runs keep their random stream.
-                let turn = if k == 1 && relative_rotation > 0.0 {
+                let turn = if k == 1 && turned {
                     rng.range(-relative_rotation, relative_rotation)
                 } else {
                     0.0
@@ -354,7 +382,7 @@ impl Trainer {
     /// The loss the current weights give on the batch of step `s` (at the tilt of the current
     /// epoch), without changing the run: a copy of the model and chain computes it.
     pub fn loss_on_batch(&mut self, s: u64) -> f64 {
-        let max_tilt = max_tilt_for_epoch(self.epoch().min(u32::MAX as u64) as u32);
+        let max_tilt = self.settings.max_tilt(self.epoch());
         self.prepare(s, max_tilt);
         let (mut model, mut chain) = (self.model.clone(), self.chain.clone());
         let seed = mix64(self.settings.seed ^ 0xD50F_0000 ^ s);
@@ -365,7 +393,7 @@ impl Trainer {
     pub fn step(&mut self) -> Result<StepReport> {
         let s = self.step;
         let epoch = self.epoch();
-        let max_tilt = max_tilt_for_epoch(epoch.min(u32::MAX as u64) as u32);
+        let max_tilt = self.settings.max_tilt(epoch);
         self.prepare(s, max_tilt);
         let batch = PairBatch {
             anchors: &self.anchors,
@@ -465,6 +493,8 @@ mod tests {
             source_elongation_penalty: 0.0,
             relative_rotation: 0.0,
             relative_rotation_warmup: 0.0,
+            unturned_share: 0.0,
+            tilt_cap: 0.0,
         }
     }
 
@@ -554,6 +584,52 @@ mod tests {
             e.contains("--relative-rotation must be a non-negative"),
             "{e}"
         );
+    }
+
+    /// `unturned_share` leaves about that share of pairs with no relative turn; `tilt_cap`
+    /// bounds the schedule and the frames drawn from it.
+    #[test]
+    fn unturned_share_and_tilt_cap_shape_the_augmentation() {
+        let mut run = settings(400, 800, 1);
+        run.relative_rotation = 60.0;
+        run.unturned_share = 0.25;
+        let mut trainer =
+            Trainer::new(run, synthetic_set(400, 3), Descriptor::sift(), None).unwrap();
+        trainer.prepare(0, 3.0);
+        // The second columns of a pair's frames are parallel exactly when it is unturned.
+        let unturned = trainer.frames[0]
+            .iter()
+            .zip(&trainer.frames[1])
+            .filter(|(a, b)| {
+                let cross = a[0][1] * b[1][1] - a[1][1] * b[0][1];
+                let norms = (a[0][1].hypot(a[1][1])) * (b[0][1].hypot(b[1][1]));
+                (cross / norms).abs() < 1e-4
+            })
+            .count();
+        // Binomial(400, 0.25): mean 100, sd 8.7.
+        assert!((70..=130).contains(&unturned), "{unturned} of 400 unturned");
+
+        let mut capped = settings(32, 64, 12);
+        capped.tilt_cap = 3.5;
+        let tilts: Vec<f64> = [0, 1, 8].map(|e| capped.max_tilt(e)).to_vec();
+        assert_eq!(tilts, [3.0, 3.5, 3.5]);
+        assert_eq!(settings(32, 64, 12).max_tilt(8), 5.8);
+        for (field, value, message) in [
+            ("share", 1.5, "--unturned-share must be between 0 and 1"),
+            ("cap", 0.5, "--tilt-cap must be 0 (none) or at least 1"),
+        ] {
+            let mut bad = settings(32, 64, 1);
+            if field == "share" {
+                bad.unturned_share = value;
+            } else {
+                bad.tilt_cap = value;
+            }
+            let e = Trainer::new(bad, synthetic_set(40, 2), Descriptor::sift(), None)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains(message), "{e}");
+        }
     }
 
     #[test]
