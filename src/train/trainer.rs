@@ -75,8 +75,8 @@ pub struct RunSettings {
     #[serde(default)]
     pub relative_rotation_warmup: f64,
     /// Share of pairs (0–1) whose positive is not turned against its anchor when
-    /// `relative_rotation` is on (0: every pair turned). Turned pairs teach AffNet to follow a
-    /// turn but crowd out tilt; see docs/training.md.
+    /// `relative_rotation` is on (0: every pair turned): tests whether the turned pairs crowd
+    /// out what AffNet learns of tilt; see docs/training.md.
     #[serde(default)]
     pub unturned_share: f64,
     /// Cap on the tilt schedule (0: none, the recipe's schedule up to 5.8).
@@ -210,6 +210,11 @@ impl Trainer {
         }
         if !(0.0..=1.0).contains(&settings.unturned_share) {
             return Err(Error::invalid("--unturned-share must be between 0 and 1"));
+        }
+        if settings.unturned_share > 0.0 && settings.relative_rotation <= 0.0 {
+            return Err(Error::invalid(
+                "--unturned-share needs --relative-rotation (without it no pair is turned)",
+            ));
         }
         if settings.tilt_cap > 0.0 && settings.tilt_cap < 1.0 {
             return Err(Error::invalid("--tilt-cap must be 0 (none) or at least 1"));
@@ -587,7 +592,7 @@ mod tests {
     }
 
     /// `unturned_share` leaves about that share of pairs with no relative turn; `tilt_cap`
-    /// bounds the schedule and the frames drawn from it.
+    /// bounds the schedule; both refuse values that would do nothing or something else.
     #[test]
     fn unturned_share_and_tilt_cap_shape_the_augmentation() {
         let mut run = settings(400, 800, 1);
@@ -616,6 +621,7 @@ mod tests {
         assert_eq!(settings(32, 64, 12).max_tilt(8), 5.8);
         for (field, value, message) in [
             ("share", 1.5, "--unturned-share must be between 0 and 1"),
+            ("share", 0.5, "--unturned-share needs --relative-rotation"),
             ("cap", 0.5, "--tilt-cap must be 0 (none) or at least 1"),
         ] {
             let mut bad = settings(32, 64, 1);
