@@ -8,8 +8,8 @@
 //! partial results in a fixed order (`parallel.rs`), so the thread count does not matter either.
 //!
 //! The recipe (reference `affnet.md` §5): a rotation shared by the pair, independent tilts
-//! with the epoch schedule (`augment::max_tilt_for_epoch`), the 2× zoom and 32×32 centre crop,
-//! "fliprot" (the same random transpose and horizontal flip on both patches), batch norm with
+//! with the epoch schedule (`augment::max_tilt_for_epoch`, optionally capped), the 2× zoom and
+//! 32×32 centre crop, "fliprot" (the same random transpose and horizontal flip on both patches), batch norm with
 //! batch statistics, SGD (lr 0.005, momentum 0.9, dampening 0.9, weight decay 1e-4) with the
 //! learning rate decayed linearly to 0 over the run.
 
@@ -619,17 +619,29 @@ mod tests {
         let tilts: Vec<f64> = [0, 1, 8].map(|e| capped.max_tilt(e)).to_vec();
         assert_eq!(tilts, [3.0, 3.5, 3.5]);
         assert_eq!(settings(32, 64, 12).max_tilt(8), 5.8);
-        for (field, value, message) in [
-            ("share", 1.5, "--unturned-share must be between 0 and 1"),
-            ("share", 0.5, "--unturned-share needs --relative-rotation"),
-            ("cap", 0.5, "--tilt-cap must be 0 (none) or at least 1"),
-        ] {
+        // The steps draw their frames at the capped tilt (2 steps per epoch here: step 2 is
+        // in epoch 1, where the schedule says 4).
+        let mut t = Trainer::new(capped, synthetic_set(40, 2), Descriptor::sift(), None).unwrap();
+        let reported: Vec<f64> = (0..3).map(|_| t.step().unwrap().max_tilt).collect();
+        assert_eq!(reported, [3.0, 3.0, 3.5]);
+
+        let refusals: [(fn(&mut RunSettings), &str); 3] = [
+            (
+                |s| s.unturned_share = 1.5,
+                "--unturned-share must be between 0 and 1",
+            ),
+            (
+                |s| s.unturned_share = 0.5,
+                "--unturned-share needs --relative-rotation",
+            ),
+            (
+                |s| s.tilt_cap = 0.5,
+                "--tilt-cap must be 0 (none) or at least 1",
+            ),
+        ];
+        for (spoil, message) in refusals {
             let mut bad = settings(32, 64, 1);
-            if field == "share" {
-                bad.unturned_share = value;
-            } else {
-                bad.tilt_cap = value;
-            }
+            spoil(&mut bad);
             let e = Trainer::new(bad, synthetic_set(40, 2), Descriptor::sift(), None)
                 .err()
                 .unwrap()
