@@ -625,7 +625,8 @@ mod tests {
         let reported: Vec<f64> = (0..3).map(|_| t.step().unwrap().max_tilt).collect();
         assert_eq!(reported, [3.0, 3.0, 3.5]);
 
-        let refusals: [(fn(&mut RunSettings), &str); 3] = [
+        type Spoil = fn(&mut RunSettings);
+        let refusals: [(Spoil, &str); 3] = [
             (
                 |s| s.unturned_share = 1.5,
                 "--unturned-share must be between 0 and 1",
