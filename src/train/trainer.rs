@@ -9,9 +9,9 @@
 //!
 //! The recipe (reference `affnet.md` §5): a rotation shared by the pair, independent tilts
 //! with the epoch schedule (`augment::max_tilt_for_epoch`, optionally capped), the 2× zoom and
-//! 32×32 centre crop, "fliprot" (the same random transpose and horizontal flip on both patches), batch norm with
-//! batch statistics, SGD (lr 0.005, momentum 0.9, dampening 0.9, weight decay 1e-4) with the
-//! learning rate decayed linearly to 0 over the run.
+//! 32×32 centre crop, "fliprot" (the same random transpose and horizontal flip on both
+//! patches), batch norm with batch statistics, SGD (lr 0.005, momentum 0.9, dampening 0.9,
+//! weight decay 1e-4) with the learning rate decayed linearly to 0 over the run.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
