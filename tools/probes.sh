@@ -9,7 +9,7 @@
 # The photo is scikit-image's skimage/data/coffee.png (docs/training.md, "How it was made");
 # OxAff is read from ../shared/datasets beside the checkout.
 set -euo pipefail
-if [ $# -lt 3 ]; then sed -n '7,8p' "$0" | cut -c3-; exit 2; fi
+if [ $# -lt 3 ]; then echo "usage: tools/probes.sh WBS WEIGHTS COFFEE_PNG [WORK_DIR]" >&2; exit 2; fi
 wbs=$1 weights=$2 coffee=$3 work=${4:-probes}
 oxaff="$(cd "$(dirname "$0")/.." && pwd)/../shared/datasets/OxAff"
 for f in "$wbs" "$weights" "$coffee" "$oxaff/graf/H1to6p" "$oxaff/bark/H1to4p"; do
