@@ -3,7 +3,8 @@ r"""Compare two runs of the scorer over the pairs both register.
 
 Mean inliers over each run's own registered pairs (what ../shared/tools/score.py prints) are not
 comparable when one run registers hard pairs, with few inliers, that the other misses; this
-compares them over the pairs both register, per dataset, and names the pairs only one registers.
+compares them over the pairs both register, per dataset, and names the pairs only one registers;
+for OxAff it also sums each sequence's inliers over all its pairs, registered or not.
 Inputs are the scorer's per-pair `--out` JSON files. Needs only python3.
 
 usage: tools/common_pairs.py A.json B.json
@@ -46,6 +47,24 @@ def main():
         only_b = ", ".join(sorted(set(rb) - set(ra))) or "-"
         print(f"{d:8} {len(ra):>6} / {len(rb):<6}  {len(common):>6}  "
               f"{mean_a:7.1f} / {mean_b:7.1f} ({change:+.1f} %)  {more:>4}       {only_a}; {only_b}")
+    # OxAff's sequences: inliers summed over each sequence's pairs, registered or not.
+    if "OxAff" in datasets:
+        sums = [sequence_sums(r, "OxAff") for r in (a, b)]
+        cells = []
+        for seq in sorted(sums[0]):
+            total_a, total_b = sums[0][seq], sums[1].get(seq, 0)
+            change = f" ({100.0 * (total_a - total_b) / total_b:+.1f} %)" if total_b else ""
+            cells.append(f"{seq} {total_a} / {total_b}{change}")
+        print("OxAff per sequence, all pairs' inliers A / B: " + ", ".join(cells))
+
+
+def sequence_sums(report, dataset):
+    """{sequence: inliers summed over all its rows} for pairs named dataset/sequence/pair."""
+    sums = {}
+    for r in report[dataset]["rows"]:
+        seq = r["pair"].split("/")[1]
+        sums[seq] = sums.get(seq, 0) + r.get("inliers", 0)
+    return sums
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The tilt and turn probes of docs/training.md for one AffNet weights file: hesaffnet inliers on
-# the coffee photo seen at tilts 1.5 / 2 / 2.5 / 3 and turned 45° / 90° (made by `wbs synth`), and
-# on OxAff graf 1–4 / 1–5 / 1–6 and bark 1–3 / 1–4. "– (n)" is a pair not registered, with its n
+# the coffee photo seen at tilts 1.5 / 2 / 2.5 / 3, unturned, turned 45° / 90°, zoomed 2.5 and
+# zoomed 2.5 with 45° (made by `wbs synth`), and on OxAff graf 1–4 / 1–5 / 1–6 and bark 1–3 / 1–4:
+# the tilt table's row and the turn table's column. "– (n)" is a pair not registered, with its n
 # inliers. The synthetic pairs are cached in the work folder.
 #
 # usage: tools/probes.sh WBS WEIGHTS COFFEE_PNG [WORK_DIR]
@@ -20,8 +21,8 @@ mkdir -p "$work"
 # synth NAME ARGS...: the coffee photo through one `wbs synth` view, made once.
 synth() {
   local dir="$work/$1"; shift
-  [ -f "$dir/H1to2p" ] || "$wbs" synth "$coffee" --out-dir "$dir" --seed 3 --scale 1 --gamma 1 \
-    --noise 0 "$@" > /dev/null
+  [ -f "$dir/H1to2p" ] || "$wbs" synth "$coffee" --out-dir "$dir" --seed 3 --gamma 1 --noise 0 \
+    "$@" > /dev/null
 }
 
 # inliers IMG1 IMG2 H: the cell for one pair, judged against its ground truth.
@@ -34,18 +35,20 @@ print(r["inliers"] if r["registered"] else "– (%d)" % r["inliers"])'
 
 tilt="" turn=""
 for t in 1.5 2 2.5 3; do
-  synth "tilt$t" --tilt "$t" --rotation 0
+  synth "tilt$t" --tilt "$t" --rotation 0 --scale 1
   tilt="$tilt | $(inliers "$work/tilt$t/img1.png" "$work/tilt$t/img2.png" "$work/tilt$t/H1to2p")"
 done
 for k in 4 5 6; do
   tilt="$tilt | $(inliers "$oxaff/graf/img1.png" "$oxaff/graf/img$k.png" "$oxaff/graf/H1to${k}p")"
 done
-for r in 45 90; do
-  synth "turn$r" --tilt 1 --rotation "$r"
-  turn="$turn | $(inliers "$work/turn$r/img1.png" "$work/turn$r/img2.png" "$work/turn$r/H1to2p")"
+# NAME ROTATION SCALE: the turn table's coffee rows, in its order.
+for view in "turn0 0 1" "turn45 45 1" "turn90 90 1" "zoom2.5 0 2.5" "zoom2.5turn45 45 2.5"; do
+  read -r name r z <<< "$view"
+  synth "$name" --tilt 1 --rotation "$r" --scale "$z"
+  turn="$turn | $(inliers "$work/$name/img1.png" "$work/$name/img2.png" "$work/$name/H1to2p")"
 done
 for k in 3 4; do
   turn="$turn | $(inliers "$oxaff/bark/img1.png" "$oxaff/bark/img$k.png" "$oxaff/bark/H1to${k}p")"
 done
 echo "tilt 1.5 / 2 / 2.5 / 3, graf 1–4 / 1–5 / 1–6$tilt |"
-echo "coffee 45° / 90°, bark 1–3 / 1–4$turn |"
+echo "coffee no turn / 45° / 90° / zoom 2.5 / zoom 2.5 and 45°, bark 1–3 / 1–4$turn |"
