@@ -18,9 +18,11 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-/// A fresh folder for one test's files.
+/// A fresh folder for one test's files, under cargo's `target/tmp` (emptied at the start of each
+/// run and kept after it, so runs do not pile up in the system temp dir).
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wbs-cli-{}-{name}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-bad-input-{name}"));
+    std::fs::remove_dir_all(&dir).ok();
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

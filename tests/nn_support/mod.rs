@@ -24,9 +24,11 @@ macro_rules! shared_or_skip {
     };
 }
 
-/// A fresh directory under the system temp dir, unique per test and process.
+/// A fresh directory for one test's files, under cargo's `target/tmp` (emptied at the start of
+/// each run and kept after it for a look, so runs do not pile up in the system temp dir).
 pub fn temp_dir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wbs-nn-{}-{test}", std::process::id()));
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}-{test}", env!("CARGO_CRATE_NAME")));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create temp dir");
     d
