@@ -97,6 +97,7 @@ pub use models::{
     OriNet, DEFAULT_INPUT_EPS, HARDNET_DIM, KORNIA_INPUT_EPS, L2_NORM_EPS,
 };
 pub use tensor::Tensor;
+pub(crate) use weights::with_sorted_header;
 pub use weights::{
     import_pth, inspect, inspect_file, ImportReport, Inspection, Param, TensorInfo, TensorStats,
     Weights, META_EPOCH, META_MODEL, META_SOURCE,

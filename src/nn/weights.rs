@@ -153,8 +153,39 @@ impl Weights {
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| {
             weights_error(format!("{}: cannot serialise weights: {e}", path.display()))
         })?;
-        std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+        std::fs::write(path, with_sorted_header(bytes)).map_err(|e| Error::io(path, e))
     }
+}
+
+/// `safetensors::serialize`'s output with its JSON header's keys in sorted order.
+///
+/// The crate takes the metadata as a `HashMap`, whose order changes from one map to the next, so
+/// the same tensors and metadata would give files that differ in their header bytes. Sorting makes
+/// a seeded run's files identical byte for byte (a checksum can tell a reproduction). Bytes whose
+/// header does not parse are returned as they are.
+pub(crate) fn with_sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8usize.saturating_add(len)) else {
+        return bytes;
+    };
+    // serde_json's maps are ordered by key (no `preserve_order` feature).
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let mut text = header.to_string();
+    while text.len() % 8 != 0 {
+        text.push(' '); // the format's padding, so that the data stays 8-byte aligned
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + len..]);
+    out
 }
 
 /// A weights error whose text may quote names from a file: control characters (a newline in a
@@ -482,6 +513,48 @@ fn natural_key(name: &str) -> Vec<(u64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same tensors and metadata give the same file, byte for byte, however the metadata's
+    /// `HashMap` happens to order its keys; the file reads back unchanged.
+    #[test]
+    fn saved_files_are_byte_identical_and_read_back() {
+        let mut w = Weights::default();
+        w.tensors.insert(
+            "b".into(),
+            Param {
+                shape: vec![3],
+                data: vec![1.0, -2.5, 3.25],
+            },
+        );
+        w.tensors.insert(
+            "a.weight".into(),
+            Param {
+                shape: vec![1, 2],
+                data: vec![0.5, 7.0],
+            },
+        );
+        for k in 0..8 {
+            w.metadata.insert(format!("key{k}"), format!("value {k}"));
+        }
+        let dir = std::env::temp_dir().join(format!("wbs-sorted-header-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let p = dir.join(format!("w{i}.safetensors"));
+                w.save(&p).unwrap();
+                std::fs::read(&p).unwrap()
+            })
+            .collect();
+        let back = Weights::load(&dir.join("w0.safetensors"));
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(files.iter().all(|f| *f == files[0]), "files differ");
+        let len = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        assert_eq!((8 + len) % 8, 0, "data not 8-byte aligned");
+        let back = back.unwrap();
+        assert_eq!(back.tensors["b"].data, [1.0, -2.5, 3.25]);
+        assert_eq!(back.tensors["a.weight"].shape, [1, 2]);
+        assert_eq!(back.metadata["key7"], "value 7");
+    }
 
     /// A safetensors file whose header is 0x280 bytes long starts with 0x80 0x02, a pickle's
     /// protocol-2 marker; it must still be read as safetensors (this once broke checkpoints).

@@ -130,7 +130,7 @@ impl PairSet {
         meta.insert(META_KIND.into(), KIND_PAIRS.into());
         let bytes = safetensors::serialize(tensors, Some(meta))
             .map_err(|e| data_error(path, format!("cannot serialise: {e}")))?;
-        write_atomically(path, &bytes)
+        write_atomically(path, &crate::nn::with_sorted_header(bytes))
     }
 
     /// Reads a pair file written by [`save`](Self::save); every problem is a one-line error.
@@ -273,12 +273,20 @@ mod tests {
     #[test]
     fn round_trip_and_batches_of_distinct_points() {
         let mut set = tiny(20, 7);
+        for k in 0..6 {
+            set.metadata.insert(format!("wbs.test{k}"), k.to_string());
+        }
         set.metadata.insert("wbs.seed".into(), "3".into());
         let path =
             std::env::temp_dir().join(format!("wbs-pairs-{}.safetensors", std::process::id()));
         set.save(&path).unwrap();
+        let first = std::fs::read(&path).unwrap();
+        set.save(&path).unwrap();
+        let second = std::fs::read(&path).unwrap();
         let back = PairSet::load(&path).unwrap();
         std::fs::remove_file(&path).ok();
+        // A seeded `wbs train-data` writes the same file twice, byte for byte.
+        assert!(first == second, "the two saves differ");
         assert_eq!(back.patches, set.patches);
         assert_eq!(back.pairs, set.pairs);
         assert_eq!(back.ids, set.ids);
