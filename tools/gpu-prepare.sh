@@ -7,6 +7,8 @@
 #   target/gpu/weights/     AffNet and OriNet (and HardNet when found) as safetensors
 #   target/gpu/graf/        OxAff graf img1/img3, the issue's end-to-end pair
 #   target/gpu/pairs.safetensors  3,000 training pairs cut by `wbs train-data` from data/sample
+#   target/gpu/train-images/  only with WBS_TRAIN_IMAGES=DIR: the shipped file's training photos
+#                           (docs/training.md, "How it was made"), for tools/gpu-train.sh
 # Needs NVRTC here: WBS_NVRTC_DIR=<dir with libnvrtc.so.13> (pip nvidia-cuda-nvrtc==13.0.88).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,11 @@ for pair in "AffNet.pth affnet" "OriNet.pth orinet" "HardNet.pth hardnet" "HardN
 done
 if [ -f "$shared/datasets/OxAff/graf/img1.png" ]; then
   cp -f "$shared/datasets/OxAff/graf/img1.png" "$shared/datasets/OxAff/graf/img3.png" "$out/graf/"
+fi
+if [ -n "${WBS_TRAIN_IMAGES:-}" ]; then
+  mkdir -p "$out/train-images"
+  cp -f "$WBS_TRAIN_IMAGES"/*.png "$WBS_TRAIN_IMAGES"/*.jpg "$out/train-images/"
+  [ -f "$out/train-images/coffee.png" ] || { echo "gpu-prepare: no coffee.png in $WBS_TRAIN_IMAGES" >&2; exit 2; }
 fi
 "$out/wbs" train-data --images data/sample --out "$out/pairs.safetensors" --pairs 3000 --seed 0
 du -sh "$out"
