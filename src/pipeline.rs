@@ -96,6 +96,14 @@ pub struct Config {
     pub min_inliers: usize,
     pub max_megapixels: f64,
     pub weights: WeightPaths,
+    /// AffNet's shape averaged over this many turns of each patch (1: one pass, the paper's;
+    /// see [`crate::shape::average_turned_shapes`]).
+    #[serde(default = "one_turn")]
+    pub affnet_turns: usize,
+}
+
+fn one_turn() -> usize {
+    1
 }
 
 impl Config {
@@ -122,6 +130,7 @@ impl Config {
             min_inliers: 15,
             max_megapixels: DEFAULT_MAX_MEGAPIXELS,
             weights: WeightPaths::default(),
+            affnet_turns: 1,
         }
     }
 
@@ -247,7 +256,12 @@ pub fn shape_stage(
             config.shape,
             config.shape_failures,
         )),
-        ShapeMethod::Affnet => Ok(shape_by_affnet(space, detections, models.affnet()?)),
+        ShapeMethod::Affnet => Ok(shape_by_affnet(
+            space,
+            detections,
+            models.affnet()?,
+            config.affnet_turns,
+        )),
     }
 }
 

@@ -250,6 +250,11 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let o = wbs(&["match", "a.png", "b.png", "--method", "sift"]);
     assert_eq!(o.status.code(), Some(2));
+    for turns in ["0", "9", "two"] {
+        let o = wbs(&["match", "a.png", "b.png", "--affnet-turns", turns]);
+        assert_eq!(o.status.code(), Some(2), "--affnet-turns {turns}");
+        assert!(stderr(&o).contains("--affnet-turns"), "{}", stderr(&o));
+    }
     let dir = scratch("flags");
     let a = dir.join("a.png");
     textured(&a, 64, 64);

@@ -5,8 +5,9 @@
 # the tilt table's row and the turn table's column. "– (n)" is a pair not registered, with its n
 # inliers. The synthetic pairs are cached in the work folder.
 #
-# usage: tools/probes.sh WBS WEIGHTS COFFEE_PNG [WORK_DIR]
+# usage: [MATCH_ARGS="..."] tools/probes.sh WBS WEIGHTS COFFEE_PNG [WORK_DIR]
 #   e.g. tools/probes.sh target/release/wbs data/affnet.safetensors train-images/coffee.png
+#   MATCH_ARGS: more `wbs match` flags for every pair, e.g. MATCH_ARGS="--affnet-turns 4"
 # The photo is scikit-image's skimage/data/coffee.png (docs/training.md, "How it was made");
 # OxAff is read from ../shared/datasets beside the checkout.
 set -euo pipefail
@@ -27,8 +28,9 @@ synth() {
 
 # inliers IMG1 IMG2 H: the cell for one pair, judged against its ground truth.
 inliers() {
+  # shellcheck disable=SC2086 # MATCH_ARGS is split into flags on purpose
   "$wbs" match "$1" "$2" --method hesaffnet --affnet-weights "$weights" --ground-truth "$3" \
-    --json - 2> /dev/null | python3 -c 'import json, sys
+    ${MATCH_ARGS:-} --json - 2> /dev/null | python3 -c 'import json, sys
 r = json.load(sys.stdin)
 print(r["inliers"] if r["registered"] else "– (%d)" % r["inliers"])'
 }

@@ -125,6 +125,10 @@ pub struct FeatureArgs {
     /// HardNet weights (safetensors or .pth); looked up like --affnet-weights.
     #[arg(long)]
     pub hardnet_weights: Option<PathBuf>,
+    /// AffNet: average the shape over this many turns of each patch (4: quarter turns; 1: one
+    /// pass, the paper's). More inliers, `N` times AffNet's time (docs/affnet.md).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub affnet_turns: u8,
 }
 
 impl FeatureArgs {
@@ -157,6 +161,7 @@ impl FeatureArgs {
         config.weights.affnet = self.affnet_weights.clone();
         config.weights.orinet = self.orinet_weights.clone();
         config.weights.hardnet = self.hardnet_weights.clone();
+        config.affnet_turns = self.affnet_turns as usize;
         config
     }
 }

@@ -35,7 +35,7 @@ use crate::pipeline::{
     MatchReport, StageTimes,
 };
 use crate::pyramid::ScaleSpace;
-use crate::shape::{keep_if_valid, shaped_laf, ShapeMethod};
+use crate::shape::{average_turned_shapes, keep_if_valid, shaped_laf, turned_circles, ShapeMethod};
 use crate::{Error, Result};
 
 /// A scale space on the device: the input image and every octave level, back to back, with a
@@ -218,10 +218,7 @@ pub fn extract_features(
     let t = Instant::now();
     let (w, h) = (image.width(), image.height());
     let shaped = if config.shape == ShapeMethod::Affnet {
-        let circles: Vec<Laf> = detections
-            .iter()
-            .map(|d| Laf::from_detection(d.x, d.y, d.sigma))
-            .collect();
+        let circles = turned_circles(&detections, config.affnet_turns);
         let raw = net_outputs(
             gpu,
             &pyramid,
@@ -229,11 +226,15 @@ pub fn extract_features(
             &circles,
             need(&models.affnet, ModelKind::AffNet)?,
         )?;
+        let shapes: Vec<[[f32; 2]; 2]> = raw
+            .chunks_exact(3)
+            .map(|r| affine_shape([r[0], r[1], r[2]]))
+            .collect();
+        let shapes = average_turned_shapes(&shapes, config.affnet_turns);
         detections
             .iter()
-            .zip(raw.chunks_exact(3))
-            .filter_map(|(d, r)| {
-                let shape = affine_shape([r[0], r[1], r[2]]);
+            .zip(shapes)
+            .filter_map(|(d, shape)| {
                 keep_if_valid(
                     Feature::from_detection(d).with_laf(shaped_laf(d, shape)),
                     w,

@@ -16,7 +16,7 @@ use crate::feature::Feature;
 use crate::laf::{upright_shape, Laf, MR_SIZE};
 use crate::pyramid::ScaleSpace;
 
-pub use affnet::shape_by_affnet;
+pub use affnet::{average_turned_shapes, shape_by_affnet, turned_circles};
 pub use baumberg::{Adaptation, BaumbergWindow};
 
 /// Frames more elongated than this (long/short axis) are dropped, whatever the shape method.
