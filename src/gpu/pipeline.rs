@@ -230,7 +230,7 @@ pub fn extract_features(
             .chunks_exact(3)
             .map(|r| affine_shape([r[0], r[1], r[2]]))
             .collect();
-        let shapes = average_turned_shapes(&shapes, config.affnet_turns);
+        let shapes = average_turned_shapes(shapes, config.affnet_turns);
         detections
             .iter()
             .zip(shapes)

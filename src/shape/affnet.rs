@@ -36,7 +36,7 @@ pub fn shape_by_affnet(
     let (w, h) = (space.input.width(), space.input.height());
     let circles = turned_circles(detections, turns);
     let shapes = on_patches(space, &circles, |patches| affnet.shapes(patches));
-    let shapes = average_turned_shapes(&shapes, turns);
+    let shapes = average_turned_shapes(shapes, turns);
     detections
         .par_iter()
         .zip(shapes)
@@ -53,22 +53,23 @@ pub fn shape_by_affnet(
 /// Each detection's measurement circle turned by `k·360°/turns` for k = 0..turns, detection by
 /// detection (turns ≥ 1).
 pub fn turned_circles(detections: &[Detection], turns: usize) -> Vec<Laf> {
-    let step = std::f32::consts::TAU / turns.max(1) as f32;
+    let turns = turns.max(1);
+    let step = std::f32::consts::TAU / turns as f32;
     detections
         .iter()
         .flat_map(|d| {
             let circle = Laf::from_detection(d.x, d.y, d.sigma);
-            (0..turns.max(1)).map(move |k| circle.rotated(k as f32 * step))
+            (0..turns).map(move |k| circle.rotated(k as f32 * step))
         })
         .collect()
 }
 
 /// The shapes AffNet gave for [`turned_circles`], one per detection: the mean of the ellipses
 /// `R_k·A_k·A_kᵀ·R_kᵀ` (turn k's answer seen from the unturned circle), as an upright det-1 shape.
-pub fn average_turned_shapes(shapes: &[[[f32; 2]; 2]], turns: usize) -> Vec<[[f32; 2]; 2]> {
+pub fn average_turned_shapes(shapes: Vec<[[f32; 2]; 2]>, turns: usize) -> Vec<[[f32; 2]; 2]> {
     let turns = turns.max(1);
     if turns == 1 {
-        return shapes.to_vec();
+        return shapes; // one pass: nothing to average, nothing copied
     }
     let step = std::f64::consts::TAU / turns as f64;
     shapes
@@ -305,10 +306,10 @@ mod tests {
                         [[a as f32, 0.0], [b as f32, (1.0 / a) as f32]]
                     })
                     .collect();
-                let mean = ellipse(average_turned_shapes(&answers, turns)[0]);
+                let mean = ellipse(average_turned_shapes(answers.clone(), turns)[0]);
                 let mut shifted = answers.clone();
                 shifted.rotate_left(1);
-                let mean_shifted = ellipse(average_turned_shapes(&shifted, turns)[0]);
+                let mean_shifted = ellipse(average_turned_shapes(shifted, turns)[0]);
                 assert!(
                     close(entries(mean_shifted), entries(turn(mean, -step)), 1e-4),
                     "{turns} turns: {mean_shifted:?} vs {mean:?} turned by −{step}"
@@ -321,12 +322,12 @@ mod tests {
                 let consistent: Vec<[[f32; 2]; 2]> = (0..turns)
                     .map(|k| upright_of_ellipse(turn(e, -(k as f64) * step)))
                     .collect();
-                let back = ellipse(average_turned_shapes(&consistent, turns)[0]);
+                let back = ellipse(average_turned_shapes(consistent, turns)[0]);
                 assert!(close(entries(back), entries(e), 1e-4), "{back:?} vs {e:?}");
             }
         }
         let one = [[[2.0f32, 0.0], [0.3, 0.5]]];
-        assert_eq!(average_turned_shapes(&one, 1), one.to_vec());
+        assert_eq!(average_turned_shapes(one.to_vec(), 1), one.to_vec());
     }
 
     /// End to end: on an image and its exact quarter turn, `shape_by_affnet` with 4 turns gives
