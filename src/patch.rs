@@ -163,6 +163,20 @@ pub fn extract_patches(space: &ScaleSpace, lafs: &[Laf], spec: &PatchSpec) -> Ve
     out
 }
 
+/// Patches per network call on the CPU: large enough to keep both cores busy (the engine splits a
+/// batch into chunks of 8), small enough to bound the patch buffer (16 MiB).
+pub const STAGE_BATCH: usize = 4096;
+
+/// Runs `net` on the 32×32 network patches ([`NET_PATCH`]) of `lafs`, [`STAGE_BATCH`] frames at a
+/// time, and returns its per-patch results in order.
+pub fn on_patches<T>(space: &ScaleSpace, lafs: &[Laf], net: impl Fn(&[f32]) -> Vec<T>) -> Vec<T> {
+    let mut out = Vec::with_capacity(lafs.len());
+    for chunk in lafs.chunks(STAGE_BATCH) {
+        out.extend(net(&extract_patches(space, chunk, &NET_PATCH)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

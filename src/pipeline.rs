@@ -1,14 +1,13 @@
-//! The matcher: a [`Config`] (the CLI flags map 1:1 onto it) runs the arrows of the data flow
-//! for two images and produces a [`MatchReport`].
+//! The settings of a match ([`Config`]: the CLI flags map 1:1 onto it, the device included), the
+//! feature stages, and the outcome ([`MatchReport`]).
 //!
 //! ```text
-//! load → scale space → detect → shape → orient → describe   (both images, in parallel)
+//! load → scale space → detect → shape → orient → describe   (both images)
 //!      → nearest neighbours → ratio test → duplicates → LO-RANSAC → verdict
 //! ```
-//! `wbs match`, `wbs eval` and the benchmarks all call [`match_files`] / [`match_images`], so
-//! there is one implementation of the protocol. Those load the networks the settings use on every
-//! call; to match many pairs, load them once with [`Models::for_config`] and call
-//! [`match_files_with`] / [`match_images_with`].
+//! [`crate::matcher::Matcher`] runs them: it loads the networks a `Config` uses once, on the
+//! configured device, and `wbs match`, `wbs eval`, training validation and the benchmarks all call
+//! it, so there is one implementation of the protocol.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,46 +15,44 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::describe::{describe_hardnet, describe_sift, Described, DescriptorKind};
+use crate::describe::{describe_sift, Described, DescriptorKind};
 use crate::detect::{detect, Detection, Threshold, DEFAULT_THRESHOLD};
+use crate::device::{Device, DeviceKind};
 use crate::feature::Feature;
 use crate::geometry::{self, ModelKind, RansacConfig, RansacMethod};
-use crate::image::{load_gray, GrayImage, LoadOptions, DEFAULT_MAX_MEGAPIXELS};
-use crate::matching::{ratio_test, remove_duplicates, two_nearest, Tentative};
-use crate::models::Models;
-use crate::orient::{orient_by_histogram, orient_by_orinet, OrientationMethod};
+use crate::image::{GrayImage, LoadOptions, DEFAULT_MAX_MEGAPIXELS};
+use crate::laf::Laf;
+use crate::matching::{remove_duplicates, Tentative};
+use crate::networks::{Networks, PreparedImage};
+use crate::nn::{ModelKind as Network, HARDNET_DIM};
+use crate::orient::{orient_by_histogram, orient_from_orinet_outputs, OrientationMethod};
 use crate::pyramid::ScaleSpace;
-use crate::shape::{shape_by_affnet, shape_classical, ShapeFailures, ShapeMethod};
+use crate::shape::{
+    shape_classical, shape_from_affnet_outputs, turned_circles, ShapeFailures, ShapeMethod,
+};
 use crate::{Error, Result};
 
-/// The feature presets, named as in the AffNet paper.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Hessian (threshold 16/3) + Baumberg + dominant orientation.
-    Hesaff,
-    /// Adaptive-threshold Hessian + Baumberg + dominant orientation.
-    Adhesaff,
-    /// Hessian + AffNet + dominant orientation.
-    Hesaffnet,
-    /// Adaptive-threshold Hessian + AffNet + dominant orientation.
-    Adhesaffnet,
+choices! {
+    /// The feature presets, named as in the AffNet paper.
+    pub enum Method {
+        /// Hessian (threshold 16/3) + Baumberg + dominant orientation.
+        Hesaff = "hesaff",
+        /// Adaptive-threshold Hessian + Baumberg + dominant orientation.
+        Adhesaff = "adhesaff",
+        /// Hessian + AffNet + dominant orientation.
+        Hesaffnet = "hesaffnet",
+        /// Adaptive-threshold Hessian + AffNet + dominant orientation.
+        Adhesaffnet = "adhesaffnet",
+    }
 }
 
 impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Hesaff => "hesaff",
-            Method::Adhesaff => "adhesaff",
-            Method::Hesaffnet => "hesaffnet",
-            Method::Adhesaffnet => "adhesaffnet",
-        }
-    }
-
+    /// Whether the preset's detector lowers its threshold to a target count (AdHess).
     pub fn is_adaptive(self) -> bool {
         matches!(self, Method::Adhesaff | Method::Adhesaffnet)
     }
 
+    /// The preset's shape method.
     pub fn shape(self) -> ShapeMethod {
         match self {
             Method::Hesaff | Method::Adhesaff => ShapeMethod::Baumberg,
@@ -70,8 +67,11 @@ pub const DEFAULT_ADAPTIVE_TARGET: usize = 3000;
 /// Where the network weights come from (None: the usual lookup, see [`crate::nn::locate`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WeightPaths {
+    /// AffNet's weights (`--affnet-weights`).
     pub affnet: Option<PathBuf>,
+    /// OriNet's weights (`--orinet-weights`).
     pub orinet: Option<PathBuf>,
+    /// HardNet's weights (`--hardnet-weights`).
     pub hardnet: Option<PathBuf>,
 }
 
@@ -80,26 +80,37 @@ pub struct WeightPaths {
 pub struct Config {
     /// The preset the settings started from (informational once fields are overridden).
     pub method: Method,
+    /// The detector's threshold: fixed, or adaptive down to a floor (AdHess).
     pub threshold: Threshold,
+    /// How detections get their affine shape.
     pub shape: ShapeMethod,
     /// Detections whose shape estimation fails keep a circle or are dropped.
     pub shape_failures: ShapeFailures,
+    /// How frames are oriented.
     pub orientation: OrientationMethod,
+    /// The descriptor.
     pub descriptor: DescriptorKind,
     /// Second-nearest-neighbour ratio (0.8).
     pub ratio: f32,
     /// Duplicate filter radius in px at both ends (2).
     pub duplicate_radius: f32,
+    /// The verification model and LO-RANSAC's settings.
     pub ransac: RansacConfig,
+    /// The robust estimator.
     pub ransac_method: RansacMethod,
     /// A pair is registered with at least this many inliers (15).
     pub min_inliers: usize,
+    /// Images larger than this are refused before they are decoded.
     pub max_megapixels: f64,
+    /// Network weight files (None: the usual lookup).
     pub weights: WeightPaths,
     /// AffNet's shape averaged over this many turns of each patch (1: one pass, the paper's;
     /// see [`crate::shape::average_turned_shapes`]).
     #[serde(default = "one_turn")]
     pub affnet_turns: usize,
+    /// The device that runs the networks and the nearest-neighbour search.
+    #[serde(default)]
+    pub device: Device,
 }
 
 fn one_turn() -> usize {
@@ -131,6 +142,7 @@ impl Config {
             max_megapixels: DEFAULT_MAX_MEGAPIXELS,
             weights: WeightPaths::default(),
             affnet_turns: 1,
+            device: Device::Auto,
         }
     }
 
@@ -144,6 +156,24 @@ impl Config {
         self.ransac.seed = seed;
     }
 
+    /// The networks these settings use, each with its weights file when one is given (else the
+    /// usual lookup applies: `WBS_WEIGHTS`, then the shipped `data/`).
+    pub fn networks(&self) -> Vec<(Network, Option<&Path>)> {
+        let w = &self.weights;
+        let mut wanted = Vec::new();
+        if self.shape == ShapeMethod::Affnet {
+            wanted.push((Network::AffNet, w.affnet.as_deref()));
+        }
+        if self.orientation == OrientationMethod::Orinet {
+            wanted.push((Network::OriNet, w.orinet.as_deref()));
+        }
+        if self.descriptor == DescriptorKind::Hardnet {
+            wanted.push((Network::HardNet, w.hardnet.as_deref()));
+        }
+        wanted
+    }
+
+    /// The image loading options of these settings.
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             max_megapixels: self.max_megapixels,
@@ -175,45 +205,52 @@ impl Config {
 /// Wall-clock milliseconds per stage of one image.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageTimes {
+    /// Reading and decoding the file.
     pub load: f64,
+    /// The scale space (and, on CUDA, its upload).
     pub pyramid: f64,
+    /// The Hessian detector.
     pub detect: f64,
+    /// The shape stage.
     pub shape: f64,
+    /// The orientation stage.
     pub orient: f64,
+    /// The description stage.
     pub describe: f64,
 }
 
 /// The described features of one image.
 #[derive(Clone, Debug, Default)]
 pub struct ImageFeatures {
+    /// The image's width in pixels.
     pub width: usize,
+    /// The image's height in pixels.
     pub height: usize,
+    /// Detections before the shape stage.
     pub detections: usize,
     /// Regions kept by the shape stage (before orientation may split or drop them).
     pub shaped: usize,
+    /// The features and their descriptors.
     pub described: Described,
+    /// How long each stage took.
     pub times: StageTimes,
 }
 
-fn ms(since: Instant) -> f64 {
+pub(crate) fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
-/// Runs detection, shape, orientation and description on one image (loading the networks the
-/// settings use; see [`extract_features_with`] to load them once).
-pub fn extract_features(image: &GrayImage, config: &Config) -> Result<ImageFeatures> {
-    extract_features_with(image, config, &Models::for_config(config)?)
-}
-
-/// [`extract_features`] with the networks already loaded.
-pub fn extract_features_with(
+/// Runs detection, shape, orientation and description on one image with `networks` (loaded for
+/// `config`, on their device).
+pub(crate) fn extract_features(
     image: &GrayImage,
     config: &Config,
-    models: &Models,
+    networks: &Networks,
 ) -> Result<ImageFeatures> {
     let mut times = StageTimes::default();
     let t = Instant::now();
     let space = ScaleSpace::build(image);
+    let prepared = networks.prepare(&space)?;
     times.pyramid = ms(t);
 
     let t = Instant::now();
@@ -221,16 +258,16 @@ pub fn extract_features_with(
     times.detect = ms(t);
 
     let t = Instant::now();
-    let shaped = shape_stage(&space, &detections, config, models)?;
+    let shaped = shape_stage(&prepared, &detections, config, networks)?;
     times.shape = ms(t);
     let shaped_count = shaped.len();
 
     let t = Instant::now();
-    let oriented = orient_stage(&space, shaped, config, models)?;
+    let oriented = orient_stage(&prepared, shaped, config, networks)?;
     times.orient = ms(t);
 
     let t = Instant::now();
-    let described = describe_stage(&space, &oriented, config, models)?;
+    let described = describe_stage(&prepared, &oriented, config, networks)?;
     times.describe = ms(t);
     Ok(ImageFeatures {
         width: image.width(),
@@ -242,13 +279,32 @@ pub fn extract_features_with(
     })
 }
 
+/// Detection and shape of one image only: the number of detections and the shaped regions
+/// (upright frames), as `wbs detect` writes them.
+pub(crate) fn shaped_features(
+    image: &GrayImage,
+    config: &Config,
+    networks: &Networks,
+) -> Result<(usize, Vec<Feature>)> {
+    let space = ScaleSpace::build(image);
+    let prepared = networks.prepare(&space)?;
+    let detections = detect(&space, &config.threshold);
+    let shaped = shape_stage(&prepared, &detections, config, networks)?;
+    Ok((detections.len(), shaped))
+}
+
+fn lafs_of(features: &[Feature]) -> Vec<Laf> {
+    features.iter().map(|f| f.laf).collect()
+}
+
 /// The shape stage: upright affine frames, elongated and border-touching ones dropped.
 pub fn shape_stage(
-    space: &ScaleSpace,
+    image: &PreparedImage,
     detections: &[Detection],
     config: &Config,
-    models: &Models,
+    networks: &Networks,
 ) -> Result<Vec<Feature>> {
+    let space = image.space;
     match config.shape {
         ShapeMethod::None | ShapeMethod::Baumberg => Ok(shape_classical(
             space,
@@ -256,43 +312,58 @@ pub fn shape_stage(
             config.shape,
             config.shape_failures,
         )),
-        ShapeMethod::Affnet => Ok(shape_by_affnet(
-            space,
-            detections,
-            models.affnet()?,
-            config.affnet_turns,
-        )),
+        ShapeMethod::Affnet => {
+            let circles = turned_circles(detections, config.affnet_turns);
+            let raw = networks.run(Network::AffNet, image, &circles)?;
+            let raw: Vec<[f32; 3]> = raw.chunks_exact(3).map(|r| [r[0], r[1], r[2]]).collect();
+            let (w, h) = (space.input.width(), space.input.height());
+            Ok(shape_from_affnet_outputs(
+                detections,
+                &raw,
+                config.affnet_turns,
+                w,
+                h,
+            ))
+        }
     }
 }
 
 /// The orientation stage: each frame rotated by its orientation(s).
 pub fn orient_stage(
-    space: &ScaleSpace,
+    image: &PreparedImage,
     features: Vec<Feature>,
     config: &Config,
-    models: &Models,
+    networks: &Networks,
 ) -> Result<Vec<Feature>> {
     match config.orientation {
         OrientationMethod::Upright => Ok(features),
         OrientationMethod::Histogram => Ok(orient_by_histogram(
-            space,
+            image.space,
             &features,
             config.descriptor.wants_half_orientation(),
         )),
-        OrientationMethod::Orinet => Ok(orient_by_orinet(space, &features, models.orinet()?)),
+        OrientationMethod::Orinet => {
+            let raw = networks.run(Network::OriNet, image, &lafs_of(&features))?;
+            let raw: Vec<[f32; 2]> = raw.chunks_exact(2).map(|r| [r[0], r[1]]).collect();
+            Ok(orient_from_orinet_outputs(&features, &raw))
+        }
     }
 }
 
 /// The description stage.
 pub fn describe_stage(
-    space: &ScaleSpace,
+    image: &PreparedImage,
     features: &[Feature],
     config: &Config,
-    models: &Models,
+    networks: &Networks,
 ) -> Result<Described> {
     match config.descriptor.sift_variant() {
-        Some(variant) => Ok(describe_sift(space, features, variant)),
-        None => Ok(describe_hardnet(space, features, models.hardnet()?)),
+        Some(variant) => Ok(describe_sift(image.space, features, variant)),
+        None => Ok(Described {
+            features: features.to_vec(),
+            descriptors: networks.run(Network::HardNet, image, &lafs_of(features))?,
+            dimension: HARDNET_DIM,
+        }),
     }
 }
 
@@ -303,7 +374,9 @@ pub struct MatchReport {
     pub registered: bool,
     /// Why the verdict is what it is, in words.
     pub verdict: String,
+    /// Correspondences consistent with the model.
     pub inliers: usize,
+    /// Correspondences that passed the ratio test and the duplicate filter.
     pub tentatives: usize,
     /// Features (after shape, orientation and description) in image 1 and image 2.
     pub features: [usize; 2],
@@ -315,8 +388,8 @@ pub struct MatchReport {
     pub shaped: [usize; 2],
     /// [width, height] of both images.
     pub image_sizes: [[usize; 2]; 2],
-    /// "homography" or "fundamental".
-    pub geometry: String,
+    /// The verified model: "homography" or "fundamental".
+    pub geometry: ModelKind,
     /// The 3×3 model (row-major), or null when none was found.
     pub model: Option<[[f64; 3]; 3]>,
     /// Every inlier as [x1, y1, x2, y2].
@@ -326,18 +399,24 @@ pub struct MatchReport {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tentative_matches: Option<Vec<[f64; 5]>>,
     /// Milliseconds per stage ("load", "pyramid", "detect", "shape", "orient", "describe": the
-    /// slower of the two images, which run in parallel; "match", "verify", "total").
+    /// stage's wall time over both images, which run in parallel on the CPU and one after the
+    /// other on CUDA; "match", "verify", "total"; "models" for the loading in `wbs match`).
     pub timings_ms: BTreeMap<String, f64>,
+    /// Samples LO-RANSAC drew.
     pub ransac_iterations: usize,
     /// The protocol's verdict against ground truth, when one was given (`--ground-truth`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub ground_truth: Option<crate::protocol::Judgement>,
-    pub device: String,
+    /// The device that ran the networks and the search: "cpu" or "cuda".
+    pub device: DeviceKind,
     /// Why `--device auto` chose this device (e.g. "no CUDA: no NVIDIA driver").
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device_note: Option<String>,
+    /// The image files (empty for images matched from memory).
     pub images: [String; 2],
+    /// Every setting used.
     pub settings: Config,
+    /// The wbs version that produced the report.
     pub version: String,
     /// Everything needed to draw the result; not serialised.
     #[serde(skip)]
@@ -347,113 +426,23 @@ pub struct MatchReport {
 /// The features and correspondences behind a report (for drawing).
 #[derive(Clone, Debug, Default)]
 pub struct MatchDetails {
+    /// Image 1's features.
     pub features1: Vec<Feature>,
+    /// Image 2's features.
     pub features2: Vec<Feature>,
+    /// Tentative correspondences (indices into both feature lists).
     pub tentatives: Vec<Tentative>,
     /// Indices into `tentatives`.
     pub inliers: Vec<usize>,
 }
 
-/// Loads two image files and matches them (loading the networks the settings use).
-pub fn match_files(path1: &Path, path2: &Path, config: &Config) -> Result<MatchReport> {
-    config.validate()?;
-    let start = Instant::now();
-    let models = Models::for_config(config)?;
-    let loading = ms(start);
-    let mut report = match_files_with(path1, path2, config, &models)?;
-    report.timings_ms.insert("models".into(), loading);
-    report.timings_ms.insert("total".into(), ms(start));
-    Ok(report)
-}
-
-/// [`match_files`] with the networks already loaded ([`Models::for_config`]).
-pub fn match_files_with(
-    path1: &Path,
-    path2: &Path,
-    config: &Config,
-    models: &Models,
-) -> Result<MatchReport> {
-    config.validate()?;
-    let start = Instant::now();
-    let options = config.load_options();
-    let (a, b) = rayon::join(
-        || timed(|| load_gray(path1, &options)),
-        || timed(|| load_gray(path2, &options)),
-    );
-    let ((image1, load1), (image2, load2)) = ((a.0?, a.1), (b.0?, b.1));
-    let mut report = match_images_with(&image1, &image2, config, models)?;
-    report.timings_ms.insert("load".into(), load1.max(load2));
-    report.timings_ms.insert("total".into(), ms(start));
-    report.images = [path1.display().to_string(), path2.display().to_string()];
-    Ok(report)
-}
-
-fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
-    let t = Instant::now();
-    let value = f();
-    (value, ms(t))
-}
-
-/// Matches two loaded images (loading the networks the settings use).
-pub fn match_images(
-    image1: &GrayImage,
-    image2: &GrayImage,
-    config: &Config,
-) -> Result<MatchReport> {
-    config.validate()?;
-    match_images_with(image1, image2, config, &Models::for_config(config)?)
-}
-
-/// [`match_images`] with the networks already loaded ([`Models::for_config`]).
-pub fn match_images_with(
-    image1: &GrayImage,
-    image2: &GrayImage,
-    config: &Config,
-    models: &Models,
-) -> Result<MatchReport> {
-    config.validate()?;
-    let start = Instant::now();
-    let (f1, f2) = rayon::join(
-        || extract_features_with(image1, config, models),
-        || extract_features_with(image2, config, models),
-    );
-    let (f1, f2) = (f1?, f2?);
-    let mut report = match_features(&f1, &f2, config);
-    let mut timings = std::mem::take(&mut report.timings_ms);
-    for (name, a, b) in [
-        ("pyramid", f1.times.pyramid, f2.times.pyramid),
-        ("detect", f1.times.detect, f2.times.detect),
-        ("shape", f1.times.shape, f2.times.shape),
-        ("orient", f1.times.orient, f2.times.orient),
-        ("describe", f1.times.describe, f2.times.describe),
-    ] {
-        timings.insert(name.into(), a.max(b));
-    }
-    timings.insert("total".into(), ms(start));
-    report.timings_ms = timings;
-    Ok(report)
-}
-
-/// Matches two sets of described features: tentatives, verification, verdict.
-pub fn match_features(f1: &ImageFeatures, f2: &ImageFeatures, config: &Config) -> MatchReport {
-    let cpu = |d1: &Described, d2: &Described| {
-        let nn = two_nearest(&d1.descriptors, &d2.descriptors, d1.dimension);
-        Ok(ratio_test(&nn, config.ratio))
-    };
-    match match_features_by(f1, f2, config, cpu) {
-        Ok(report) => report,
-        Err(_) => unreachable!("the CPU nearest-neighbour search does not fail"),
-    }
-}
-
-/// [`match_features`] with another nearest-neighbour search and ratio test (`nearest` returns
-/// the tentatives that pass the ratio test, as `ratio_test(&two_nearest(..))`; it is called only
-/// when both images have features). The CUDA pipeline passes its device matcher here.
-pub fn match_features_by(
+/// Matches two sets of described features: tentatives (on the networks' device), duplicates
+/// removed, verification, verdict.
+pub(crate) fn match_features(
     f1: &ImageFeatures,
     f2: &ImageFeatures,
     config: &Config,
-    nearest: impl FnOnce(&Described, &Described) -> Result<Vec<Tentative>>,
+    networks: &Networks,
 ) -> Result<MatchReport> {
     let (d1, d2) = (&f1.described, &f2.described);
     let mut timings = BTreeMap::new();
@@ -462,7 +451,7 @@ pub fn match_features_by(
     let tentatives = if d1.is_empty() || d2.is_empty() {
         Vec::new()
     } else {
-        let raw = nearest(d1, d2)?;
+        let raw = networks.ratio_matches(d1, d2, config.ratio)?;
         let centres = |d: &Described| d.features.iter().map(|f| f.laf.c).collect::<Vec<_>>();
         remove_duplicates(&raw, &centres(d1), &centres(d2), config.duplicate_radius)
     };
@@ -527,18 +516,15 @@ pub fn match_features_by(
         detections: [f1.detections, f2.detections],
         shaped: [f1.shaped, f2.shaped],
         image_sizes: [[f1.width, f1.height], [f2.width, f2.height]],
-        geometry: match config.ransac.kind {
-            ModelKind::Homography => "homography".into(),
-            ModelKind::Fundamental => "fundamental".into(),
-        },
+        geometry: config.ransac.kind,
         model,
         inlier_matches,
         tentative_matches: None,
         timings_ms: timings,
         ransac_iterations: iterations,
         ground_truth: None,
-        device: "cpu".into(),
-        device_note: None,
+        device: networks.device().kind,
+        device_note: networks.device().note.clone(),
         images: [String::new(), String::new()],
         settings: config.clone(),
         version: env!("CARGO_PKG_VERSION").into(),

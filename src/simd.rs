@@ -69,17 +69,17 @@ mod tests {
     #[test]
     fn portable_and_avx2_paths_give_identical_bits() {
         // The real hot loops: features of a textured image through every multiversioned stage.
-        use crate::pipeline::{extract_features, Config, Method};
+        use crate::{Config, Matcher, Method};
         let image = crate::image::GrayImage::from_fn(180, 140, |x, y| {
             let (x, y) = (x as f32, y as f32);
             128.0
                 + 60.0 * (0.13 * x + 0.05 * y).sin() * (0.09 * y - 0.04 * x).cos()
                 + 30.0 * ((x - 70.0) * (y - 60.0) / 300.0).sin()
         });
-        let config = Config::preset(Method::Hesaff);
-        let fast = extract_features(&image, &config).unwrap();
+        let matcher = Matcher::new(Config::preset(Method::Hesaff)).unwrap();
+        let fast = matcher.extract_features(&image).unwrap();
         super::force_portable(true);
-        let portable = extract_features(&image, &config).unwrap();
+        let portable = matcher.extract_features(&image).unwrap();
         super::force_portable(false);
         assert!(fast.described.len() > 20);
         assert_eq!(fast.described.features, portable.described.features);

@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use wbs::image::{load_gray, LoadOptions};
-use wbs::models::Models;
+use wbs::networks::Models;
 use wbs::orient::OrientationMethod;
-use wbs::pipeline::{extract_features_with, match_files_with, match_images_with, Config, Method};
+use wbs::pipeline::{Config, Method};
 use wbs::protocol::{judge, GroundTruth};
 use wbs::shape::ShapeFailures;
 use wbs::synth::read_homography;
+use wbs::Matcher;
 
 fn shared() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
@@ -39,9 +40,10 @@ fn graf(shared: &Path, n: u32) -> (PathBuf, PathBuf, GroundTruth) {
     )
 }
 
-fn assert_registers(config: &Config, models: &Models, shared: &Path, n: u32, min_inliers: usize) {
+fn assert_registers(matcher: &Matcher, shared: &Path, n: u32, min_inliers: usize) {
+    let config = matcher.config();
     let (a, b, truth) = graf(shared, n);
-    let report = match_files_with(&a, &b, config, models).unwrap();
+    let report = matcher.match_files(&a, &b).unwrap();
     let judgement = judge(&report.inlier_matches, None, &truth, 15);
     eprintln!(
         "graf 1-{n} ({:?} orientation): {} inliers, {} tentatives, shaped {:?} of {:?} detections",
@@ -59,9 +61,9 @@ fn assert_registers(config: &Config, models: &Models, shared: &Path, n: u32, min
 fn hesaffnet_registers_graf_1_2_and_1_3() {
     let Some(shared) = shared() else { return };
     let config = hesaffnet(&shared);
-    let models = Models::for_config(&config).unwrap();
+    let matcher = Matcher::new(config).unwrap();
     for n in [2, 3] {
-        assert_registers(&config, &models, &shared, n, 100);
+        assert_registers(&matcher, &shared, n, 100);
     }
 }
 
@@ -71,9 +73,9 @@ fn hesaffnet_with_orinet_registers_graf_1_2_and_1_3() {
     let mut config = hesaffnet(&shared);
     config.orientation = OrientationMethod::Orinet;
     config.weights.orinet = Some(shared.join("weights/OriNet.pth"));
-    let models = Models::for_config(&config).unwrap();
+    let matcher = Matcher::new(config).unwrap();
     for n in [2, 3] {
-        assert_registers(&config, &models, &shared, n, 100);
+        assert_registers(&matcher, &shared, n, 100);
     }
 }
 
@@ -81,14 +83,15 @@ fn hesaffnet_with_orinet_registers_graf_1_2_and_1_3() {
 fn affnet_keeps_more_regions_than_hesaff_dropping_failed_shapes() {
     let Some(shared) = shared() else { return };
     let affnet = hesaffnet(&shared);
-    let affnet_models = Models::for_config(&affnet).unwrap();
+    let affnet = Matcher::new(affnet).unwrap();
     let mut baumberg = Config::preset(Method::Hesaff);
     baumberg.shape_failures = ShapeFailures::Drop;
+    let baumberg = Matcher::new(baumberg).unwrap();
     for n in [1, 3] {
         let path = shared.join(format!("datasets/OxAff/graf/img{n}.png"));
         let image = load_gray(&path, &LoadOptions::default()).unwrap();
-        let a = extract_features_with(&image, &affnet, &affnet_models).unwrap();
-        let b = extract_features_with(&image, &baumberg, &Models::none()).unwrap();
+        let a = affnet.extract_features(&image).unwrap();
+        let b = baumberg.extract_features(&image).unwrap();
         eprintln!(
             "graf img{n}: {} detections; AffNet keeps {}, Baumberg (failures dropped) {}",
             a.detections, a.shaped, b.shaped
@@ -107,13 +110,14 @@ fn affnet_keeps_more_regions_than_hesaff_dropping_failed_shapes() {
 fn a_missing_network_is_an_error_not_a_panic() {
     let mut config = Config::preset(Method::Hesaffnet);
     config.weights.affnet = Some(PathBuf::from("/nonexistent/affnet.safetensors"));
-    let e = Models::for_config(&config).unwrap_err().to_string();
+    let e = Matcher::new(config.clone()).err().unwrap().to_string();
     assert!(e.contains("no such AffNet weights file"), "{e}");
     assert!(!e.contains('\n'));
 
     // Models that lack what the settings use: a clear error from the stage.
     let image = wbs::image::GrayImage::from_fn(64, 64, |x, y| ((x * 7 + y * 13) % 50) as f32);
-    let e = match_images_with(&image, &image, &config, &Models::none())
+    let e = Matcher::with_models(config, Models::none())
+        .and_then(|m| m.match_images(&image, &image))
         .unwrap_err()
         .to_string();
     assert!(e.contains("AffNet") && e.contains("not loaded"), "{e}");

@@ -14,8 +14,9 @@ use wbs::eval::datasets::{load_dataset, load_pair_list, Layout};
 use wbs::eval::record::Shard;
 use wbs::eval::{run, EvalFile, MethodConfig, Plan, RunOptions};
 use wbs::geometry::ModelKind;
-use wbs::pipeline::{match_files, Method};
+use wbs::pipeline::Method;
 use wbs::protocol::GroundTruth;
+use wbs::Matcher;
 
 const SIZE: u32 = 256;
 
@@ -25,7 +26,6 @@ fn options(out: &Path) -> RunOptions {
         viz_dir: None,
         resume: false,
         jobs: 2,
-        progress: false,
         command: vec!["test".into()],
     }
 }
@@ -67,7 +67,8 @@ fn wbs_match(
     truth: &GroundTruth,
 ) -> wbs::pipeline::MatchReport {
     let method = MethodConfig::preset(Method::Hesaff);
-    let mut report = match_files(a, b, method.config(kind)).unwrap();
+    let matcher = Matcher::new(method.config(kind).clone()).unwrap();
+    let mut report = matcher.match_files(a, b).unwrap();
     report.judge_against(truth);
     report
 }

@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use wbs::image::{load_rgb, to_gray, LoadOptions};
-use wbs::pipeline::{match_files, match_images, Config, Method};
+use wbs::pipeline::{Config, Method};
 use wbs::protocol::{judge, median_transfer_error, GroundTruth};
 use wbs::synth::{read_homography, synthesize, transfer, SynthParams};
+use wbs::Matcher;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,7 +36,10 @@ fn synthetic_pairs_with_tilt_up_to_3_register_within_2_px() {
         let (view, h) = synthesize(&photo, &params).unwrap();
         let a = to_gray(&image::DynamicImage::ImageRgb8(photo.clone()));
         let b = to_gray(&image::DynamicImage::ImageRgb8(view));
-        let report = match_images(&a, &b, &config).unwrap();
+        let report = Matcher::new(config.clone())
+            .unwrap()
+            .match_images(&a, &b)
+            .unwrap();
         let judgement = judge(
             &report.inlier_matches,
             None,
@@ -83,7 +87,10 @@ fn oxaff_pair(seq: &str, n: u32) -> Option<(PathBuf, PathBuf, PathBuf)> {
 }
 
 fn assert_registered(a: &Path, b: &Path, h: &Path) -> wbs::pipeline::MatchReport {
-    let report = match_files(a, b, &Config::preset(Method::Hesaff)).unwrap();
+    let report = Matcher::new(Config::preset(Method::Hesaff))
+        .unwrap()
+        .match_files(a, b)
+        .unwrap();
     let truth = GroundTruth::Homography(read_homography(h).unwrap());
     let judgement = judge(&report.inlier_matches, None, &truth, 15);
     assert!(judgement.registered, "{}: {judgement:?}", b.display());
@@ -110,8 +117,14 @@ fn the_same_seed_gives_the_same_result() {
         return;
     };
     let config = Config::preset(Method::Hesaff);
-    let first = match_files(&a, &b, &config).unwrap();
-    let second = match_files(&a, &b, &config).unwrap();
+    let first = Matcher::new(config.clone())
+        .unwrap()
+        .match_files(&a, &b)
+        .unwrap();
+    let second = Matcher::new(config.clone())
+        .unwrap()
+        .match_files(&a, &b)
+        .unwrap();
     assert_eq!(first.inlier_matches, second.inlier_matches);
     assert_eq!(first.model, second.model);
     assert_eq!(first.tentatives, second.tentatives);

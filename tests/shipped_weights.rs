@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use wbs::image::{load_rgb, to_gray, LoadOptions};
 use wbs::nn::{self, ModelKind, Weights};
-use wbs::pipeline::{match_files, match_images, Config, Method};
+use wbs::pipeline::{Config, Method};
 use wbs::protocol::{judge, GroundTruth};
 use wbs::synth::{read_homography, synthesize, SynthParams};
+use wbs::Matcher;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -74,7 +75,10 @@ fn hesaffnet_with_the_shipped_weights_registers_the_sample_pair() {
     let sample = root().join("data/sample");
     let mut config = Config::preset(Method::Hesaffnet);
     config.weights.affnet = Some(shipped());
-    let report = match_files(&sample.join("img1.png"), &sample.join("img2.png"), &config).unwrap();
+    let report = Matcher::new(config.clone())
+        .unwrap()
+        .match_files(&sample.join("img1.png"), &sample.join("img2.png"))
+        .unwrap();
     let h = read_homography(&sample.join("H1to2p")).unwrap();
     let judgement = judge(
         &report.inlier_matches,
@@ -158,7 +162,10 @@ fn the_shipped_weights_follow_an_in_plane_turn() {
         let (view, h) = synthesize(&photo, &params).unwrap();
         let a = to_gray(&image::DynamicImage::ImageRgb8(photo.clone()));
         let b = to_gray(&image::DynamicImage::ImageRgb8(view));
-        let report = match_images(&a, &b, &config).unwrap();
+        let report = Matcher::new(config.clone())
+            .unwrap()
+            .match_images(&a, &b)
+            .unwrap();
         let judgement = judge(
             &report.inlier_matches,
             None,

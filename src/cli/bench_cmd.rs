@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use rand::{RngExt, SeedableRng};
 
+use crate::device::Device;
+use crate::matcher::Matcher;
 use crate::matching::two_nearest;
 use crate::nn::{self, ModelKind};
-use crate::pipeline::{match_files, Config, Method};
+use crate::pipeline::{Config, Method};
 use crate::shape::ShapeMethod;
 use crate::{Error, Result};
 
@@ -25,7 +27,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     pub descriptors: usize,
     /// Preset of the end-to-end benchmark.
-    #[arg(long, value_enum, default_value_t = Method::Hesaff)]
+    #[arg(long, value_parser = super::choice::<Method>(), default_value_t = Method::Hesaff)]
     pub method: Method,
     /// AffNet weights for the end-to-end hesaffnet benchmark (default: WBS_WEIGHTS, then data/;
     /// that line is skipped when none are found).
@@ -40,8 +42,8 @@ pub struct BenchArgs {
     pub train_batch: usize,
     /// Device to measure: `cuda` prints the GPU figures (networks at batch 16,384, 10k × 10k
     /// matching, end-to-end match, training step); `auto`/`cpu` the CPU figures.
-    #[arg(long, value_enum, default_value_t = super::DeviceChoice::Cpu)]
-    pub device: super::DeviceChoice,
+    #[arg(long, value_parser = super::choice::<Device>(), default_value_t = Device::Cpu)]
+    pub device: Device,
 }
 
 /// Minimum and median of a list of seconds.
@@ -75,7 +77,7 @@ fn default_pair() -> Option<(PathBuf, PathBuf)> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.device == super::DeviceChoice::Cuda {
+    if args.device == Device::Cuda {
         return run_cuda(&args);
     }
     println!(
@@ -167,8 +169,9 @@ fn run_cuda(args: &BenchArgs) -> Result<()> {
 /// Times whole matches of one pair (image loading and network loading included, as in
 /// `wbs match`) and prints one line.
 fn bench_match(a: &Path, b: &Path, config: &Config, repeat: usize) -> Result<()> {
-    let report = match_files(a, b, config)?;
-    let (min, median) = time_runs(repeat, || match_files(a, b, config).map(|_| ()))?;
+    let run = || Matcher::new(config.clone())?.match_files(a, b);
+    let report = run()?;
+    let (min, median) = time_runs(repeat, || run().map(|_| ()))?;
     println!(
         "match {} {}  ({}, {}): {:.3} s / {:.3} s   [features {}/{}, shaped {}/{}, tentatives {}, inliers {}]",
         a.display(),

@@ -6,11 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::FeatureArgs;
-use crate::detect::detect;
 use crate::image::{load_gray, load_rgb};
-use crate::models::Models;
-use crate::pipeline::{describe_stage, orient_stage, shape_stage};
-use crate::pyramid::ScaleSpace;
+use crate::matcher::Matcher;
 use crate::viz::draw_features;
 use crate::{Error, Result};
 
@@ -34,18 +31,13 @@ pub struct DetectArgs {
 
 pub fn run(args: DetectArgs) -> Result<()> {
     let config = args.features.config();
-    config.validate()?;
-    super::resolve_device(args.features.device, false)?;
-    let models = Models::for_config(&config)?;
+    let matcher = Matcher::new(config.clone())?;
     let image = load_gray(&args.image, &config.load_options())?;
-    let space = ScaleSpace::build(&image);
-    let detections = detect(&space, &config.threshold);
-    let shaped = shape_stage(&space, &detections, &config, &models)?;
 
     let mut text = String::new();
-    let features = if args.describe {
-        let oriented = orient_stage(&space, shaped, &config, &models)?;
-        let described = describe_stage(&space, &oriented, &config, &models)?;
+    let (detections, features) = if args.describe {
+        let extracted = matcher.extract_features(&image)?;
+        let described = extracted.described;
         writeln!(text, "{}\n{}", described.dimension, described.len()).ok();
         for (i, f) in described.features.iter().enumerate() {
             let e = f.laf.to_ellipse();
@@ -55,14 +47,15 @@ pub fn run(args: DetectArgs) -> Result<()> {
             }
             text.push('\n');
         }
-        described.features
+        (extracted.detections, described.features)
     } else {
+        let (detections, shaped) = matcher.shaped_features(&image)?;
         writeln!(text, "1.0\n{}", shaped.len()).ok();
         for f in &shaped {
             let e = f.laf.to_ellipse();
             writeln!(text, "{} {} {} {} {}", e[0], e[1], e[2], e[3], e[4]).ok();
         }
-        shaped
+        (detections, shaped)
     };
     match &args.out {
         Some(path) => std::fs::write(path, text).map_err(|e| Error::io(path, e))?,
@@ -71,7 +64,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
     eprintln!(
         "{}: {} detections, {} features",
         args.image.display(),
-        detections.len(),
+        detections,
         features.len()
     );
     if let Some(path) = &args.viz {

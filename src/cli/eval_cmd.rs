@@ -2,13 +2,16 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use clap::{ArgAction, ArgMatches, Args, FromArgMatches, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{FeatureArgs, VerifyArgs};
 use crate::eval::datasets::{load_dataset, load_pair_list, parse_dataset_spec, parse_list_spec};
 use crate::eval::record::Shard;
 use crate::eval::report::{paper_table_markdown, write_reports};
-use crate::eval::{EvalFile, MethodConfig, Plan, RunOptions};
+use crate::eval::{EvalFile, MethodConfig, Plan, Progress, RunOptions};
 use crate::geometry::ModelKind;
 use crate::pipeline::Method;
 use crate::{Error, Result};
@@ -115,7 +118,7 @@ impl FromArgMatches for MethodsArgs {
 
 /// The methods' settings from the flags, each validated before any pair runs.
 fn methods(args: &EvalArgs) -> Result<Vec<MethodConfig>> {
-    let device = super::resolve_device(args.features.features.device, false)?;
+    let device = super::resolve_device(args.features.features.device, true)?;
     let mut out: Vec<MethodConfig> = Vec::new();
     for &method in &args.features.methods {
         let mut features = args.features.features.clone();
@@ -135,7 +138,7 @@ fn methods(args: &EvalArgs) -> Result<Vec<MethodConfig>> {
         }
         out.push(MethodConfig {
             label,
-            device: device.name.clone(),
+            device: device.kind,
             homography,
             fundamental,
             without_ground_truth: args.verify.geometry,
@@ -197,10 +200,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         viz_dir: args.viz_dir.clone(),
         resume: args.resume,
         jobs: args.jobs,
-        progress: true,
         command,
     };
-    let file = crate::eval::run(&plan, &options)?;
+    let file = crate::eval::run_with(&plan, &options, &Bar::default())?;
     finish(&file, &args.out)
 }
 
@@ -232,4 +234,46 @@ fn finish(file: &EvalFile, out: &std::path::Path) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// The evaluation's progress bar on stderr (indicatif hides it when stderr is not a terminal).
+#[derive(Default)]
+struct Bar {
+    bar: std::sync::OnceLock<ProgressBar>,
+}
+
+impl Progress for Bar {
+    fn start(&self, todo: usize) {
+        let bar = ProgressBar::with_draw_target(Some(todo as u64), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed:>4} [{bar:24}] {pos}/{len} eta {eta:>3} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(500));
+        let _ = self.bar.set(bar);
+    }
+
+    fn advance(&self, status: &str) {
+        if let Some(bar) = self.bar.get() {
+            bar.set_message(status.to_string());
+            bar.inc(1);
+        }
+    }
+
+    /// A line on stderr that does not tear the bar.
+    fn note(&self, line: &str) {
+        match self.bar.get() {
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.bar.get() {
+            bar.finish_and_clear();
+        }
+    }
 }

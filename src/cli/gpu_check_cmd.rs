@@ -57,7 +57,7 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
         let matches = if args.kernels_only {
             Vec::new()
         } else {
-            crate::gpu::check::match_checks(&gpu, &check_pairs(&args.pair))
+            crate::gpu::check::match_checks(&check_pairs(&args.pair))
         };
         let (text, ok) = crate::gpu::check::report(&gpu, &kernels, &matches);
         print!("{text}");

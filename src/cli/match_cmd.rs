@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{DeviceChoice, FeatureArgs, VerifyArgs};
-use crate::pipeline::{match_files, MatchReport};
+use super::{FeatureArgs, VerifyArgs};
+use crate::matcher::Matcher;
+use crate::pipeline::MatchReport;
 use crate::viz::{draw_matches, MatchDrawing};
 use crate::{Error, Result};
 
@@ -41,19 +42,20 @@ pub struct MatchArgs {
 pub fn run(args: MatchArgs) -> Result<()> {
     let mut config = args.features.config();
     args.verify.apply(&mut config);
-    let device = super::resolve_device(args.features.device, true)?;
     let truth = args
         .ground_truth
         .as_deref()
         .map(crate::protocol::load_ground_truth)
         .transpose()?;
-    let mut report = if device.name == "cuda" {
-        match_on_gpu(&args, &config)?
-    } else {
-        match_files(&args.image1, &args.image2, &config)?
-    };
-    report.device = device.name;
-    report.device_note = device.note;
+    let start = std::time::Instant::now();
+    let matcher = Matcher::new(config.clone())?;
+    let mut report = matcher.match_files(&args.image1, &args.image2)?;
+    report
+        .timings_ms
+        .insert("models".into(), matcher.loading_ms());
+    report
+        .timings_ms
+        .insert("total".into(), start.elapsed().as_secs_f64() * 1e3);
     if let Some(truth) = &truth {
         report.judge_against(truth);
     }
@@ -91,32 +93,6 @@ pub fn run(args: MatchArgs) -> Result<()> {
             .map_err(|e| Error::image(path, format!("cannot write: {e}")))?;
     }
     Ok(())
-}
-
-/// `wbs match --device cuda`: the device pipeline (`gpu::pipeline`), networks loaded and
-/// uploaded first (timed as "models").
-fn match_on_gpu(args: &MatchArgs, config: &crate::pipeline::Config) -> Result<MatchReport> {
-    #[cfg(feature = "cuda")]
-    {
-        let start = std::time::Instant::now();
-        let gpu = crate::gpu::Gpu::open("--device cuda")?;
-        let models = crate::gpu::pipeline::GpuModels::for_config(&gpu, config)?;
-        let loading = start.elapsed().as_secs_f64() * 1e3;
-        let mut report =
-            crate::gpu::pipeline::match_files(&gpu, &args.image1, &args.image2, config, &models)?;
-        report.timings_ms.insert("models".into(), loading);
-        report
-            .timings_ms
-            .insert("total".into(), start.elapsed().as_secs_f64() * 1e3);
-        Ok(report)
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        let _ = (args, config);
-        Err(Error::Device(
-            "--device cuda: this wbs was built without the `cuda` feature".into(),
-        ))
-    }
 }
 
 /// The human summary printed by `wbs match`.
@@ -175,14 +151,4 @@ pub fn summary(report: &MatchReport) -> String {
         .collect();
     out += &format!("  time (ms)   {}\n", times.join(" | "));
     out
-}
-
-impl DeviceChoice {
-    pub fn name(self) -> &'static str {
-        match self {
-            DeviceChoice::Auto => "auto",
-            DeviceChoice::Cpu => "cpu",
-            DeviceChoice::Cuda => "cuda",
-        }
-    }
 }

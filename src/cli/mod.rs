@@ -3,6 +3,7 @@
 //! usage errors, from clap).
 
 mod bench_cmd;
+mod choice;
 mod detect_cmd;
 mod eval_cmd;
 mod gpu_check_cmd;
@@ -16,8 +17,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use choice::choice;
+
 use crate::describe::DescriptorKind;
 use crate::detect::{Threshold, DEFAULT_THRESHOLD};
+use crate::device::{Device, ResolvedDevice};
 use crate::geometry::{HomographyError, ModelKind, RansacMethod};
 use crate::orient::OrientationMethod;
 use crate::pipeline::{Config, Method, DEFAULT_ADAPTIVE_TARGET};
@@ -70,20 +74,11 @@ pub enum DetectorChoice {
     Adaptive,
 }
 
-/// Which device runs the networks and matching.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceChoice {
-    /// CUDA when a GPU answers, else the CPU.
-    Auto,
-    Cpu,
-    Cuda,
-}
-
 /// The feature flags shared by `match` and `detect`; unset flags take the preset's value.
 #[derive(Args, Debug, Clone)]
 pub struct FeatureArgs {
     /// Preset, named as in the AffNet paper.
-    #[arg(long, value_enum, default_value_t = Method::Hesaff)]
+    #[arg(long, value_parser = choice::<Method>(), default_value_t = Method::Hesaff)]
     pub method: Method,
     /// Detector: fixed or adaptive threshold (default: the preset's).
     #[arg(long, value_enum)]
@@ -98,23 +93,23 @@ pub struct FeatureArgs {
     #[arg(long, default_value_t = DEFAULT_THRESHOLD / 8.0)]
     pub threshold_floor: f32,
     /// Affine shape (default: the preset's).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice::<ShapeMethod>())]
     pub shape: Option<ShapeMethod>,
     /// Detections whose shape estimation fails: keep them as circles, or drop them (hesaff).
-    #[arg(long, value_enum, default_value_t = ShapeFailures::Circle)]
+    #[arg(long, value_parser = choice::<ShapeFailures>(), default_value_t = ShapeFailures::Circle)]
     pub shape_failures: ShapeFailures,
     /// Orientation.
-    #[arg(long, value_enum, default_value_t = OrientationMethod::Histogram)]
+    #[arg(long, value_parser = choice::<OrientationMethod>(), default_value_t = OrientationMethod::Histogram)]
     pub orientation: OrientationMethod,
     /// Descriptor.
-    #[arg(long, value_enum, default_value_t = DescriptorKind::Rootsift)]
+    #[arg(long, value_parser = choice::<DescriptorKind>(), default_value_t = DescriptorKind::Rootsift)]
     pub descriptor: DescriptorKind,
     /// Refuse images larger than this many megapixels (the scale space needs ~60 MB per MP).
     #[arg(long, default_value_t = crate::image::DEFAULT_MAX_MEGAPIXELS)]
     pub max_megapixels: f64,
     /// Device for the networks and matching.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[arg(long, value_parser = choice::<Device>(), default_value_t = Device::Auto)]
+    pub device: Device,
     /// AffNet weights (safetensors, or the authors' .pth); default: WBS_WEIGHTS (a file or a
     /// folder with affnet.safetensors), then the files wbs ships in data/.
     #[arg(long)]
@@ -162,6 +157,7 @@ impl FeatureArgs {
         config.weights.orinet = self.orinet_weights.clone();
         config.weights.hardnet = self.hardnet_weights.clone();
         config.affnet_turns = self.affnet_turns as usize;
+        config.device = self.device;
         config
     }
 }
@@ -170,16 +166,16 @@ impl FeatureArgs {
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
     /// Model verified by LO-RANSAC: homography (planar scenes, rotations) or fundamental matrix.
-    #[arg(long, value_enum, default_value_t = ModelKind::Homography)]
+    #[arg(long, value_parser = choice::<ModelKind>(), default_value_t = ModelKind::Homography)]
     pub geometry: ModelKind,
     /// Robust estimator: wbs's LO-RANSAC or the arrsac crate (a baseline without local optimisation).
-    #[arg(long, value_enum, default_value_t = RansacMethod::LoRansac)]
+    #[arg(long, value_parser = choice::<RansacMethod>(), default_value_t = RansacMethod::LoRansac)]
     pub ransac: RansacMethod,
     /// Inlier threshold in px (default: 3 for a homography, 1.5 Sampson for F).
     #[arg(long)]
     pub inlier_threshold: Option<f64>,
     /// Homography inlier error.
-    #[arg(long, value_enum, default_value_t = HomographyError::Forward)]
+    #[arg(long, value_parser = choice::<HomographyError>(), default_value_t = HomographyError::Forward)]
     pub homography_error: HomographyError,
     /// RANSAC confidence.
     #[arg(long, default_value_t = 0.999)]
@@ -214,54 +210,10 @@ impl VerifyArgs {
     }
 }
 
-/// The device that runs a command, and why when it is not the one asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvedDevice {
-    /// "cpu" or "cuda".
-    pub name: String,
-    /// Why `auto` fell back to the CPU, or what GPU is used.
-    pub note: Option<String>,
-}
-
-/// Whether `--device auto` uses a GPU that it finds. Off until a run of `wbs gpu-check` on a GPU
-/// is recorded in docs/gpu-validation.md: until then the CUDA path is used only when asked for.
-pub const AUTO_USES_CUDA: bool = false;
-
-/// Resolves `--device` for a command: `auto` uses the CPU and says why; `cuda` without a usable
-/// GPU is a one-line error. `cuda_wired` says whether the command has a CUDA path (`match`);
-/// others refuse `cuda` on a GPU machine rather than silently running on the CPU.
-pub fn resolve_device(choice: DeviceChoice, cuda_wired: bool) -> Result<ResolvedDevice> {
-    let cpu = |note: Option<String>| ResolvedDevice {
-        name: "cpu".into(),
-        note,
-    };
-    match choice {
-        DeviceChoice::Cpu => Ok(cpu(None)),
-        DeviceChoice::Auto => Ok(match crate::gpu::probe() {
-            Ok(info) if AUTO_USES_CUDA && cuda_wired => ResolvedDevice {
-                name: "cuda".into(),
-                note: Some(format!("GPU {}", info.name)),
-            },
-            Ok(info) => cpu(Some(format!(
-                "GPU {} found; `auto` stays on the CPU until the CUDA path is validated \
-                 (docs/gpu-validation.md): pass --device cuda to use it",
-                info.name
-            ))),
-            Err(reason) => cpu(Some(format!("no CUDA: {reason}"))),
-        }),
-        DeviceChoice::Cuda => match crate::gpu::probe() {
-            Ok(info) if cuda_wired => Ok(ResolvedDevice {
-                name: "cuda".into(),
-                note: Some(format!("GPU {}", info.name)),
-            }),
-            Ok(info) => Err(crate::Error::Device(format!(
-                "--device cuda: GPU {} found, but this command has no CUDA path (wbs match, \
-                 wbs bench and wbs train affnet do); use --device cpu",
-                info.name
-            ))),
-            Err(reason) => Err(crate::gpu::no_device_error("--device cuda", &reason)),
-        },
-    }
+/// Resolves `--device` for a command that has no CUDA path: `cuda` is refused on a GPU machine
+/// rather than silently running on the CPU.
+pub fn resolve_device(device: Device, has_cuda_path: bool) -> Result<ResolvedDevice> {
+    crate::device::resolve(device, has_cuda_path)
 }
 
 /// Parses the arguments, runs the command and returns the process exit code.

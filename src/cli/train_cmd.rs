@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::DeviceChoice;
+use crate::device::Device;
 use crate::nn::{self, ModelKind, Weights};
 use crate::train::data::PairSet;
 use crate::train::phototour::load_phototour;
@@ -151,8 +151,8 @@ pub struct AffnetArgs {
     pub validate: Option<Vec<PathBuf>>,
     /// Device: cuda runs the chain on the GPU (either descriptor), optimiser and validation on
     /// the host; auto stays on the CPU until the CUDA path is validated (docs/gpu-validation.md).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
+    #[arg(long, value_parser = super::choice::<Device>(), default_value_t = Device::Auto)]
+    pub device: Device,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -164,8 +164,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
 fn affnet(args: AffnetArgs) -> Result<()> {
     let device = super::resolve_device(args.device, cfg!(feature = "cuda"))?;
     match &device.note {
-        Some(note) => eprintln!("device: {} ({note})", device.name),
-        None => eprintln!("device: {}", device.name),
+        Some(note) => eprintln!("device: {} ({note})", device.kind),
+        None => eprintln!("device: {}", device.kind),
     }
     if args.data.is_empty() && args.phototour.is_empty() {
         return Err(Error::invalid(
@@ -235,7 +235,7 @@ fn affnet(args: AffnetArgs) -> Result<()> {
         log_every: args.log_every,
         validation,
         stop_after: args.stop_after,
-        cuda: device.name == "cuda",
+        cuda: device.kind == crate::device::DeviceKind::Cuda,
     };
     let mut progress = Progress::new();
     run_session(settings, data, descriptor, init, &options, |e| {

@@ -7,13 +7,14 @@
 
 use crate::feature::Feature;
 use crate::laf::Laf;
-use crate::models::on_patches;
 use crate::nn::{HardNet, HARDNET_DIM};
+use crate::patch::on_patches;
 use crate::pyramid::ScaleSpace;
 
 use super::Described;
 
-/// Describes every feature with HardNet: 128-D, unit length, order kept.
+/// Describes every feature with HardNet on the CPU: 128-D, unit length, order kept. (The
+/// pipeline's stage asks `Networks::run` for the descriptors, on any device.)
 pub fn describe_hardnet(space: &ScaleSpace, features: &[Feature], hardnet: &HardNet) -> Described {
     let lafs: Vec<Laf> = features.iter().map(|f| f.laf).collect();
     let descriptors = on_patches(space, &lafs, |patches| hardnet.describe(patches));

@@ -4,7 +4,6 @@ pub mod hardnet;
 pub mod sift;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::feature::Feature;
 use crate::patch::{sample_from_space, SIFT_PATCH};
@@ -13,19 +12,19 @@ use crate::pyramid::ScaleSpace;
 pub use hardnet::describe_hardnet;
 pub use sift::{Sift, SiftScratch, SiftVariant};
 
-/// The descriptor a pipeline computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DescriptorKind {
-    /// Perdoch's patch SIFT (128-D).
-    Sift,
-    /// RootSIFT (128-D): SIFT with L1 normalisation and a square root.
-    Rootsift,
-    /// HalfRootSIFT (64-D): orientations folded modulo 180°, for contrast reversal and
-    /// multimodal pairs.
-    Halfrootsift,
-    /// HardNet (128-D), a CNN descriptor on 32×32 patches.
-    Hardnet,
+choices! {
+    /// The descriptor a pipeline computes.
+    pub enum DescriptorKind {
+        /// Perdoch's patch SIFT (128-D).
+        Sift = "sift",
+        /// RootSIFT (128-D): SIFT with L1 normalisation and a square root.
+        Rootsift = "rootsift",
+        /// HalfRootSIFT (64-D): orientations folded modulo 180°, for contrast reversal and
+        /// multimodal pairs.
+        Halfrootsift = "halfrootsift",
+        /// HardNet (128-D), a CNN descriptor on 32×32 patches.
+        Hardnet = "hardnet",
+    }
 }
 
 impl DescriptorKind {

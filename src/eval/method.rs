@@ -6,17 +6,20 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::DeviceKind;
 use crate::geometry::ModelKind;
+use crate::matcher::Matcher;
 use crate::pipeline::Config;
 use crate::protocol::GroundTruth;
+use crate::Result;
 
 /// A method's settings for every pair it will see.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MethodConfig {
     /// The row label: the preset's name (`hesaff`), with the descriptor when it is not RootSIFT.
     pub label: String,
-    /// Where the networks and matching run ("cpu").
-    pub device: String,
+    /// Where the networks and matching run ("cpu" or "cuda").
+    pub device: DeviceKind,
     /// Settings for pairs verified with a homography.
     pub homography: Config,
     /// Settings for pairs verified with a fundamental matrix.
@@ -28,7 +31,7 @@ pub struct MethodConfig {
 impl MethodConfig {
     /// A method from one configuration: kept as it is for the model it verifies, and with the
     /// protocol's defaults of the other model (`Config::set_geometry`) for the other pairs.
-    pub fn from_config(config: Config, device: &str) -> MethodConfig {
+    pub fn from_config(config: Config, device: DeviceKind) -> MethodConfig {
         let with = |kind: ModelKind| {
             let mut c = config.clone();
             if c.ransac.kind != kind {
@@ -38,7 +41,7 @@ impl MethodConfig {
         };
         MethodConfig {
             label: Self::label_of(&config),
-            device: device.to_string(),
+            device,
             homography: with(ModelKind::Homography),
             fundamental: with(ModelKind::Fundamental),
             without_ground_truth: ModelKind::Homography,
@@ -47,7 +50,9 @@ impl MethodConfig {
 
     /// A preset with the protocol's defaults, on the CPU.
     pub fn preset(method: crate::pipeline::Method) -> MethodConfig {
-        Self::from_config(Config::preset(method), "cpu")
+        let mut config = Config::preset(method);
+        config.device = crate::device::Device::Cpu;
+        Self::from_config(config, DeviceKind::Cpu)
     }
 
     /// The model that verifies a pair with this ground truth.
@@ -67,6 +72,17 @@ impl MethodConfig {
         }
     }
 
+    /// The method's matchers, one per verification model: the networks are loaded once and
+    /// shared by both.
+    pub fn matchers(&self) -> Result<MethodMatchers> {
+        let homography = Matcher::new(self.homography.clone())?;
+        let models = homography.models().clone();
+        Ok(MethodMatchers {
+            fundamental: Matcher::with_models(self.fundamental.clone(), models)?,
+            homography,
+        })
+    }
+
     /// The label of a configuration: the method's name, plus the descriptor unless it is the
     /// presets' RootSIFT (`hesaff+halfrootsift`).
     pub fn label_of(config: &Config) -> String {
@@ -78,6 +94,22 @@ impl MethodConfig {
             config.method.name().to_string()
         } else {
             format!("{}+{descriptor}", config.method.name())
+        }
+    }
+}
+
+/// A method's [`Matcher`]s, made once per evaluation ([`MethodConfig::matchers`]).
+pub struct MethodMatchers {
+    homography: Matcher,
+    fundamental: Matcher,
+}
+
+impl MethodMatchers {
+    /// The matcher for one verification model.
+    pub fn for_geometry(&self, kind: ModelKind) -> &Matcher {
+        match kind {
+            ModelKind::Homography => &self.homography,
+            ModelKind::Fundamental => &self.fundamental,
         }
     }
 }

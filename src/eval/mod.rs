@@ -13,6 +13,7 @@
 pub mod datasets;
 pub mod merge;
 pub mod method;
+#[cfg(feature = "plots")]
 pub mod plot;
 pub mod record;
 pub mod report;
@@ -21,4 +22,4 @@ pub mod run;
 pub use datasets::{load_dataset, load_pair_list, Dataset, Layout, Pair, TruthSource};
 pub use method::MethodConfig;
 pub use record::{EvalFile, PairRecord, Settings, Shard};
-pub use run::{match_pair, run, Plan, RunOptions};
+pub use run::{match_pair, run, run_with, Plan, Progress, Quiet, RunOptions};

@@ -374,7 +374,9 @@ pub fn report_markdown(file: &EvalFile) -> String {
             let _ = writeln!(out, "- {} ({}): {}", r.pair, r.method, r.verdict);
         }
     }
-    out += "\n## Plots\n\n![registered pairs](plots/registered.png)\n\n![inliers per pair](plots/inliers.png)\n\n![time per pair](plots/time.png)\n";
+    if cfg!(feature = "plots") {
+        out += "\n## Plots\n\n![registered pairs](plots/registered.png)\n\n![inliers per pair](plots/inliers.png)\n\n![time per pair](plots/time.png)\n";
+    }
     out
 }
 
@@ -396,6 +398,7 @@ pub fn write_reports(dir: &Path, file: &EvalFile) -> Result<Vec<PathBuf>> {
         write_atomically(&path, text.as_bytes())?;
         written.push(path);
     }
+    #[cfg(feature = "plots")]
     written.extend(super::plot::write_plots(&dir.join("plots"), file)?);
     Ok(written)
 }

@@ -13,15 +13,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::time::Instant;
 
 use super::datasets::{truth_kind, Dataset, Pair};
-use super::method::MethodConfig;
+use super::method::{MethodConfig, MethodMatchers};
 use super::record::{load_average, DatasetInfo, EvalFile, PairRecord, RunInfo, Settings, Shard};
 use super::report::{build, write_atomically, write_reports};
-use crate::pipeline::{match_files, MatchReport};
+use crate::device::DeviceKind;
+use crate::pipeline::MatchReport;
 use crate::protocol::GroundTruth;
 use crate::{Error, Result};
 
@@ -89,19 +88,21 @@ pub struct RunOptions {
     pub resume: bool,
     /// Pairs matched at the same time.
     pub jobs: usize,
-    /// Show a progress bar on stderr (indicatif hides it when stderr is not a terminal).
-    pub progress: bool,
     /// The command line, for the report.
     pub command: Vec<String>,
 }
 
-/// The one place where `wbs eval` calls the matcher: the method's settings for the model the
-/// ground truth asks for, `pipeline::match_files` (the same code as `wbs match`), and the
-/// protocol's verdict (the same as `wbs match --ground-truth`).
-pub fn match_pair(pair: &Pair, truth: &GroundTruth, method: &MethodConfig) -> Result<MatchReport> {
-    let config = method.config(method.geometry_for(truth));
-    let mut report = match_files(&pair.image1, &pair.image2, config)?;
-    report.device = method.device.clone();
+/// The one place where `wbs eval` calls the matcher: the method's matcher for the model the
+/// ground truth asks for (the same code as `wbs match`), and the protocol's verdict (the same as
+/// `wbs match --ground-truth`).
+pub fn match_pair(
+    pair: &Pair,
+    truth: &GroundTruth,
+    method: &MethodConfig,
+    matchers: &MethodMatchers,
+) -> Result<MatchReport> {
+    let matcher = matchers.for_geometry(method.geometry_for(truth));
+    let mut report = matcher.match_files(&pair.image1, &pair.image2)?;
     report.judge_against(truth);
     Ok(report)
 }
@@ -112,6 +113,7 @@ pub fn evaluate_pair(
     index: usize,
     pair: &Pair,
     method: &MethodConfig,
+    matchers: &MethodMatchers,
 ) -> (PairRecord, Option<MatchReport>) {
     let mut record = PairRecord {
         index,
@@ -145,7 +147,7 @@ pub fn evaluate_pair(
             }
             .to_string(),
         );
-        match_pair(pair, &truth, method)
+        match_pair(pair, &truth, method, matchers)
     }));
     let report = match outcome {
         Ok(Ok(report)) => report,
@@ -258,10 +260,40 @@ fn resumable(
         .collect())
 }
 
-/// Runs the evaluation, writes the journal and the reports into `options.out`, and returns
-/// the evaluation. Errors only for unusable arguments or an unwritable output folder; a pair
-/// that fails is a record with its reason.
+/// What an evaluation tells its caller while it runs (the CLI draws a progress bar). Every
+/// method has a default: [`Quiet`] prints notes to stderr and nothing else.
+pub trait Progress: Sync {
+    /// The run starts with `todo` (pair, method) matches to do.
+    fn start(&self, todo: usize) {
+        let _ = todo;
+    }
+    /// One match finished; `status` sums up the run so far.
+    fn advance(&self, status: &str) {
+        let _ = status;
+    }
+    /// A line for the user (resuming, a picture that could not be written).
+    fn note(&self, line: &str) {
+        eprintln!("{line}");
+    }
+    /// The run is over.
+    fn finish(&self) {}
+}
+
+/// A [`Progress`] that prints notes only.
+pub struct Quiet;
+
+impl Progress for Quiet {}
+
+/// Runs the evaluation quietly: see [`run_with`].
 pub fn run(plan: &Plan, options: &RunOptions) -> Result<EvalFile> {
+    run_with(plan, options, &Quiet)
+}
+
+/// Runs the evaluation, writes the journal and the reports into `options.out`, and returns
+/// the evaluation, telling `progress` as it goes. Errors only for unusable arguments, networks
+/// that cannot be loaded, or an unwritable output folder; a pair that fails is a record with its
+/// reason.
+pub fn run_with(plan: &Plan, options: &RunOptions, progress: &dyn Progress) -> Result<EvalFile> {
     let start = Instant::now();
     let load_start = load_average();
     let settings = plan.settings();
@@ -270,15 +302,22 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<EvalFile> {
     let journal_path = out.join(JOURNAL);
 
     let pairs = plan.pairs();
-    let mut todo: Vec<(usize, &Pair, &MethodConfig)> = Vec::new();
+    // Every method's networks are loaded once, before any pair runs: missing or malformed
+    // weights and an unavailable device are errors now, not a failure per pair.
+    let matchers = plan
+        .methods
+        .iter()
+        .map(MethodConfig::matchers)
+        .collect::<Result<Vec<_>>>()?;
+    let mut todo: Vec<(usize, &Pair, &MethodConfig, &MethodMatchers)> = Vec::new();
     for &(index, pair) in &pairs {
-        for method in &plan.methods {
-            todo.push((index, pair, method));
+        for (method, m) in plan.methods.iter().zip(&matchers) {
+            todo.push((index, pair, method, m));
         }
     }
     let planned: HashSet<(String, String)> = todo
         .iter()
-        .map(|(_, p, m)| (m.label.clone(), p.name.clone()))
+        .map(|(_, p, m, _)| (m.label.clone(), p.name.clone()))
         .collect();
 
     let kept = if options.resume {
@@ -298,24 +337,21 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<EvalFile> {
     // The journal restarts from the kept records (without a cut-off last line or failures).
     write_atomically(&journal_path, journal_text(&kept)?.as_bytes())?;
     let done: HashSet<(String, String)> = kept.iter().map(PairRecord::key).collect();
-    todo.retain(|(_, p, m)| !done.contains(&(m.label.clone(), p.name.clone())));
+    todo.retain(|(_, p, m, _)| !done.contains(&(m.label.clone(), p.name.clone())));
 
     let journal = std::fs::OpenOptions::new()
         .append(true)
         .open(&journal_path)
         .map_err(|e| Error::io(&journal_path, e))?;
-    let bar = progress_bar(todo.len(), options.progress);
+    progress.start(todo.len());
     if !kept.is_empty() {
-        note(
-            &bar,
-            format!(
-                "resuming: {} record(s) already done, {} to go",
-                kept.len(),
-                todo.len()
-            ),
-        );
+        progress.note(&format!(
+            "resuming: {} record(s) already done, {} to go",
+            kept.len(),
+            todo.len()
+        ));
     }
-    let state = Mutex::new(Progress {
+    let state = Mutex::new(Tally {
         journal,
         records: Vec::with_capacity(todo.len()),
         registered: 0,
@@ -324,19 +360,22 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<EvalFile> {
     });
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let jobs = options.jobs.max(1).min(todo.len().max(1));
+    // The device runs one pair at a time; on the CPU `jobs` pairs share the cores.
+    let on_device = plan.methods.iter().any(|m| m.device == DeviceKind::Cuda);
+    let jobs = if on_device { 1 } else { options.jobs.max(1) };
+    let jobs = jobs.min(todo.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(index, pair, method)) = todo.get(i) else {
+                    let Some(&(index, pair, method, matchers)) = todo.get(i) else {
                         break;
                     };
-                    let (record, report) = evaluate_pair(index, pair, method);
+                    let (record, report) = evaluate_pair(index, pair, method, matchers);
                     if let (Some(dir), Some(report)) = (&options.viz_dir, &report) {
                         if let Err(e) = draw(&viz_path(dir, &record), pair, report) {
-                            note(&bar, format!("warning: {}: no picture: {e}", record.pair));
+                            progress.note(&format!("warning: {}: no picture: {e}", record.pair));
                         }
                     }
                     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -344,17 +383,17 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<EvalFile> {
                         s.write_error.get_or_insert(e);
                         stop.store(true, Ordering::Relaxed);
                     }
-                    bar.set_message(format!(
+                    let status = format!(
                         "{} registered, {} failed, last {}",
                         s.registered, s.failed, pair.name
-                    ));
+                    );
                     drop(s);
-                    bar.inc(1);
+                    progress.advance(&status);
                 }
             });
         }
     });
-    bar.finish_and_clear();
+    progress.finish();
     let state = state.into_inner().unwrap_or_else(|p| p.into_inner());
     if let Some(e) = state.write_error {
         return Err(e);
@@ -377,7 +416,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<EvalFile> {
     Ok(file)
 }
 
-struct Progress {
+struct Tally {
     journal: std::fs::File,
     records: Vec<PairRecord>,
     registered: usize,
@@ -385,7 +424,7 @@ struct Progress {
     write_error: Option<Error>,
 }
 
-impl Progress {
+impl Tally {
     /// Appends one record to the journal (one write of a whole line) and keeps it.
     fn append(&mut self, record: PairRecord, path: &Path) -> Result<()> {
         let line = journal_text(std::slice::from_ref(&record))?;
@@ -397,28 +436,5 @@ impl Progress {
         self.failed += record.error.is_some() as usize;
         self.records.push(record);
         Ok(())
-    }
-}
-
-fn progress_bar(todo: usize, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(todo as u64), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed:>4} [{bar:24}] {pos}/{len} eta {eta:>3} {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(500));
-    bar
-}
-
-/// A line on stderr that does not tear the progress bar.
-fn note(bar: &ProgressBar, line: String) {
-    if bar.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        bar.println(line);
     }
 }

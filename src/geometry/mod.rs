@@ -47,13 +47,14 @@ use correspondences::Correspondences;
 use families::{FundamentalFamily, HomographyFamily};
 use ransac::{Engine, Family, Rng, Settings};
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModelKind {
-    Homography,
-    Fundamental,
+choices! {
+    /// The model that geometric verification fits.
+    pub enum ModelKind {
+        /// A homography (planar scenes, pure rotations, distant scenes).
+        Homography = "homography",
+        /// A fundamental matrix (any rigid scene; needs more inliers).
+        Fundamental = "fundamental",
+    }
 }
 
 impl ModelKind {
@@ -66,18 +67,16 @@ impl ModelKind {
     }
 }
 
-/// Which per-correspondence error decides a homography inlier.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum HomographyError {
-    /// `‖x2 − H·x1‖` (the default; OpenCV's choice).
-    Forward,
-    /// The larger of the forward and the backward (`‖x1 − H⁻¹·x2‖`) transfer errors.
-    SymmetricMax,
-    /// The Sampson (first-order geometric) error in the joint image space.
-    Sampson,
+choices! {
+    /// Which per-correspondence error decides a homography inlier.
+    pub enum HomographyError {
+        /// `‖x2 − H·x1‖` (the default; OpenCV's choice).
+        Forward = "forward",
+        /// The larger of the forward and the backward (`‖x1 − H⁻¹·x2‖`) transfer errors.
+        SymmetricMax = "symmetric-max",
+        /// The Sampson (first-order geometric) error in the joint image space.
+        Sampson = "sampson",
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -123,13 +122,14 @@ impl RansacConfig {
     }
 }
 
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum RansacMethod {
-    LoRansac,
-    Arrsac,
+choices! {
+    /// The robust estimator.
+    pub enum RansacMethod {
+        /// wbs's LO-RANSAC (DEGENSAC for F): local optimisation, the protocol's estimator.
+        LoRansac = "lo-ransac",
+        /// The arrsac crate without local optimisation: a baseline.
+        Arrsac = "arrsac",
+    }
 }
 
 #[derive(Clone, Debug)]

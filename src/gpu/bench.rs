@@ -11,10 +11,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::net::GpuNet;
-use super::pipeline::{self as gpipe, GpuModels};
+use super::search::device_tentatives;
 use super::train_chain::DeviceTrainChain;
 use super::Gpu;
 use crate::describe::DescriptorKind;
+use crate::matcher::Matcher;
+use crate::networks::Models;
 use crate::nn::{self, ModelKind, Weights, PATCH_LEN};
 use crate::pipeline::{Config, Method};
 use crate::train::loss::LossKind;
@@ -85,7 +87,7 @@ pub fn bench_report(
     let q = gpu.upload(&unit_rows(n, 1))?;
     let d = gpu.upload(&unit_rows(n, 2))?;
     let (min, median) = time(gpu, repeat, || {
-        gpipe::device_tentatives(gpu, &q, &d, 128, 0.8).map(|_| ())
+        device_tentatives(gpu, &q, &d, 128, 0.8).map(|_| ())
     })?;
     let _ = writeln!(
         out,
@@ -101,26 +103,28 @@ pub fn bench_report(
             for (label, config) in end_to_end_configs() {
                 // Weights found as for `wbs match`, else random (the speed hardly depends on
                 // them; the line says which).
-                let models = (|| -> Result<(GpuModels, Vec<&'static str>)> {
-                    let mut m = GpuModels::default();
+                let models = (|| -> Result<(Matcher, Vec<&'static str>)> {
+                    let mut m = Models::none();
                     let mut sources = Vec::new();
                     if config.shape == crate::shape::ShapeMethod::Affnet {
                         let (w, s) = weights(ModelKind::AffNet);
-                        m.affnet = Some(GpuNet::new(gpu, ModelKind::AffNet, &w)?);
+                        m.affnet = Some(crate::nn::AffNet::from_weights(&w)?);
                         sources.push(s);
                     }
                     if config.descriptor == DescriptorKind::Hardnet {
                         let (w, s) = weights(ModelKind::HardNet);
-                        m.hardnet = Some(GpuNet::new(gpu, ModelKind::HardNet, &w)?);
+                        m.hardnet = Some(crate::nn::HardNet::from_weights(&w)?);
                         sources.push(s);
                     }
-                    Ok((m, sources))
+                    let mut config = config.clone();
+                    config.device = crate::device::Device::Cuda;
+                    Ok((Matcher::with_models(config, m)?, sources))
                 })();
                 match models {
-                    Ok((models, sources)) => {
+                    Ok((matcher, sources)) => {
                         let mut report = None;
                         let (min, median) = time(gpu, repeat, || {
-                            report = Some(gpipe::match_files(gpu, a, b, &config, &models)?);
+                            report = Some(matcher.match_files(a, b)?);
                             Ok(())
                         })?;
                         let (inliers, verdict) = report

@@ -11,14 +11,15 @@ use std::path::{Path, PathBuf};
 
 use super::net::GpuNet;
 use super::ops::{self, Activation, Fused, InputMap};
-use super::pipeline::{self as gpipe, GpuModels, GpuPyramid};
+use super::pyramid::GpuPyramid;
 use super::shapes::{ConvGeometry, WarpGeometry};
 use super::train_chain::DeviceTrainChain;
 use super::Gpu;
 use crate::describe::DescriptorKind;
 use crate::image::GrayImage;
 use crate::laf::Laf;
-use crate::models::Models;
+use crate::matcher::Matcher;
+use crate::networks::Models;
 use crate::nn::{self, AffNet, HardNet, ModelKind, OriNet, Weights};
 use crate::orient::OrientationMethod;
 use crate::patch::{PatchSpec, NET_PATCH, SIFT_PATCH};
@@ -1090,7 +1091,7 @@ fn weights_for(kind: ModelKind) -> (Weights, bool) {
 /// matching only), hesaffnet + RootSIFT (AffNet), and hesaffnet + OriNet + HardNet (all three
 /// networks). Networks without weights found run with seeded random weights (said in the
 /// setting's name), which still compares the devices.
-pub fn match_checks(gpu: &Gpu, pairs: &[(PathBuf, PathBuf)]) -> Vec<MatchRow> {
+pub fn match_checks(pairs: &[(PathBuf, PathBuf)]) -> Vec<MatchRow> {
     let mut settings: Vec<(String, Config)> = Vec::new();
     settings.push(("hesaff+rootsift".into(), Config::preset(Method::Hesaff)));
     settings.push((
@@ -1126,27 +1127,28 @@ pub fn match_checks(gpu: &Gpu, pairs: &[(PathBuf, PathBuf)]) -> Vec<MatchRow> {
         } else {
             format!("{name} (random {})", random.join(", "))
         };
-        let models = || -> Result<(Models, GpuModels)> {
+        let models = || -> Result<Models> {
             let mut cpu = Models::none();
-            let mut dev = GpuModels::default();
             if uses(ModelKind::AffNet) {
                 cpu.affnet = Some(AffNet::from_weights(&wa)?);
-                dev.affnet = Some(GpuNet::new(gpu, ModelKind::AffNet, &wa)?);
             }
             if uses(ModelKind::OriNet) {
                 cpu.orinet = Some(OriNet::from_weights(&wo)?);
-                dev.orinet = Some(GpuNet::new(gpu, ModelKind::OriNet, &wo)?);
             }
             if uses(ModelKind::HardNet) {
                 cpu.hardnet = Some(HardNet::from_weights(&wh)?);
-                dev.hardnet = Some(GpuNet::new(gpu, ModelKind::HardNet, &wh)?);
             }
-            Ok((cpu, dev))
+            Ok(cpu)
+        };
+        let on = |device: crate::device::Device, models: Models| {
+            let mut config = config.clone();
+            config.device = device;
+            Matcher::with_models(config, models)
         };
         for (a, b) in pairs {
-            let outcome = models().and_then(|(cpu, dev)| {
-                let c = pipeline::match_files_with(a, b, config, &cpu)?;
-                let g = gpipe::match_files(gpu, a, b, config, &dev)?;
+            let outcome = models().and_then(|cpu| {
+                let c = on(crate::device::Device::Cpu, cpu.clone())?.match_files(a, b)?;
+                let g = on(crate::device::Device::Cuda, cpu)?.match_files(a, b)?;
                 let total = |r: &pipeline::MatchReport| {
                     r.timings_ms.get("total").copied().unwrap_or(f64::NAN)
                 };

@@ -1,5 +1,6 @@
 //! The CUDA backend: device detection, run-time compilation of `kernels/*.cu` with NVRTC, one safe
-//! wrapper per kernel, the three networks and the matcher on the device, and the parity checker.
+//! wrapper per kernel, the three networks on the device, patch sampling from a device pyramid, the
+//! nearest-neighbour search, and the parity checker.
 //!
 //! No CUDA is needed to build wbs: the driver (`libcuda`) and NVRTC (`libnvrtc`) are opened at run
 //! time through cudarc's dynamic loading. [`probe`] says whether a GPU can be used and why not;
@@ -50,7 +51,9 @@ pub mod net;
 #[cfg(feature = "cuda")]
 pub mod ops;
 #[cfg(feature = "cuda")]
-pub mod pipeline;
+pub mod pyramid;
+#[cfg(feature = "cuda")]
+pub mod search;
 #[cfg(feature = "cuda")]
 pub mod train_chain;
 #[cfg(feature = "cuda")]

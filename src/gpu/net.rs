@@ -100,7 +100,13 @@ pub(crate) fn fold(
 impl GpuNet {
     /// Uploads the network `kind` with weights `w` (checked as on the CPU).
     pub fn new(gpu: &Gpu, kind: ModelKind, w: &Weights) -> Result<GpuNet> {
-        let (host, pool) = fold(&kind.build(w)?)?;
+        GpuNet::from_layers(gpu, kind, &kind.build(w)?)
+    }
+
+    /// Uploads the network `kind` built as `layers` (e.g. `AffNet::layers` of a network in
+    /// memory).
+    pub fn from_layers(gpu: &Gpu, kind: ModelKind, layers: &Sequential) -> Result<GpuNet> {
+        let (host, pool) = fold(layers)?;
         let mut stages = Vec::with_capacity(host.len());
         for (cin, cout, k, stride, pad, weight, bias, act) in host {
             stages.push(Stage {

@@ -148,8 +148,14 @@ macro_rules! common_api {
             self
         }
 
+        /// The input-normalisation epsilon.
         pub fn input_eps(&self) -> f32 {
             self.net.input_eps
+        }
+
+        /// The network's reference layers (what a device backend compiles).
+        pub fn layers(&self) -> &Sequential {
+            &self.net.layers
         }
     };
 }

@@ -8,13 +8,12 @@ pub mod histogram;
 pub mod orinet;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::feature::Feature;
 use crate::patch::{sample_from_space, PatchSpec};
 use crate::pyramid::ScaleSpace;
 
-pub use orinet::orient_by_orinet;
+pub use orinet::{orient_by_orinet, orient_from_orinet_outputs};
 
 /// The orientation histogram looks at a region 1.5× larger than the descriptor's...
 pub const ORIENTATION_SUPPORT: f32 = 1.5;
@@ -26,16 +25,16 @@ pub const ORIENTATION_PATCH: PatchSpec = PatchSpec {
     blur_per_step: 2.5,
 };
 
-/// How features are oriented.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OrientationMethod {
-    /// No rotation: up is up.
-    Upright,
-    /// Dominant gradient orientation (36-bin histogram, every peak ≥ 0.8·max).
-    Histogram,
-    /// OriNet.
-    Orinet,
+choices! {
+    /// How features are oriented.
+    pub enum OrientationMethod {
+        /// No rotation: up is up.
+        Upright = "upright",
+        /// Dominant gradient orientation (36-bin histogram, every peak ≥ 0.8·max).
+        Histogram = "histogram",
+        /// OriNet.
+        Orinet = "orinet",
+    }
 }
 
 /// Orients features by their gradient histogram; `half` folds orientations modulo 180° (for

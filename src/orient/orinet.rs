@@ -8,18 +8,25 @@
 
 use crate::feature::Feature;
 use crate::laf::Laf;
-use crate::models::on_patches;
-use crate::nn::OriNet;
+use crate::nn::{orientation_angle, OriNet};
+use crate::patch::on_patches;
 use crate::pyramid::ScaleSpace;
 
-/// Orients every feature by OriNet: one orientation each, order kept, nothing dropped.
+/// Orients every feature by OriNet on the CPU: one orientation each, order kept, nothing dropped.
 pub fn orient_by_orinet(space: &ScaleSpace, features: &[Feature], orinet: &OriNet) -> Vec<Feature> {
     let lafs: Vec<Laf> = features.iter().map(|f| f.laf).collect();
-    let angles = on_patches(space, &lafs, |patches| orinet.angles(patches));
+    let raw = on_patches(space, &lafs, |patches| orinet.forward_raw(patches));
+    orient_from_orinet_outputs(features, &raw)
+}
+
+/// The orientation stage after the network: `raw` holds OriNet's two outputs per feature, on
+/// whichever device it ran.
+pub fn orient_from_orinet_outputs(features: &[Feature], raw: &[[f32; 2]]) -> Vec<Feature> {
+    assert_eq!(raw.len(), features.len(), "one OriNet output per feature");
     features
         .iter()
-        .zip(angles)
-        .map(|(f, theta)| f.with_laf(apply_orinet_angle(&f.laf, theta)))
+        .zip(raw)
+        .map(|(f, &r)| f.with_laf(apply_orinet_angle(&f.laf, orientation_angle(r))))
         .collect()
 }
 

@@ -19,23 +19,43 @@ use rayon::prelude::*;
 use crate::detect::Detection;
 use crate::feature::Feature;
 use crate::laf::Laf;
-use crate::models::on_patches;
-use crate::nn::AffNet;
+use crate::nn::{affine_shape, AffNet};
+use crate::patch::on_patches;
 use crate::pyramid::ScaleSpace;
 
 use super::{keep_if_valid, shaped_laf};
 
-/// Shapes `detections` with AffNet, averaged over `turns` turns of each patch (1: one pass, as
-/// in the paper); order follows the detections, dropped ones leave no trace.
+/// Shapes `detections` with AffNet on the CPU, averaged over `turns` turns of each patch (1: one
+/// pass, as in the paper); order follows the detections, dropped ones leave no trace.
 pub fn shape_by_affnet(
     space: &ScaleSpace,
     detections: &[Detection],
     affnet: &AffNet,
     turns: usize,
 ) -> Vec<Feature> {
-    let (w, h) = (space.input.width(), space.input.height());
     let circles = turned_circles(detections, turns);
-    let shapes = on_patches(space, &circles, |patches| affnet.shapes(patches));
+    let raw = on_patches(space, &circles, |patches| affnet.forward_raw(patches));
+    let (w, h) = (space.input.width(), space.input.height());
+    shape_from_affnet_outputs(detections, &raw, turns, w, h)
+}
+
+/// The shape stage after the network: `raw` holds AffNet's three outputs for each frame of
+/// [`turned_circles`]`(detections, turns)`, on whichever device it ran; the shapes are averaged
+/// over the turns, and regions more elongated than 6:1 or touching the `width × height` image's
+/// border are dropped.
+pub fn shape_from_affnet_outputs(
+    detections: &[Detection],
+    raw: &[[f32; 3]],
+    turns: usize,
+    width: usize,
+    height: usize,
+) -> Vec<Feature> {
+    assert_eq!(
+        raw.len(),
+        detections.len() * turns.max(1),
+        "one AffNet output per turned circle"
+    );
+    let shapes = raw.iter().map(|&r| affine_shape(r)).collect();
     let shapes = average_turned_shapes(shapes, turns);
     detections
         .par_iter()
@@ -43,8 +63,8 @@ pub fn shape_by_affnet(
         .filter_map(|(d, shape)| {
             keep_if_valid(
                 Feature::from_detection(d).with_laf(shaped_laf(d, shape)),
-                w,
-                h,
+                width,
+                height,
             )
         })
         .collect()

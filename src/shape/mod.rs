@@ -9,40 +9,41 @@ pub mod affnet;
 pub mod baumberg;
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::detect::Detection;
 use crate::feature::Feature;
 use crate::laf::{upright_shape, Laf, MR_SIZE};
 use crate::pyramid::ScaleSpace;
 
-pub use affnet::{average_turned_shapes, shape_by_affnet, turned_circles};
+pub use affnet::{
+    average_turned_shapes, shape_by_affnet, shape_from_affnet_outputs, turned_circles,
+};
 pub use baumberg::{Adaptation, BaumbergWindow};
 
 /// Frames more elongated than this (long/short axis) are dropped, whatever the shape method.
 pub const MAX_ELONGATION: f32 = 6.0;
 
-/// What happens to a detection whose shape estimation fails (Baumberg does not converge, or its
-/// estimate exceeds 6:1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ShapeFailures {
-    /// Keep the detection with its circular frame (wbs's default; measured in docs/accuracy.md).
-    Circle,
-    /// Drop it, as hesaff does.
-    Drop,
+choices! {
+    /// What happens to a detection whose shape estimation fails (Baumberg does not converge, or its
+    /// estimate exceeds 6:1).
+    pub enum ShapeFailures {
+        /// Keep the detection with its circular frame (wbs's default; measured in docs/accuracy.md).
+        Circle = "circle",
+        /// Drop it, as hesaff does.
+        Drop = "drop",
+    }
 }
 
-/// How the affine shape of a detection is estimated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ShapeMethod {
-    /// Keep the circular region.
-    None,
-    /// Baumberg's second-moment iteration (Hessian-Affine).
-    Baumberg,
-    /// AffNet, one pass on the detection's patch (HesAffNet).
-    Affnet,
+choices! {
+    /// How the affine shape of a detection is estimated.
+    pub enum ShapeMethod {
+        /// Keep the circular region.
+        None = "none",
+        /// Baumberg's second-moment iteration (Hessian-Affine).
+        Baumberg = "baumberg",
+        /// AffNet, one pass on the detection's patch (HesAffNet).
+        Affnet = "affnet",
+    }
 }
 
 /// Shapes detections with the classical methods (`none`, `baumberg`); AffNet lives with the

@@ -6,6 +6,7 @@ pub mod affnet;
 pub mod augment;
 pub mod chain;
 pub mod checkpoint;
+#[cfg(feature = "plots")]
 pub mod curves;
 pub mod data;
 pub mod gradcheck;

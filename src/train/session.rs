@@ -19,6 +19,7 @@ use std::time::Instant;
 use super::affnet::TrainAffNet;
 use super::chain::Descriptor;
 use super::checkpoint::Checkpoint;
+#[cfg(feature = "plots")]
 use super::curves::draw_curves;
 use super::data::PairSet;
 use super::trainer::{RunSettings, Trainer};
@@ -283,7 +284,11 @@ pub fn run_session(
         .max();
     let checkpoint = |t: &Trainer, rows: &[LogRow]| -> Result<()> {
         t.checkpoint().save(&ckpt_path)?;
-        draw_curves(&out.join(CURVES_FILE), rows)
+        #[cfg(feature = "plots")]
+        draw_curves(&out.join(CURVES_FILE), rows)?;
+        #[cfg(not(feature = "plots"))]
+        let _ = rows;
+        Ok(())
     };
     while !trainer.finished() {
         if options.stop_after.is_some_and(|n| session_steps >= n) {

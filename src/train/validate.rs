@@ -2,9 +2,9 @@
 //! the current weights on a pair with a known homography, ratio-0.8 tentatives, and how many of
 //! them are correct (the image-2 point mapped by H⁻¹ within 6 px of the image-1 point).
 //!
-//! The matching is the library's pipeline (`pipeline::match_images_with`, preset `hesaffnet`:
+//! The matching is the library's [`Matcher`] (preset `hesaffnet` on the CPU:
 //! Hessian, one AffNet shape without Baumberg, dominant orientation, RootSIFT) with the trained
-//! network plugged into [`Models`]; nothing here re-implements a stage.
+//! network plugged in ([`Matcher::with_models`]); nothing here re-implements a stage.
 
 use std::path::{Path, PathBuf};
 
@@ -12,9 +12,11 @@ use nalgebra::Matrix3;
 use serde::{Deserialize, Serialize};
 
 use super::affnet::TrainAffNet;
+use crate::device::Device;
 use crate::image::{load_gray, GrayImage, LoadOptions};
-use crate::models::Models;
-use crate::pipeline::{match_images_with, Config, Method};
+use crate::matcher::Matcher;
+use crate::networks::Models;
+use crate::pipeline::{Config, Method};
 use crate::synth::{read_homography, transfer};
 use crate::{Error, Result};
 
@@ -65,12 +67,14 @@ pub struct Validation {
 /// Matches the pair with HesAffNet using `model`'s current weights (inference mode: running
 /// batch-norm statistics).
 pub fn validate(model: &TrainAffNet, pair: &ValidationPair) -> Result<Validation> {
-    let config = Config::preset(Method::Hesaffnet);
+    let mut config = Config::preset(Method::Hesaffnet);
+    config.device = Device::Cpu;
     let models = Models {
         affnet: Some(model.to_inference()?),
         ..Models::none()
     };
-    let report = match_images_with(&pair.image1, &pair.image2, &config, &models)?;
+    let matcher = Matcher::with_models(config, models)?;
+    let report = matcher.match_images(&pair.image1, &pair.image2)?;
     let details = report
         .details
         .as_ref()

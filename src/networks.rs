@@ -1,0 +1,314 @@
+//! The networks a configuration uses, loaded once and placed on the device that runs them.
+//!
+//! Loading a network means reading its weights, checking them against the architecture and
+//! compiling its inference plan, which costs more than shaping one image's features.
+//! [`Models::load`] therefore loads exactly the networks a configuration asks for
+//! (`Config::networks`: AffNet for `--shape affnet`, OriNet for `--orientation orinet`, HardNet
+//! for `--descriptor hardnet`), and [`Networks`] puts them on a device: the feature stages then ask it for a network's outputs on
+//! the patches of a set of frames ([`Networks::run`]) and for the ratio-test matches of two
+//! descriptor sets ([`Networks::ratio_matches`]), whatever the device. A
+//! [`crate::matcher::Matcher`] does all of this once, in `Matcher::new`.
+//!
+//! On the CPU the patches are sampled in chunks of [`STAGE_BATCH`] frames and run through the
+//! CPU networks. On CUDA the image's scale space is uploaded once ([`Networks::prepare`]), each
+//! stage uploads only its frames and samples all patches on the device, and only the outputs
+//! come back (3 or 2 floats per frame, 128 for HardNet).
+
+use std::path::Path;
+
+use crate::describe::Described;
+use crate::device::{DeviceKind, ResolvedDevice};
+use crate::laf::Laf;
+use crate::matching::{ratio_test, two_nearest, Tentative};
+use crate::nn::{self, AffNet, HardNet, ModelKind, OriNet};
+use crate::patch::{extract_patches, NET_PATCH, STAGE_BATCH};
+use crate::pyramid::ScaleSpace;
+use crate::{Error, Result};
+
+/// Patches per network call on CUDA: bounds the activations of one call (about 2.2 GB for
+/// HardNet's largest pair of buffers).
+pub const DEVICE_BATCH: usize = 16_384;
+
+/// The networks a pipeline may use, in host memory; `None` where the configuration does not
+/// need one.
+#[derive(Clone, Debug, Default)]
+pub struct Models {
+    /// The affine shape network (`--shape affnet`).
+    pub affnet: Option<AffNet>,
+    /// The orientation network (`--orientation orinet`).
+    pub orinet: Option<OriNet>,
+    /// The descriptor network (`--descriptor hardnet`).
+    pub hardnet: Option<HardNet>,
+}
+
+impl Models {
+    /// No networks: enough for the classical stages.
+    pub fn none() -> Models {
+        Models::default()
+    }
+
+    /// Loads the networks in `wanted` (as `Config::networks` lists them), each from its file or
+    /// the usual lookup ([`nn::locate`]: the explicit file, then `WBS_WEIGHTS`, then the shipped
+    /// `data/`).
+    pub fn load(wanted: &[(ModelKind, Option<&Path>)]) -> Result<Models> {
+        let mut models = Models::none();
+        for &(kind, explicit) in wanted {
+            match kind {
+                ModelKind::AffNet => models.affnet = Some(load(kind, explicit, AffNet::load)?),
+                ModelKind::OriNet => models.orinet = Some(load(kind, explicit, OriNet::load)?),
+                ModelKind::HardNet => models.hardnet = Some(load(kind, explicit, HardNet::load)?),
+            }
+        }
+        Ok(models)
+    }
+
+    /// AffNet, or an error saying it was not loaded.
+    pub fn affnet(&self) -> Result<&AffNet> {
+        self.affnet
+            .as_ref()
+            .ok_or_else(|| not_loaded(ModelKind::AffNet))
+    }
+
+    /// OriNet, or an error saying it was not loaded.
+    pub fn orinet(&self) -> Result<&OriNet> {
+        self.orinet
+            .as_ref()
+            .ok_or_else(|| not_loaded(ModelKind::OriNet))
+    }
+
+    /// HardNet, or an error saying it was not loaded.
+    pub fn hardnet(&self) -> Result<&HardNet> {
+        self.hardnet
+            .as_ref()
+            .ok_or_else(|| not_loaded(ModelKind::HardNet))
+    }
+
+    /// Network `kind`'s outputs on `patches` (32×32, back to back): 3 raw AffNet values, 2 OriNet
+    /// values or a unit-length 128-D HardNet descriptor per patch.
+    fn outputs(&self, kind: ModelKind, patches: &[f32]) -> Result<Vec<f32>> {
+        Ok(match kind {
+            ModelKind::AffNet => self.affnet()?.forward_raw(patches).concat(),
+            ModelKind::OriNet => self.orinet()?.forward_raw(patches).concat(),
+            ModelKind::HardNet => self.hardnet()?.describe(patches),
+        })
+    }
+}
+
+/// Locates and loads one network. The lookup's hint names the generic `--weights FILE`; the
+/// matcher's flag for this network is `--<name>-weights`, so the hint says that instead.
+fn load<T>(kind: ModelKind, explicit: Option<&Path>, load: fn(&Path) -> Result<T>) -> Result<T> {
+    let path = nn::locate(kind, explicit).map_err(|e| match e {
+        Error::Weights(message) => Error::Weights(message.replace(
+            "--weights FILE",
+            &format!("--{}-weights FILE", kind.name().to_lowercase()),
+        )),
+        other => other,
+    })?;
+    load(&path)
+}
+
+fn not_loaded(kind: ModelKind) -> Error {
+    Error::invalid(format!(
+        "these settings use {kind}, but it was not loaded (pass it to Matcher::with_models, or use Matcher::new)"
+    ))
+}
+
+/// The networks of a configuration on the device that runs them, and the nearest-neighbour
+/// search of that device.
+pub struct Networks {
+    device: ResolvedDevice,
+    host: Models,
+    #[cfg(feature = "cuda")]
+    cuda: Option<cuda::OnCuda>,
+}
+
+/// One image as the network stages see it: its scale space and, on CUDA, the scale space's copy
+/// on the device.
+pub struct PreparedImage<'a> {
+    /// The image's scale space (patches are sampled from it).
+    pub space: &'a ScaleSpace,
+    #[cfg(feature = "cuda")]
+    pyramid: Option<crate::gpu::pyramid::GpuPyramid>,
+}
+
+impl Networks {
+    /// Places networks already in memory (e.g. a network being trained) on `device`.
+    pub fn place(host: Models, device: &ResolvedDevice) -> Result<Networks> {
+        match device.kind {
+            DeviceKind::Cpu => Ok(Networks {
+                device: device.clone(),
+                host,
+                #[cfg(feature = "cuda")]
+                cuda: None,
+            }),
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda => Ok(Networks {
+                device: device.clone(),
+                cuda: Some(cuda::OnCuda::place(&host)?),
+                host,
+            }),
+            #[cfg(not(feature = "cuda"))]
+            DeviceKind::Cuda => Err(Error::Device(
+                "--device cuda: this wbs was built without the `cuda` feature".into(),
+            )),
+        }
+    }
+
+    /// The device that runs the networks and the search.
+    pub fn device(&self) -> &ResolvedDevice {
+        &self.device
+    }
+
+    /// The networks in host memory.
+    pub fn models(&self) -> &Models {
+        &self.host
+    }
+
+    /// Whether two images' stages may run at the same time (on the CPU they do, on rayon's
+    /// pool; on CUDA they queue one after the other on the device's stream).
+    pub fn runs_images_in_parallel(&self) -> bool {
+        self.device.kind == DeviceKind::Cpu
+    }
+
+    /// Makes one image ready for the network stages (on CUDA: uploads its scale space once).
+    pub fn prepare<'a>(&self, space: &'a ScaleSpace) -> Result<PreparedImage<'a>> {
+        Ok(PreparedImage {
+            space,
+            #[cfg(feature = "cuda")]
+            pyramid: match &self.cuda {
+                Some(c) => Some(c.upload(space)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Network `kind`'s outputs on the network patches ([`NET_PATCH`]) of `lafs` in `image`,
+    /// frame after frame: 3 raw AffNet values, 2 OriNet values or a unit-length 128-D HardNet
+    /// descriptor per frame. The same numbers on every device, up to f32 rounding.
+    pub fn run(&self, kind: ModelKind, image: &PreparedImage, lafs: &[Laf]) -> Result<Vec<f32>> {
+        if lafs.is_empty() {
+            // Loaded or not, as on the device path: an error for a network that is missing.
+            self.require(kind)?;
+            return Ok(Vec::new());
+        }
+        #[cfg(feature = "cuda")]
+        if let (Some(c), Some(p)) = (&self.cuda, &image.pyramid) {
+            return c.run(kind, p, image.space, lafs);
+        }
+        let mut out = Vec::with_capacity(lafs.len() * kind.output_len());
+        for chunk in lafs.chunks(STAGE_BATCH) {
+            let patches = extract_patches(image.space, chunk, &NET_PATCH);
+            out.extend(self.host.outputs(kind, &patches)?);
+        }
+        Ok(out)
+    }
+
+    fn require(&self, kind: ModelKind) -> Result<()> {
+        match kind {
+            ModelKind::AffNet => self.host.affnet().map(|_| ()),
+            ModelKind::OriNet => self.host.orinet().map(|_| ()),
+            ModelKind::HardNet => self.host.hardnet().map(|_| ()),
+        }
+    }
+
+    /// The matches of `d1`'s descriptors in `d2` that pass the second-nearest-neighbour ratio test
+    /// (`ratio_test(&two_nearest(..))`), on the networks' device. Both sets must be non-empty.
+    pub fn ratio_matches(
+        &self,
+        d1: &Described,
+        d2: &Described,
+        ratio: f32,
+    ) -> Result<Vec<Tentative>> {
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.cuda {
+            return c.ratio_matches(d1, d2, ratio);
+        }
+        let nn = two_nearest(&d1.descriptors, &d2.descriptors, d1.dimension);
+        Ok(ratio_test(&nn, ratio))
+    }
+}
+
+/// The CUDA side of [`Networks`]: the networks uploaded, and the device calls the stages make.
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use crate::gpu::net::GpuNet;
+    use crate::gpu::pyramid::GpuPyramid;
+    use crate::gpu::search::device_tentatives;
+    use crate::gpu::Gpu;
+
+    pub(super) struct OnCuda {
+        gpu: Gpu,
+        affnet: Option<GpuNet>,
+        orinet: Option<GpuNet>,
+        hardnet: Option<GpuNet>,
+    }
+
+    impl OnCuda {
+        pub(super) fn place(host: &Models) -> Result<OnCuda> {
+            let gpu = Gpu::open("--device cuda")?;
+            let up = |kind: ModelKind, layers: Option<(&nn::Sequential, f32)>| {
+                layers
+                    .map(|(l, eps)| Ok(GpuNet::from_layers(&gpu, kind, l)?.with_input_eps(eps)))
+                    .transpose()
+            };
+            let affnet = up(
+                ModelKind::AffNet,
+                host.affnet.as_ref().map(|n| (n.layers(), n.input_eps())),
+            )?;
+            let orinet = up(
+                ModelKind::OriNet,
+                host.orinet.as_ref().map(|n| (n.layers(), n.input_eps())),
+            )?;
+            let hardnet = up(
+                ModelKind::HardNet,
+                host.hardnet.as_ref().map(|n| (n.layers(), n.input_eps())),
+            )?;
+            Ok(OnCuda {
+                gpu,
+                affnet,
+                orinet,
+                hardnet,
+            })
+        }
+
+        pub(super) fn upload(&self, space: &ScaleSpace) -> Result<GpuPyramid> {
+            GpuPyramid::upload(&self.gpu, space)
+        }
+
+        pub(super) fn run(
+            &self,
+            kind: ModelKind,
+            pyramid: &GpuPyramid,
+            space: &ScaleSpace,
+            lafs: &[Laf],
+        ) -> Result<Vec<f32>> {
+            let net = match kind {
+                ModelKind::AffNet => self.affnet.as_ref(),
+                ModelKind::OriNet => self.orinet.as_ref(),
+                ModelKind::HardNet => self.hardnet.as_ref(),
+            }
+            .ok_or_else(|| not_loaded(kind))?;
+            let mut out = Vec::with_capacity(lafs.len() * kind.output_len());
+            for chunk in lafs.chunks(DEVICE_BATCH) {
+                let patches = pyramid.extract(&self.gpu, space, chunk, &NET_PATCH)?;
+                let mut values = self.gpu.download(&net.run(&self.gpu, &patches)?)?;
+                // Device buffers hold at least one value: keep the real ones.
+                values.truncate(chunk.len() * kind.output_len());
+                out.extend(values);
+            }
+            Ok(out)
+        }
+
+        pub(super) fn ratio_matches(
+            &self,
+            d1: &Described,
+            d2: &Described,
+            ratio: f32,
+        ) -> Result<Vec<Tentative>> {
+            let queries = self.gpu.upload(&d1.descriptors)?;
+            let database = self.gpu.upload(&d2.descriptors)?;
+            device_tentatives(&self.gpu, &queries, &database, d1.dimension, ratio)
+        }
+    }
+}
