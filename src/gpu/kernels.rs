@@ -5,7 +5,8 @@
 //! time, with `#line` directives so that NVRTC's messages and the PTX line info name `prelude.cuh`
 //! or the kernel file with its own line numbers. A module's source, and so the hash that
 //! precompiled PTX records, includes the prelude. `tests/gpu_kernels.rs` checks that this list and
-//! the folder agree and that every module compiles with NVRTC.
+//! the folder agree, that every module compiles with NVRTC, and that the tile step is not copied
+//! back into a kernel file.
 
 /// The source prepended to every kernel file (`kernels/prelude.cuh`).
 pub const PRELUDE: &str = include_str!("../../kernels/prelude.cuh");
