@@ -77,18 +77,7 @@ extern "C" __global__ void __launch_bounds__(256) conv2d_backward_weight(
             Bs[lp + 4 * r][lk] = (p < p_end && co < cout) ? dy[p * cout + co] : 0.0f;
         }
         __syncthreads();
-#pragma unroll
-        for (int kt = 0; kt < BK; kt++) {
-            float a[4], b[4];
-#pragma unroll
-            for (int i = 0; i < 4; i++) a[i] = As[kt][ty * 4 + i];
-#pragma unroll
-            for (int j = 0; j < 4; j++) b[j] = Bs[kt][tx * 4 + j];
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-        }
+        GEMM_TILE_4X4(acc, As, Bs, BK, tx, ty);  // prelude.cuh
         __syncthreads();
     }
 

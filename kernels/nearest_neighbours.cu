@@ -76,18 +76,7 @@ extern "C" __global__ void __launch_bounds__(256) two_nearest_partial(
                 Ds[lk][row] = (k < dim && di < d_end) ? d[(long long)di * dim + k] : 0.0f;
             }
             __syncthreads();
-#pragma unroll
-            for (int kt = 0; kt < BK; kt++) {
-                float a[4], b[4];
-#pragma unroll
-                for (int i = 0; i < 4; i++) a[i] = Qs[kt][ty * 4 + i];
-#pragma unroll
-                for (int j = 0; j < 4; j++) b[j] = Ds[kt][tx * 4 + j];
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-#pragma unroll
-                    for (int j = 0; j < 4; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-            }
+            GEMM_TILE_4X4(acc, Qs, Ds, BK, tx, ty);  // prelude.cuh
             __syncthreads();
         }
 #pragma unroll

@@ -1,5 +1,6 @@
-//! Every kernel in kernels/ compiles with NVRTC, which needs no GPU. CI installs NVRTC 13.0 and
-//! sets WBS_REQUIRE_NVRTC=1, so that a missing NVRTC fails instead of skipping.
+//! Every kernel in kernels/ is embedded behind the prelude (kernels/prelude.cuh) and compiles with
+//! NVRTC, which needs no GPU. CI installs NVRTC 13.0 and sets WBS_REQUIRE_NVRTC=1, so that a
+//! missing NVRTC fails instead of skipping.
 
 use wbs::gpu::{kernels, nvrtc};
 
@@ -12,25 +13,7 @@ fn every_kernel_compiles_with_nvrtc() {
         eprintln!("SKIP: {reason}");
         return;
     }
-    // Every .cu file in kernels/ must be registered (and so embedded in the binary).
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
-    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            name.strip_suffix(".cu").map(str::to_string)
-        })
-        .collect();
-    on_disk.sort();
-    let mut registered: Vec<String> = kernels::SOURCES
-        .iter()
-        .map(|(n, _)| n.to_string())
-        .collect();
-    registered.sort();
-    assert_eq!(
-        on_disk, registered,
-        "kernels/*.cu and gpu::kernels::SOURCES differ"
-    );
+    check_registration();
 
     // The portable minimum and what an H100/H200 gets.
     for arch in ["compute_75", nvrtc::arch_for((9, 0)).unwrap().as_str()] {
@@ -42,6 +25,104 @@ fn every_kernel_compiles_with_nvrtc() {
             );
             nvrtc::check_ptx_version(text).unwrap();
         }
+    }
+}
+
+fn kernel_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels")
+}
+
+/// The .cu files of kernels/, by module name, with their text.
+fn kernel_files() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(kernel_dir())
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?.strip_suffix(".cu")?.to_string();
+            Some((name, std::fs::read_to_string(&path).unwrap()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every .cu file in kernels/ is registered (and so embedded in the binary), as itself behind the
+/// prelude; the prelude is the only other file there, and is no module of its own.
+fn check_registration() {
+    let on_disk = kernel_files();
+    let names: Vec<&str> = on_disk.iter().map(|(n, _)| n.as_str()).collect();
+    let mut registered: Vec<&str> = kernels::SOURCES.iter().map(|(n, _)| *n).collect();
+    registered.sort();
+    assert_eq!(
+        names, registered,
+        "kernels/*.cu and gpu::kernels::SOURCES differ"
+    );
+    for (name, text) in &on_disk {
+        let source = kernels::source(name).unwrap();
+        assert!(
+            source.starts_with(&format!("#line 1 \"prelude.cuh\"\n{}", kernels::PRELUDE))
+                && source.ends_with(&format!("\n#line 1 \"{name}.cu\"\n{text}")),
+            "{name}: the embedded source is not the prelude followed by kernels/{name}.cu"
+        );
+    }
+    let mut others: Vec<String> = std::fs::read_dir(kernel_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.ends_with(".cu"))
+        .collect();
+    others.sort();
+    assert_eq!(
+        others,
+        ["prelude.cuh"],
+        "kernels/ holds files that are neither a kernel module nor the prelude (not embedded)"
+    );
+    let prelude = std::fs::read_to_string(kernel_dir().join("prelude.cuh")).unwrap();
+    assert_eq!(prelude, kernels::PRELUDE);
+}
+
+/// The registration holds without NVRTC too.
+#[test]
+fn every_kernel_file_is_registered_behind_the_prelude() {
+    check_registration();
+}
+
+/// `text` without white space and line continuations, so that a copy is found however it is
+/// laid out.
+fn squeezed(text: &str) -> String {
+    text.replace("\\\n", "")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+/// The 4×4 register-tiled GEMM step is written once, in kernels/prelude.cuh: the kernels that
+/// tile a GEMM call GEMM_TILE_4X4, and no kernel file holds the step's accumulation again.
+#[test]
+fn the_gemm_tile_is_written_once_in_the_prelude() {
+    let step = squeezed("acc[i][j] = fmaf(a[i], b[j], acc[i][j]);");
+    assert!(
+        kernels::PRELUDE.contains("#define GEMM_TILE_4X4(")
+            && squeezed(kernels::PRELUDE).contains(&step),
+        "kernels/prelude.cuh no longer defines GEMM_TILE_4X4 with its accumulation step"
+    );
+    let files = kernel_files();
+    for (name, text) in &files {
+        assert!(
+            !squeezed(text).contains(&step),
+            "kernels/{name}.cu writes out the tile loop of GEMM_TILE_4X4 (kernels/prelude.cuh) again"
+        );
+    }
+    for user in [
+        "conv2d_backward_input",
+        "conv2d_backward_weight",
+        "conv2d_forward",
+        "nearest_neighbours",
+    ] {
+        let (_, text) = files.iter().find(|(n, _)| n == user).unwrap();
+        assert!(
+            text.contains("GEMM_TILE_4X4("),
+            "kernels/{user}.cu no longer uses GEMM_TILE_4X4"
+        );
     }
 }
 

@@ -7,7 +7,9 @@
 //! `--device auto` falls back to the CPU when it cannot, `--device cuda` makes that an error.
 //! Kernels are embedded in the binary ([`kernels::SOURCES`]) and compiled on first use for the
 //! device's compute capability ([`nvrtc::arch_for`]: `compute_90` on an H100/H200), once per
-//! process; header-free, because NVRTC alone has no standard headers.
+//! process; header-free, because NVRTC alone has no standard headers. What several kernel files
+//! share (the register-tiled GEMM step) is in `kernels/prelude.cuh`, which is prepended to every
+//! file when it is embedded.
 //!
 //! NVRTC can also run without a GPU, which is how CI checks that every kernel compiles: see
 //! [`nvrtc::compile`] and `tests/gpu_kernels.rs`. Point wbs at a NVRTC that is not on the library

@@ -106,8 +106,8 @@ pub fn compile(name: &str, source: &str, arch: &str) -> Result<String, String> {
 /// without NVRTC: modules found there are loaded instead of compiled.
 pub const PTX_DIR_ENV: &str = "WBS_PTX_DIR";
 
-/// FNV-1a of a kernel source: precompiled PTX records it, so that PTX from another version of
-/// the source is refused instead of silently run.
+/// FNV-1a of a kernel source, prelude included: precompiled PTX records it, so that PTX from
+/// another version of the source is refused instead of silently run.
 pub fn source_hash(source: &str) -> u64 {
     source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
@@ -151,7 +151,8 @@ pub fn load_ptx(
     let (first, ptx) = text.split_once('\n').unwrap_or((&text, ""));
     if first.trim() != hash_line(source) {
         return Some(Err(format!(
-            "{}: made from another version of kernels/{module}.cu; rewrite it with `wbs gpu-ptx`",
+            "{}: made from another version of kernels/{module}.cu (or of kernels/prelude.cuh); \
+             rewrite it with `wbs gpu-ptx`",
             path.display()
         )));
     }
