@@ -74,6 +74,9 @@ pub mod feature;
 pub mod geometry;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod gpu;
+#[cfg(feature = "cuda")]
+#[allow(missing_docs)] // still to document: see the note above
+pub mod gpu_check;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod image;
 #[allow(missing_docs)] // still to document: see the note above

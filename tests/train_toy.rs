@@ -17,7 +17,7 @@
 //! - HardNegC (hardest negative held constant) pulls the positives together while the
 //!   negatives stay apart (beyond the margin of 1).
 
-use wbs::train::loss::LossWorkspace;
+use wbs::nn::ops::loss::LossWorkspace;
 use wbs::train::{descriptor_loss, LossGrads, LossKind};
 
 const N: usize = 5;

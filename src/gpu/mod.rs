@@ -16,7 +16,7 @@
 //! path with `WBS_NVRTC_DIR=<dir with libnvrtc.so.13>` (e.g. from the `nvidia-cuda-nvrtc==13.0.88`
 //! pip wheel).
 //!
-//! # Layouts (the same as the CPU training code, `train::layers`)
+//! # Layouts (the same as the CPU training code, `nn::ops`)
 //! - Activations are **NHWC**: `n` items of `h × w` pixels, a pixel's channels contiguous. A
 //!   convolution is then an implicit GEMM `[pixels × k·k·cin]·[k·k·cin × cout]` whose output rows
 //!   are the next layer's pixels. The CPU inference reference (`nn::layers`) is NCHW; the two
@@ -24,7 +24,7 @@
 //!   parity checks compare. HardNet's output, `n × 128` after the final 8×8 convolution, is the
 //!   same in both.
 //! - Convolution weights are in **GEMM layout** `[(ky·k + kx)·cin + ci][co]`
-//!   (`train::layers::ConvShape::to_gemm_layout` converts PyTorch's `[co][ci][ky][kx]`).
+//!   (`nn::ops::ConvShape::to_gemm_layout` converts PyTorch's `[co][ci][ky][kx]`).
 //! - Patches are `size × size`, row-major, back to back; descriptors `n × dim` row-major.
 //! - Affine maps of the spatial transformer are 6 floats per item, `[m00 m01 t0 m10 m11 t1]`;
 //!   frames for patch extraction are `[a00 a01 a10 a11 c0 c1]` in the chosen image's pixels.
@@ -43,10 +43,6 @@ pub mod nvrtc;
 pub mod shapes;
 
 #[cfg(feature = "cuda")]
-pub mod bench;
-#[cfg(feature = "cuda")]
-pub mod check;
-#[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]
 pub mod net;
@@ -56,8 +52,6 @@ pub mod ops;
 pub mod pyramid;
 #[cfg(feature = "cuda")]
 pub mod search;
-#[cfg(feature = "cuda")]
-pub mod train_chain;
 #[cfg(feature = "cuda")]
 pub use device::Gpu;
 

@@ -195,8 +195,8 @@ impl GpuNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::ops::{conv2d_forward, ConvInput, ConvShape, InputMap as CpuMap};
     use crate::nn::{random_patches, random_weights, AffNet, HardNet, OriNet};
-    use crate::train::layers::{conv2d_forward, ConvInput, ConvShape, InputMap as CpuMap};
 
     /// The device network's recipe (standardise, folded NHWC convs with fused activations, pool
     /// or L2) run with the CPU's NHWC layers: the same numbers as the CPU networks. This checks
@@ -237,7 +237,7 @@ mod tests {
         }
         if pool {
             let mut y = vec![0.0; n * c];
-            crate::train::layers::global_avg_pool_forward(&x, n, c, &mut y);
+            crate::nn::ops::global_avg_pool_forward(&x, n, c, &mut y);
             return y;
         }
         x.chunks_mut(c * h * wd).for_each(crate::nn::l2_normalise);

@@ -10,7 +10,7 @@ use super::shapes::{
     channel_reduction, check_int, check_len, gemm_abt_launch, linear, nearest_launch, per_item,
     sift_launch, ConvGeometry, Launch, WarpGeometry, THREADS,
 };
-use crate::train::loss::{LossKind, LossStats};
+use crate::nn::ops::loss::{LossKind, LossStats};
 use crate::{Error, Result};
 
 /// A device buffer of f32.
@@ -174,7 +174,7 @@ pub fn activation_backward(
     }
 }
 
-/// `y = map(x)·mask/(1 − p)`: dropout with the CPU's mask (`train::layers::dropout`, the same
+/// `y = map(x)·mask/(1 − p)`: dropout with the CPU's mask (`nn::ops::dropout`, the same
 /// hash of `(seed, flat index)`), reading `x` through `map` (`c` channels, fastest-varying).
 pub fn dropout_forward(
     gpu: &Gpu,

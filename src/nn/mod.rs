@@ -76,12 +76,17 @@
 pub(crate) mod arch;
 mod bench;
 mod engine;
+pub mod gradcheck;
 pub mod layers;
 mod locate;
 pub(crate) mod matmul;
 mod models;
+pub mod network;
+pub mod ops;
+pub(crate) mod parallel;
 mod pickle;
 mod pth;
+pub mod rng;
 pub mod tensor;
 mod weights;
 mod zip;

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::network::{Mode, NetGrads, Network, ParamSpec, Workspace};
 use super::shape::affine_shape_forward;
+use crate::nn::network::{Mode, NetGrads, Network, ParamSpec, Workspace};
 use crate::nn::{self, ModelKind, Weights, PATCH_SIZE};
 use crate::Result;
 

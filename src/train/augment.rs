@@ -7,8 +7,8 @@
 //! the 32×32 centre crop), whereas `affnet.md` reads it as `R_φ·TA`; [`random_frame`] takes the
 //! scale as an argument so that either reading can be used.
 
-use super::rng::Rng;
-use super::spatial_transformer::Affine;
+use crate::nn::ops::spatial_transformer::Affine;
+use crate::nn::rng::Rng;
 
 /// `rectifyAffineTransformationUpIsUp`: the upright (lower-triangular), determinant-1 matrix with
 /// the same first-row direction removed, `[[n/det, 0], [(a22·a12 + a21·a11)/(n·det), det/n]]`

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use super::affnet::TrainAffNet;
 use super::augment::{max_tilt_for_epoch, random_frame, rotation, tilt_shape};
 use super::chain::{Descriptor, PairBatch, StageTimes, TrainChain};
-use super::loss::LossKind;
-use super::optim::Sgd;
-use super::rng::Rng;
-use super::spatial_transformer::{warp_forward, Affine, WarpSize};
+use crate::nn::ops::loss::LossKind;
+use crate::nn::ops::sgd::Sgd;
+use crate::nn::ops::spatial_transformer::{warp_forward, Affine, WarpSize};
+use crate::nn::rng::Rng;
 
 /// A smooth random texture of `size × size` (a few Gaussian blobs and sinusoids, values 0..1):
 /// structured enough for SIFT, cheap to make.

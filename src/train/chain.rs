@@ -1,5 +1,5 @@
 //! One training step of AffNet, forward and backward through the whole chain: what `wbs train
-//! affnet` calls per batch (issue 6).
+//! affnet` calls per batch.
 //!
 //! For each side (anchors, then positives, as the authors' two `model(...)` calls, so batch norm
 //! sees each side as its own batch):
@@ -45,12 +45,12 @@ use std::time::Instant;
 
 use super::affnet::TrainAffNet;
 use super::hardnet::{FrozenHardNet, HardNetCache};
-use super::loss::{descriptor_loss, LossGrads, LossKind, LossStats, LossWorkspace};
-use super::network::{Mode, Workspace};
 use super::regions::{RegionStage, RegionStats, RegionTerms};
-use super::rng::mix64;
-use super::sift::{DiffSift, SiftCache, SIFT_DIM};
-use super::spatial_transformer::{crop, warp_backward, warp_forward, Affine, WarpSize};
+use crate::nn::network::{Mode, Workspace};
+use crate::nn::ops::loss::{descriptor_loss, LossGrads, LossKind, LossStats, LossWorkspace};
+use crate::nn::ops::sift::{DiffSift, SiftCache, SIFT_DIM};
+use crate::nn::ops::spatial_transformer::{crop, warp_backward, warp_forward, Affine, WarpSize};
+use crate::nn::rng::mix64;
 use crate::nn::{HARDNET_DIM, PATCH_LEN, PATCH_SIZE};
 
 /// The training-mode seed of AffNet's pass on side `k` (0 anchors, 1 positives) of a step with
@@ -450,9 +450,9 @@ impl TrainChain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::gradcheck::{check_gradient, directional_error};
     use crate::nn::{random_weights, ModelKind};
     use crate::train::bench::SyntheticBatch;
-    use crate::train::gradcheck::{check_gradient, directional_error};
 
     /// SIFT, and HardNet with random weights. HardNet's input standardisation is off here: its
     /// statistics are detached (as in the original), so with it on the propagated gradient is

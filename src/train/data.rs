@@ -16,7 +16,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use super::rng::Rng;
+use crate::nn::rng::Rng;
 use crate::{Error, Result};
 
 /// Side of the stored patches (UBC Phototour's).

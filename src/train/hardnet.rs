@@ -7,7 +7,7 @@
 //! own seeded masks. The running statistics are not updated: the network is frozen and they only
 //! matter in inference mode.
 
-use super::network::{Mode, NetGrads, Network, Workspace};
+use crate::nn::network::{Mode, NetGrads, Network, Workspace};
 use crate::nn::{l2_norm, l2_normalise, ModelKind, Weights, HARDNET_DIM, PATCH_SIZE};
 use crate::Result;
 /// Dropout of ducha-aiki/affnet's HardNet copy.
@@ -104,8 +104,8 @@ pub(crate) fn l2_normalise_rows_backward(raw: &[f32], d: &[f32], d_raw: &mut [f3
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::gradcheck::{directional_error, random_vec};
     use crate::nn::{random_patches, random_weights, L2_NORM_EPS};
-    use crate::train::gradcheck::{directional_error, random_vec};
 
     #[test]
     fn eval_equals_nn_hardnet_and_backward_is_consistent() {

@@ -1,6 +1,8 @@
-//! Training AffNet: data (`wbs train-data`, UBC Phototour), the chain with its backward pass on
-//! the CPU (the device chain, `gpu::train_chain`, shares `regions` with it), the optimiser,
-//! checkpoints, validation and curves (`wbs train affnet`).
+//! Training AffNet: data (`wbs train-data`, UBC Phototour), augmentation, the chain with its
+//! backward pass on the CPU and on CUDA (`device_chain`, which shares `regions` with it), the
+//! trainer, checkpoints, validation and curves (`wbs train affnet`). The operations it is built
+//! from (layers, losses, the spatial transformer, the differentiable SIFT, SGD) are in
+//! [`crate::nn::ops`], the trainable network in [`crate::nn::network`].
 
 pub mod affnet;
 pub mod augment;
@@ -9,31 +11,24 @@ pub mod checkpoint;
 #[cfg(feature = "plots")]
 pub mod curves;
 pub mod data;
-pub mod gradcheck;
+#[cfg(feature = "cuda")]
+pub mod device_chain;
 pub mod hardnet;
-pub mod layers;
-pub mod loss;
-pub mod network;
-pub mod optim;
-mod parallel;
 pub mod photo_pairs;
 pub mod phototour;
 pub mod regions;
-pub mod rng;
 pub mod session;
 pub mod shape;
-pub mod sift;
-pub mod spatial_transformer;
 pub mod trainer;
 pub mod validate;
 
+pub use crate::nn::network::{Mode, Network, ParamSpec};
+pub use crate::nn::ops::loss::{descriptor_loss, LossGrads, LossKind, LossStats};
+pub use crate::nn::ops::sgd::{linear_decay, recipe_lr, Sgd};
+pub use crate::nn::ops::spatial_transformer::{Affine, WarpSize};
 pub use affnet::TrainAffNet;
 pub use chain::{Descriptor, PairBatch, StageTimes, StepStats, TrainChain};
 pub use hardnet::FrozenHardNet;
-pub use loss::{descriptor_loss, LossGrads, LossKind, LossStats};
-pub use network::{Mode, Network, ParamSpec};
-pub use optim::{linear_decay, recipe_lr, Sgd};
-pub use spatial_transformer::{Affine, WarpSize};
 mod bench;
 pub use bench::{
     bench_report, bench_step, recipe_frames, synthetic_pairs, SyntheticBatch, TrainBench,

@@ -27,10 +27,10 @@ use serde::Serialize;
 
 use super::augment::rectify_up_is_up;
 use super::data::{PairSet, SOURCE_LEN, SOURCE_SIZE};
-use super::rng::{mix64, Rng};
 use crate::detect::{detect, Detection, Threshold};
 use crate::image::{load_rgb, to_gray, GrayImage, LoadOptions};
 use crate::laf::{Laf, MR_SIZE};
+use crate::nn::rng::{mix64, Rng};
 use crate::patch::{sample_from_space, PatchSpec};
 use crate::pyramid::ScaleSpace;
 use crate::synth::{synthesize, SynthParams};

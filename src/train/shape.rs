@@ -319,7 +319,7 @@ mod tests {
             );
         }
     }
-    use crate::train::gradcheck::{check_gradient, random_vec};
+    use crate::nn::gradcheck::{check_gradient, random_vec};
 
     #[test]
     fn forward_is_nn_affine_shape() {

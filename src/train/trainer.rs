@@ -21,10 +21,10 @@ use super::augment::{max_tilt_for_epoch, random_frame};
 use super::chain::{Descriptor, PairBatch, StepStats, TrainChain};
 use super::checkpoint::Checkpoint;
 use super::data::{PairSet, SOURCE_LEN, SOURCE_SIZE};
-use super::loss::LossKind;
-use super::optim::{linear_decay, Sgd};
-use super::rng::{mix64, Rng};
-use super::spatial_transformer::Affine;
+use crate::nn::ops::loss::LossKind;
+use crate::nn::ops::sgd::{linear_decay, Sgd};
+use crate::nn::ops::spatial_transformer::Affine;
+use crate::nn::rng::{mix64, Rng};
 use crate::{Error, Result};
 
 /// The recipe's frame scale: `extract_random_LAF` warps the 64×64 patch with `0.5·R_φ·TA` (a 2×
@@ -156,7 +156,10 @@ pub struct Trainer {
     frames: [Vec<Affine>; 2],
     /// The GPU and the device chain when the steps run there ([`Trainer::use_gpu`]).
     #[cfg(feature = "cuda")]
-    device: Option<(crate::gpu::Gpu, crate::gpu::train_chain::DeviceTrainChain)>,
+    device: Option<(
+        crate::gpu::Gpu,
+        crate::train::device_chain::DeviceTrainChain,
+    )>,
 }
 
 impl Trainer {
@@ -435,12 +438,12 @@ impl Trainer {
         })
     }
 
-    /// Runs the steps on `gpu` from now on (`gpu::train_chain`: the same numbers as the CPU
+    /// Runs the steps on `gpu` from now on (`train::device_chain`: the same numbers as the CPU
     /// chain up to f32 summation order; optimiser, checkpoints and validation stay on the host).
     /// A one-line error for a descriptor network the device chain does not run.
     #[cfg(feature = "cuda")]
     pub fn use_gpu(&mut self, gpu: crate::gpu::Gpu) -> Result<()> {
-        let chain = crate::gpu::train_chain::DeviceTrainChain::new(&self.chain)?;
+        let chain = crate::train::device_chain::DeviceTrainChain::new(&self.chain)?;
         self.device = Some((gpu, chain));
         Ok(())
     }
@@ -462,8 +465,8 @@ fn flipped(frame: Affine, transpose: bool, flip: bool) -> Affine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::ops::spatial_transformer::{warp_forward, WarpSize};
     use crate::train::bench::synthetic_pairs;
-    use crate::train::spatial_transformer::{warp_forward, WarpSize};
 
     /// Pairs of synthetic textures, one point per pair.
     pub(crate) fn synthetic_set(n: usize, seed: u64) -> PairSet {

@@ -276,7 +276,7 @@ pub fn warp_backward(
 mod tests {
     use super::*;
     use crate::image::GrayImage;
-    use crate::train::gradcheck::{check_gradient, random_vec};
+    use crate::nn::gradcheck::{check_gradient, random_vec};
 
     fn random_affines(n: usize, seed: u64) -> Vec<Affine> {
         let v = random_vec(n * 6, seed, 1.0);

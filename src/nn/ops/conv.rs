@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use super::batchnorm::Moments;
 use super::input_map::InputMap;
 use crate::nn::matmul::{gemm, MatMut, MatRef};
-use crate::train::parallel::{group_ranges, split_mut, with_scratch};
+use crate::nn::parallel::{group_ranges, split_mut, with_scratch};
 
 /// im2col block size in values (256 KiB: the block, its GEMM output and the weights stay in L2).
 const COL_BUDGET: usize = 1 << 16;
@@ -514,7 +514,7 @@ fn reduce_partials(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::{check_gradient, check_gradient_n, random_vec};
+    use crate::nn::gradcheck::{check_gradient, check_gradient_n, random_vec};
 
     /// Direct NHWC convolution in f64, from the definition.
     fn naive(cs: &ConvShape, x: &ConvInput, w_torch: &[f32], b: Option<&[f32]>) -> Vec<f64> {

@@ -284,8 +284,8 @@ fn normalisation_backward(h: &[f32], n1: f64, n2: f64, dd: &[f32]) -> [f32; SIFT
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::{check_gradient, random_vec};
-    use crate::train::spatial_transformer::{warp_forward, Affine, WarpSize};
+    use crate::nn::gradcheck::{check_gradient, random_vec};
+    use crate::nn::ops::spatial_transformer::{warp_forward, Affine, WarpSize};
 
     /// A smooth random texture: a sum of a few random sinusoids.
     fn texture(size: usize, seed: u64) -> Vec<f32> {

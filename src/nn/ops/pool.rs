@@ -35,7 +35,7 @@ pub fn global_avg_pool_backward(dy: &[f32], n: usize, c: usize, dx: &mut [f32]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::{check_gradient, random_vec};
+    use crate::nn::gradcheck::{check_gradient, random_vec};
 
     #[test]
     fn pool_matches_finite_differences() {

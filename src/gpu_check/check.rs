@@ -9,30 +9,30 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::net::GpuNet;
-use super::ops::{self, Activation, Fused, InputMap};
-use super::pyramid::GpuPyramid;
-use super::shapes::{ConvGeometry, WarpGeometry};
-use super::train_chain::DeviceTrainChain;
-use super::Gpu;
 use crate::describe::DescriptorKind;
+use crate::gpu::net::GpuNet;
+use crate::gpu::ops::{self, Activation, Fused, InputMap};
+use crate::gpu::pyramid::GpuPyramid;
+use crate::gpu::shapes::{ConvGeometry, WarpGeometry};
+use crate::gpu::Gpu;
 use crate::image::GrayImage;
 use crate::laf::Laf;
 use crate::matcher::Matcher;
 use crate::networks::Models;
+use crate::nn::gradcheck::random_vec;
+use crate::nn::network::standardise_moments;
+use crate::nn::ops::loss::{descriptor_loss, LossGrads, LossKind, LossWorkspace};
+use crate::nn::ops::sgd::Sgd;
+use crate::nn::ops::sift::{DiffSift, SiftCache};
+use crate::nn::ops::spatial_transformer::{warp_backward, warp_forward, Affine, WarpSize};
+use crate::nn::ops::{self as tl, ConvGrads, ConvInput, ConvShape};
 use crate::nn::{self, AffNet, HardNet, ModelKind, OriNet, Weights};
 use crate::orient::OrientationMethod;
 use crate::patch::{PatchSpec, NET_PATCH, SIFT_PATCH};
 use crate::pipeline::{self, Config, Method};
 use crate::pyramid::ScaleSpace;
-use crate::train::gradcheck::random_vec;
+use crate::train::device_chain::DeviceTrainChain;
 use crate::train::hardnet::l2_normalise_rows_backward;
-use crate::train::layers::{self as tl, ConvGrads, ConvInput, ConvShape};
-use crate::train::loss::{descriptor_loss, LossGrads, LossKind, LossWorkspace};
-use crate::train::network::standardise_moments;
-use crate::train::optim::Sgd;
-use crate::train::sift::{DiffSift, SiftCache};
-use crate::train::spatial_transformer::{warp_backward, warp_forward, Affine, WarpSize};
 use crate::train::{Descriptor, FrozenHardNet, Mode, SyntheticBatch, TrainAffNet, TrainChain};
 use crate::{Error, Result};
 
@@ -218,7 +218,7 @@ pub fn kernel_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
 /// descriptor-patch gradients (checked at [`TOLERANCE`] by their own row) alternate in sign from
 /// pixel to pixel and cancel by orders of magnitude in the warp's and batch norm's backward
 /// sums, so two f32 summation orders differ there by ~2e-3 of the gradients' 2-norm (measured on the CPU
-/// with the device recipe, `gpu::train_chain` tests). A wrong recipe is off by 5e-2 or more.
+/// with the device recipe, `train::device_chain` tests). A wrong recipe is off by 5e-2 or more.
 pub const HARDNET_STEP_TOLERANCE: f64 = 1e-2;
 
 fn check_activation(gpu: &Gpu, seed: u64, act: Activation) -> Result<f64> {
@@ -910,7 +910,7 @@ fn check_dropout(gpu: &Gpu, seed: u64) -> Result<f64> {
     ]))
 }
 
-/// One step of `gpu::train_chain` against `train::TrainChain` from the same model and batch:
+/// One step of `train::device_chain` against `train::TrainChain` from the same model and batch:
 /// loss and statistics, the gradients of every parameter, the updated running statistics.
 fn check_train_chain(
     gpu: &Gpu,
@@ -1011,8 +1011,9 @@ fn check_hardnet_descriptor(gpu: &Gpu, seed: u64) -> Result<f64> {
     );
     let mut d_patches = vec![0.0; patches.len()];
     hardnet.backward(&mut cache, &d_desc, &mut d_patches);
-    let (desc_, d_patches_) =
-        super::train_chain::hardnet_descriptor_pass(gpu, &hardnet, &patches, mode_seed, &d_desc)?;
+    let (desc_, d_patches_) = crate::train::device_chain::hardnet_descriptor_pass(
+        gpu, &hardnet, &patches, mode_seed, &d_desc,
+    )?;
     Ok(worst(&[
         rel_error(&desc_, &desc),
         rel_error(&d_patches_, &d_patches),

@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use crate::nn::layers::BATCHNORM_EPS;
-use crate::train::parallel::{group_ranges, split_mut};
+use crate::nn::parallel::{group_ranges, split_mut};
 
 /// Rows per f32 partial sum before it is added into the f64 total (bounds the f32 rounding).
 const PARTIAL_ROWS: usize = 64;
@@ -394,7 +394,7 @@ pub fn affine_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::{check_gradient, random_vec};
+    use crate::nn::gradcheck::{check_gradient, random_vec};
 
     /// The training forward in f64 from the definition, for the loss `Σ r·y` (with the optional
     /// affine part and ReLU).

@@ -10,17 +10,17 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use super::net::GpuNet;
-use super::search::device_tentatives;
-use super::train_chain::DeviceTrainChain;
-use super::Gpu;
 use crate::describe::DescriptorKind;
+use crate::gpu::net::GpuNet;
+use crate::gpu::search::device_tentatives;
+use crate::gpu::Gpu;
 use crate::matcher::Matcher;
 use crate::networks::Models;
+use crate::nn::ops::loss::LossKind;
+use crate::nn::ops::spatial_transformer::Affine;
 use crate::nn::{self, ModelKind, Weights, PATCH_LEN};
 use crate::pipeline::{Config, Method};
-use crate::train::loss::LossKind;
-use crate::train::spatial_transformer::Affine;
+use crate::train::device_chain::DeviceTrainChain;
 use crate::train::{Descriptor, PairBatch, Sgd, TrainAffNet, TrainChain};
 use crate::Result;
 
@@ -204,7 +204,7 @@ fn end_to_end_configs() -> Vec<(&'static str, Config)> {
 }
 
 fn unit_rows(n: usize, seed: u64) -> Vec<f32> {
-    let mut v = crate::train::gradcheck::random_vec(n * 128, seed, 1.0);
+    let mut v = crate::nn::gradcheck::random_vec(n * 128, seed, 1.0);
     v.iter_mut().for_each(|x| *x = x.abs());
     v.chunks_mut(128).for_each(nn::l2_normalise);
     v
@@ -212,7 +212,7 @@ fn unit_rows(n: usize, seed: u64) -> Vec<f32> {
 
 /// Mild random augmentation frames (rotation, anisotropic scale, small shift).
 fn frames_from(n: usize, seed: u64) -> Vec<Affine> {
-    crate::train::gradcheck::random_vec(4 * n, seed, 1.0)
+    crate::nn::gradcheck::random_vec(4 * n, seed, 1.0)
         .chunks(4)
         .map(|v| {
             let (s, c) = (v[0] * 0.5).sin_cos();

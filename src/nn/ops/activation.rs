@@ -42,7 +42,7 @@ pub fn tanh_backward(t: &[f32], dy: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::{check_gradient, random_vec};
+    use crate::nn::gradcheck::{check_gradient, random_vec};
 
     #[test]
     fn relu_and_tanh_match_finite_differences() {

@@ -1,7 +1,7 @@
 //! Dropout (PyTorch `nn.Dropout(p)`): in training mode each value is kept with probability
 //! `1 − p` and scaled by `1 / (1 − p)`; at inference it is the identity.
 //!
-//! The mask is a function of `(seed, flat index)` only ([`crate::train::rng::hash_uniform`]):
+//! The mask is a function of `(seed, flat index)` only ([`crate::nn::rng::hash_uniform`]):
 //! element `i` is dropped iff `hash_uniform(seed, i) < p`. Forward and backward regenerate the same
 //! mask, nothing is stored, and the result does not depend on threading. The CUDA port uses the
 //! same hash.
@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::input_map::InputMap;
-use crate::train::rng::hash_uniform;
+use crate::nn::rng::hash_uniform;
 
 const CHUNK: usize = 1 << 14;
 
@@ -67,7 +67,7 @@ pub fn dropout_backward(dy: &mut [f32], p: f32, seed: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::{check_gradient, random_vec};
+    use crate::nn::gradcheck::{check_gradient, random_vec};
 
     #[test]
     fn dropout_keeps_about_one_minus_p_and_matches_finite_differences() {

@@ -27,20 +27,20 @@
 
 use std::time::Instant;
 
-use super::ops::{self, Buf, DeviceBatchStats, Fused, InputMap};
-use super::shapes::{ConvGeometry, WarpGeometry};
-use super::Gpu;
+use crate::gpu::ops::{self, Buf, DeviceBatchStats, Fused, InputMap};
+use crate::gpu::shapes::{ConvGeometry, WarpGeometry};
+use crate::gpu::Gpu;
+use crate::nn::network::{Network, StagePlan};
+use crate::nn::ops::loss::LossKind;
+use crate::nn::ops::sift::SIFT_DIM;
+use crate::nn::ops::spatial_transformer::{crop, Affine};
 use crate::nn::{HARDNET_DIM, L2_NORM_EPS, PATCH_LEN, PATCH_SIZE};
 use crate::train::chain::{
     affnet_side_seed, descriptor_side_seed, Descriptor, PairBatch, StageTimes, StepStats,
     TrainChain,
 };
 use crate::train::hardnet::FrozenHardNet;
-use crate::train::loss::LossKind;
-use crate::train::network::{Network, StagePlan};
 use crate::train::regions::{RegionStage, RegionTerms};
-use crate::train::sift::SIFT_DIM;
-use crate::train::spatial_transformer::{crop, Affine};
 use crate::train::TrainAffNet;
 use crate::{Error, Result};
 
@@ -743,18 +743,18 @@ fn unflatten(v: &[f32]) -> Vec<Affine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::two_norm_error;
-    use crate::nn::{normalise_patch, random_weights, ModelKind};
-    use crate::train::hardnet::{l2_normalise_rows, l2_normalise_rows_backward};
-    use crate::train::layers::batchnorm::{backward_train, batch_statistics};
-    use crate::train::layers::{
+    use crate::gpu_check::check::two_norm_error;
+    use crate::nn::network::standardise_moments;
+    use crate::nn::ops::batchnorm::{backward_train, batch_statistics};
+    use crate::nn::ops::loss::{descriptor_loss, LossGrads, LossWorkspace};
+    use crate::nn::ops::sift::{DiffSift, SiftCache};
+    use crate::nn::ops::spatial_transformer::{warp_backward, warp_forward, WarpSize};
+    use crate::nn::ops::{
         conv2d_backward, conv2d_forward, dropout_backward, dropout_forward, BatchStats, ConvGrads,
         ConvInput, InputMap as CpuMap,
     };
-    use crate::train::loss::{descriptor_loss, LossGrads, LossWorkspace};
-    use crate::train::network::standardise_moments;
-    use crate::train::sift::{DiffSift, SiftCache};
-    use crate::train::spatial_transformer::{warp_backward, warp_forward, WarpSize};
+    use crate::nn::{normalise_patch, random_weights, ModelKind};
+    use crate::train::hardnet::{l2_normalise_rows, l2_normalise_rows_backward};
     use crate::train::{synthetic_pairs, SyntheticBatch};
 
     /// One network pass as `forward_stages` runs it (per stage: the own input at stage 0 or
@@ -1233,7 +1233,7 @@ mod tests {
         let mut emulated = EmulatedDescriptor::new(&Descriptor::hardnet(h.clone()));
         let desc = emulated.forward(&patches, seed);
         assert!(two_norm_error(&desc, &out) < 1e-5);
-        let d_desc = crate::train::gradcheck::random_vec(out.len(), 5, 1.0);
+        let d_desc = crate::nn::gradcheck::random_vec(out.len(), 5, 1.0);
         let mut d_patches = vec![0.0; patches.len()];
         h.backward(&mut cache, &d_desc, &mut d_patches);
         let e = two_norm_error(&emulated.backward(&patches, &d_desc), &d_patches);

@@ -304,7 +304,7 @@ pub fn descriptor_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::{check_gradient, random_vec};
+    use crate::nn::gradcheck::{check_gradient, random_vec};
 
     fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
         let mut v = random_vec(n * dim, seed, 1.0);

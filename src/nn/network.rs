@@ -25,10 +25,10 @@
 
 use rayon::prelude::*;
 
-use super::layers::batchnorm::{backward_eval, backward_train};
+use super::ops::batchnorm::{backward_eval, backward_train};
 #[cfg(test)]
-use super::layers::dropout::dropout_keep;
-use super::layers::{
+use super::ops::dropout::dropout_keep;
+use super::ops::{
     conv2d_backward, conv2d_forward, dropout_backward, dropout_forward, relu_backward,
     tanh_backward, tanh_forward, BatchNorm, BatchStats, ConvGrads, ConvInput, ConvShape, InputMap,
     Moments,
@@ -420,7 +420,7 @@ impl Network {
         }
     }
 
-    /// The stages as another executor (the device chain, `gpu::train_chain`) needs them to run
+    /// The stages as another executor (the device chain, `train::device_chain`) needs them to run
     /// this network with the same parameters, statistics and dropout masks.
     pub fn stage_plan(&self) -> Vec<StagePlan> {
         self.stages
@@ -777,7 +777,7 @@ fn orthogonal(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::gradcheck::{check_gradient, random_vec};
+    use crate::nn::gradcheck::{check_gradient, random_vec};
 
     #[test]
     fn orthogonal_rows_or_columns() {
