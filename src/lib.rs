@@ -70,6 +70,7 @@ pub mod error;
 pub mod eval;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod feature;
+pub mod files;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod geometry;
 #[allow(missing_docs)] // still to document: see the note above

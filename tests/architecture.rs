@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 /// Every top-level module of `src/`, lowest first.
 const LAYERS: &[&str] = &[
     // Leaves: no wbs imports, or only each other's.
-    "error", "choice", "math", "image", "simd", "laf", "geometry", "matching", "synth", "protocol",
-    // Images and frames.
+    "error", "files", "choice", "math", "image", "simd", "laf", "geometry", "matching", "synth",
+    "protocol", // Images and frames.
     "pyramid", "patch", "detect", "feature",
     // The neural-network core and its CUDA backend, then the device choice over both.
     "nn", "gpu", "device", // The feature stages.
