@@ -90,6 +90,8 @@ pub mod orient;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod patch;
 pub mod pipeline;
+#[cfg(feature = "plots")]
+pub mod plot;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod protocol;
 #[allow(missing_docs)] // still to document: see the note above

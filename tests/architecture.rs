@@ -20,7 +20,7 @@ const LAYERS: &[&str] = &[
     "shape", "orient", "describe",
     // The networks on a device, the pipeline, the library's entry point.
     "networks", "pipeline", "matcher", // Pictures, then the jobs built on the matcher.
-    "viz", "eval", "train", // The command line, and the binary.
+    "viz", "plot", "eval", "train", // The command line, and the binary.
     "cli", "main",
 ];
 
