@@ -70,6 +70,7 @@ pub mod error;
 pub mod eval;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod feature;
+pub mod files;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod geometry;
 #[allow(missing_docs)] // still to document: see the note above
@@ -92,6 +93,8 @@ pub mod orient;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod patch;
 pub mod pipeline;
+#[cfg(feature = "plots")]
+pub mod plot;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod protocol;
 #[allow(missing_docs)] // still to document: see the note above

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
     // Leaves: no wbs imports, or only each other's.
-    "error", "choice", "math", "image", "simd", "laf", "geometry", "matching", "synth", "protocol",
-    // Images and frames.
+    "error", "files", "choice", "math", "image", "simd", "laf", "geometry", "matching", "synth",
+    "protocol", // Images and frames.
     "pyramid", "patch", "detect", "feature",
     // The neural-network core (ops, networks, weights) and its CUDA backend, then the device
     // choice over both.
@@ -23,8 +23,8 @@ const LAYERS: &[&str] = &[
     "shape", "orient", "describe",
     // The networks on a device, the pipeline, the library's entry point.
     "networks", "pipeline", "matcher",
-    // Pictures, then the jobs built on the matcher.
-    "viz", "eval", "train",
+    // Pictures and plots, then the jobs built on the matcher.
+    "viz", "plot", "eval", "train",
     // The device checks and benchmarks (`wbs gpu-check`), which run matches and training steps.
     "gpu_check",
     // The command line, and the binary.

@@ -1,79 +1,20 @@
 //! The evaluation's plots, as PNG: registered pairs per dataset and method (grouped bars),
 //! inliers per pair and time per pair (one panel per dataset, one colour per method).
 //!
-//! Drawn with plotters into an in-memory RGB buffer and saved with `image`, with the embedded
-//! DejaVu font registered for plotters' `ab_glyph` text: no system font, fontconfig or second
-//! `image` version is needed (see the shared `rust-stack.md` §4).
+//! Drawn with the shared plotting helper (`crate::plot`): plotters into an in-memory RGB
+//! buffer with the embedded DejaVu font, saved as PNG with `image`.
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use plotters::style::{register_font, FontStyle, FontTransform};
+use plotters::style::FontTransform;
 
 use super::record::{EvalFile, PairRecord};
+use crate::plot::{colour, render, Area, DrawResult, FONT};
 use crate::{Error, Result};
-
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
-type DrawResult = std::result::Result<(), Box<dyn StdError>>;
-
-const FONT: &str = "sans-serif";
-
-/// Colour-blind-safe colours (Okabe–Ito), one per method.
-const PALETTE: [RGBColor; 7] = [
-    RGBColor(0, 114, 178),
-    RGBColor(230, 159, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(86, 180, 233),
-    RGBColor(213, 94, 0),
-    RGBColor(120, 120, 120),
-];
-
-fn colour(method: usize) -> RGBColor {
-    PALETTE[method % PALETTE.len()]
-}
-
-/// Registers the embedded font with plotters once per process.
-fn font_ready() -> Result<()> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED
-        .get_or_init(|| register_font(FONT, FontStyle::Normal, crate::viz::FONT_BYTES).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "the embedded font cannot be registered for plots",
-        ))
-    }
-}
-
-/// Draws into a white `width` × `height` buffer and saves it as PNG.
-fn render(
-    path: &Path,
-    width: u32,
-    height: u32,
-    draw: impl FnOnce(&Area) -> DrawResult,
-) -> Result<()> {
-    font_ready()?;
-    let mut buffer = vec![255u8; width as usize * height as usize * 3];
-    {
-        let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
-        draw(&root)
-            .and_then(|_| root.present().map_err(Into::into))
-            .map_err(|e| {
-                Error::invalid(format!("{}: cannot draw the plot: {e}", path.display()))
-            })?;
-    }
-    image::RgbImage::from_raw(width, height, buffer)
-        .ok_or_else(|| Error::invalid("plot buffer of the wrong size"))?
-        .save(path)
-        .map_err(|e| Error::image(path, format!("cannot write: {e}")))
-}
 
 /// Height of the title and legend strip.
 const HEADER: u32 = 92;

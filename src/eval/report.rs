@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::record::{EvalFile, PairRecord, RunInfo, Settings};
+use crate::files::write_atomically;
 use crate::{Error, Result};
 
 /// One method on one dataset.
@@ -401,15 +402,6 @@ pub fn write_reports(dir: &Path, file: &EvalFile) -> Result<Vec<PathBuf>> {
     #[cfg(feature = "plots")]
     written.extend(super::plot::write_plots(&dir.join("plots"), file)?);
     Ok(written)
-}
-
-/// Writes a file through a temporary name, so that an interrupted write leaves the old one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

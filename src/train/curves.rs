@@ -1,59 +1,23 @@
 //! `curves.png` of a training run: the loss (and the mean positive and hardest-negative
 //! distances) over the steps, and the validation's tentatives and correct matches.
 //!
-//! Drawn as the evaluation's plots are (`eval/plot.rs`): plotters into an RGB buffer with the
-//! embedded DejaVu font registered, saved with `image`; no system font is needed.
+//! Drawn with the shared plotting helper (`crate::plot`), as the evaluation's plots are; the
+//! file is replaced atomically, since the curves are redrawn while someone may be looking at them.
 
-use std::error::Error as StdError;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
 
 use super::session::LogRow;
-use crate::{Error, Result};
-
-const FONT: &str = "sans-serif";
-const BLUE: RGBColor = RGBColor(0, 114, 178);
-const ORANGE: RGBColor = RGBColor(230, 159, 0);
-const GREEN: RGBColor = RGBColor(0, 158, 115);
-const GREY: RGBColor = RGBColor(120, 120, 120);
-
-fn font_ready() -> Result<()> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED
-        .get_or_init(|| register_font(FONT, FontStyle::Normal, crate::viz::FONT_BYTES).is_ok());
-    ok.then_some(())
-        .ok_or_else(|| Error::invalid("the embedded font cannot be registered for plots"))
-}
+use crate::plot::{render, Area, DrawResult, BLUE, FONT, GREEN, GREY, ORANGE};
+use crate::Result;
 
 /// Draws the curves of `rows` (as in `log.csv`) into `path`.
 pub fn draw_curves(path: &Path, rows: &[LogRow]) -> Result<()> {
-    font_ready()?;
-    let (w, h) = (1000u32, 760u32);
-    let mut buffer = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buffer, (w, h)).into_drawing_area();
-        draw(&root, rows)
-            .and_then(|_| root.present().map_err(Into::into))
-            .map_err(|e| {
-                Error::invalid(format!("{}: cannot draw the curves: {e}", path.display()))
-            })?;
-    }
-    let image = image::RgbImage::from_raw(w, h, buffer)
-        .ok_or_else(|| Error::invalid("plot buffer of the wrong size"))?;
-    // Through a temporary file: the curves are redrawn while someone may be looking at them.
-    let tmp = path.with_extension(format!("{}.partial.png", std::process::id()));
-    image
-        .save(&tmp)
-        .map_err(|e| Error::image(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    render(path, 1000, 760, |root| draw(root, rows))
 }
 
-type DrawResult = std::result::Result<(), Box<dyn StdError>>;
-
-fn draw(root: &DrawingArea<BitMapBackend, plotters::coord::Shift>, rows: &[LogRow]) -> DrawResult {
+fn draw(root: &Area, rows: &[LogRow]) -> DrawResult {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(400);
     let train: Vec<(f64, &super::session::TrainMeans)> = rows
