@@ -28,7 +28,7 @@ pub trait Choice: Copy + Eq + Send + Sync + 'static {
 }
 
 /// Defines an enum whose variants each carry a name (`Variant = "name"`): derives `Clone`,
-/// `Copy`, `Debug`, `PartialEq`, `Eq` and serde with those names, and implements [`Choice`]
+/// `Copy`, `Debug`, `PartialEq`, `Eq`, `Hash` and serde with those names, and implements [`Choice`]
 /// (help from the doc comments), an inherent `name()`, `Display` and `FromStr`.
 #[macro_export]
 macro_rules! choices {
@@ -39,7 +39,7 @@ macro_rules! choices {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         $vis enum $ty {
             $( $(#[doc = $doc])* #[serde(rename = $name)] $variant ),*
         }

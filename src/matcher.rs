@@ -25,7 +25,7 @@ use crate::device::{self, ResolvedDevice};
 use crate::feature::Feature;
 use crate::image::{load_gray, GrayImage};
 use crate::networks::{Models, Networks};
-use crate::pipeline::{self, ms, Config, ImageFeatures, MatchReport, StageTimes};
+use crate::pipeline::{self, ms, Config, FeatureTimes, ImageFeatures, MatchReport};
 use crate::Result;
 
 /// Matches images with one configuration; see the [module documentation](self).
@@ -155,8 +155,8 @@ impl Matcher {
 /// the sum when they ran one after the other.
 fn merge_stage_times(
     timings: &mut BTreeMap<String, f64>,
-    t1: &StageTimes,
-    t2: &StageTimes,
+    t1: &FeatureTimes,
+    t2: &FeatureTimes,
     parallel: bool,
 ) {
     for (name, a, b) in [

@@ -20,7 +20,7 @@ use crate::describe::Described;
 use crate::device::{DeviceKind, ResolvedDevice};
 use crate::laf::Laf;
 use crate::matching::{ratio_test, two_nearest, Tentative};
-use crate::nn::{self, AffNet, HardNet, ModelKind, OriNet};
+use crate::nn::{self, AffNet, HardNet, NetworkKind, OriNet};
 use crate::patch::{extract_patches, NET_PATCH, STAGE_BATCH};
 use crate::pyramid::ScaleSpace;
 use crate::{Error, Result};
@@ -50,13 +50,13 @@ impl Models {
     /// Loads the networks in `wanted` (as `Config::networks` lists them), each from its file or
     /// the usual lookup ([`nn::locate`]: the explicit file, then `WBS_WEIGHTS`, then the shipped
     /// `data/`).
-    pub fn load(wanted: &[(ModelKind, Option<&Path>)]) -> Result<Models> {
+    pub fn load(wanted: &[(NetworkKind, Option<&Path>)]) -> Result<Models> {
         let mut models = Models::none();
         for &(kind, explicit) in wanted {
             match kind {
-                ModelKind::AffNet => models.affnet = Some(load(kind, explicit, AffNet::load)?),
-                ModelKind::OriNet => models.orinet = Some(load(kind, explicit, OriNet::load)?),
-                ModelKind::HardNet => models.hardnet = Some(load(kind, explicit, HardNet::load)?),
+                NetworkKind::AffNet => models.affnet = Some(load(kind, explicit, AffNet::load)?),
+                NetworkKind::OriNet => models.orinet = Some(load(kind, explicit, OriNet::load)?),
+                NetworkKind::HardNet => models.hardnet = Some(load(kind, explicit, HardNet::load)?),
             }
         }
         Ok(models)
@@ -66,37 +66,37 @@ impl Models {
     pub fn affnet(&self) -> Result<&AffNet> {
         self.affnet
             .as_ref()
-            .ok_or_else(|| not_loaded(ModelKind::AffNet))
+            .ok_or_else(|| not_loaded(NetworkKind::AffNet))
     }
 
     /// OriNet, or an error saying it was not loaded.
     pub fn orinet(&self) -> Result<&OriNet> {
         self.orinet
             .as_ref()
-            .ok_or_else(|| not_loaded(ModelKind::OriNet))
+            .ok_or_else(|| not_loaded(NetworkKind::OriNet))
     }
 
     /// HardNet, or an error saying it was not loaded.
     pub fn hardnet(&self) -> Result<&HardNet> {
         self.hardnet
             .as_ref()
-            .ok_or_else(|| not_loaded(ModelKind::HardNet))
+            .ok_or_else(|| not_loaded(NetworkKind::HardNet))
     }
 
     /// Network `kind`'s outputs on `patches` (32×32, back to back): 3 raw AffNet values, 2 OriNet
     /// values or a unit-length 128-D HardNet descriptor per patch.
-    fn outputs(&self, kind: ModelKind, patches: &[f32]) -> Result<Vec<f32>> {
+    fn outputs(&self, kind: NetworkKind, patches: &[f32]) -> Result<Vec<f32>> {
         Ok(match kind {
-            ModelKind::AffNet => self.affnet()?.forward_raw(patches).concat(),
-            ModelKind::OriNet => self.orinet()?.forward_raw(patches).concat(),
-            ModelKind::HardNet => self.hardnet()?.describe(patches),
+            NetworkKind::AffNet => self.affnet()?.forward_raw(patches).concat(),
+            NetworkKind::OriNet => self.orinet()?.forward_raw(patches).concat(),
+            NetworkKind::HardNet => self.hardnet()?.describe(patches),
         })
     }
 }
 
 /// Locates and loads one network. The lookup's hint names the generic `--weights FILE`; the
 /// matcher's flag for this network is `--<name>-weights`, so the hint says that instead.
-fn load<T>(kind: ModelKind, explicit: Option<&Path>, load: fn(&Path) -> Result<T>) -> Result<T> {
+fn load<T>(kind: NetworkKind, explicit: Option<&Path>, load: fn(&Path) -> Result<T>) -> Result<T> {
     let path = nn::locate(kind, explicit).map_err(|e| match e {
         Error::Weights(message) => Error::Weights(message.replace(
             "--weights FILE",
@@ -107,7 +107,7 @@ fn load<T>(kind: ModelKind, explicit: Option<&Path>, load: fn(&Path) -> Result<T
     load(&path)
 }
 
-fn not_loaded(kind: ModelKind) -> Error {
+fn not_loaded(kind: NetworkKind) -> Error {
     Error::invalid(format!(
         "these settings use {kind}, but it was not loaded (pass it to Matcher::with_models, or use Matcher::new)"
     ))
@@ -185,7 +185,7 @@ impl Networks {
     /// Network `kind`'s outputs on the network patches ([`NET_PATCH`]) of `lafs` in `image`,
     /// frame after frame: 3 raw AffNet values, 2 OriNet values or a unit-length 128-D HardNet
     /// descriptor per frame. The same numbers on every device, up to f32 rounding.
-    pub fn run(&self, kind: ModelKind, image: &PreparedImage, lafs: &[Laf]) -> Result<Vec<f32>> {
+    pub fn run(&self, kind: NetworkKind, image: &PreparedImage, lafs: &[Laf]) -> Result<Vec<f32>> {
         if lafs.is_empty() {
             // Loaded or not, as on the device path: an error for a network that is missing.
             self.require(kind)?;
@@ -203,11 +203,11 @@ impl Networks {
         Ok(out)
     }
 
-    fn require(&self, kind: ModelKind) -> Result<()> {
+    fn require(&self, kind: NetworkKind) -> Result<()> {
         match kind {
-            ModelKind::AffNet => self.host.affnet().map(|_| ()),
-            ModelKind::OriNet => self.host.orinet().map(|_| ()),
-            ModelKind::HardNet => self.host.hardnet().map(|_| ()),
+            NetworkKind::AffNet => self.host.affnet().map(|_| ()),
+            NetworkKind::OriNet => self.host.orinet().map(|_| ()),
+            NetworkKind::HardNet => self.host.hardnet().map(|_| ()),
         }
     }
 
@@ -247,21 +247,21 @@ mod cuda {
     impl OnCuda {
         pub(super) fn place(host: &Models) -> Result<OnCuda> {
             let gpu = Gpu::open("--device cuda")?;
-            let up = |kind: ModelKind, layers: Option<(&nn::Sequential, f32)>| {
+            let up = |kind: NetworkKind, layers: Option<(&nn::Sequential, f32)>| {
                 layers
                     .map(|(l, eps)| Ok(GpuNet::from_layers(&gpu, kind, l)?.with_input_eps(eps)))
                     .transpose()
             };
             let affnet = up(
-                ModelKind::AffNet,
+                NetworkKind::AffNet,
                 host.affnet.as_ref().map(|n| (n.layers(), n.input_eps())),
             )?;
             let orinet = up(
-                ModelKind::OriNet,
+                NetworkKind::OriNet,
                 host.orinet.as_ref().map(|n| (n.layers(), n.input_eps())),
             )?;
             let hardnet = up(
-                ModelKind::HardNet,
+                NetworkKind::HardNet,
                 host.hardnet.as_ref().map(|n| (n.layers(), n.input_eps())),
             )?;
             Ok(OnCuda {
@@ -278,15 +278,15 @@ mod cuda {
 
         pub(super) fn run(
             &self,
-            kind: ModelKind,
+            kind: NetworkKind,
             pyramid: &GpuPyramid,
             space: &ScaleSpace,
             lafs: &[Laf],
         ) -> Result<Vec<f32>> {
             let net = match kind {
-                ModelKind::AffNet => self.affnet.as_ref(),
-                ModelKind::OriNet => self.orinet.as_ref(),
-                ModelKind::HardNet => self.hardnet.as_ref(),
+                NetworkKind::AffNet => self.affnet.as_ref(),
+                NetworkKind::OriNet => self.orinet.as_ref(),
+                NetworkKind::HardNet => self.hardnet.as_ref(),
             }
             .ok_or_else(|| not_loaded(kind))?;
             let mut out = Vec::with_capacity(lafs.len() * kind.output_len());

@@ -19,12 +19,12 @@ use crate::describe::{describe_sift, Described, DescriptorKind};
 use crate::detect::{detect, Detection, Threshold, DEFAULT_THRESHOLD};
 use crate::device::{Device, DeviceKind};
 use crate::feature::Feature;
-use crate::geometry::{self, ModelKind, RansacConfig, RansacMethod};
+use crate::geometry::{self, Geometry, RansacConfig, RansacMethod};
 use crate::image::{GrayImage, LoadOptions, DEFAULT_MAX_MEGAPIXELS};
 use crate::laf::Laf;
 use crate::matching::{remove_duplicates, Tentative};
 use crate::networks::{Networks, PreparedImage};
-use crate::nn::{ModelKind as Network, HARDNET_DIM};
+use crate::nn::{NetworkKind, HARDNET_DIM};
 use crate::orient::{orient_by_histogram, orient_from_orinet_outputs, OrientationMethod};
 use crate::pyramid::ScaleSpace;
 use crate::shape::{
@@ -147,28 +147,28 @@ impl Config {
     }
 
     /// Switches the verification model, resetting the threshold to the protocol's default.
-    pub fn set_geometry(&mut self, kind: ModelKind) {
+    pub fn set_geometry(&mut self, kind: Geometry) {
         let seed = self.ransac.seed;
         self.ransac = match kind {
-            ModelKind::Homography => RansacConfig::homography(),
-            ModelKind::Fundamental => RansacConfig::fundamental(),
+            Geometry::Homography => RansacConfig::homography(),
+            Geometry::Fundamental => RansacConfig::fundamental(),
         };
         self.ransac.seed = seed;
     }
 
     /// The networks these settings use, each with its weights file when one is given (else the
     /// usual lookup applies: `WBS_WEIGHTS`, then the shipped `data/`).
-    pub fn networks(&self) -> Vec<(Network, Option<&Path>)> {
+    pub fn networks(&self) -> Vec<(NetworkKind, Option<&Path>)> {
         let w = &self.weights;
         let mut wanted = Vec::new();
         if self.shape == ShapeMethod::Affnet {
-            wanted.push((Network::AffNet, w.affnet.as_deref()));
+            wanted.push((NetworkKind::AffNet, w.affnet.as_deref()));
         }
         if self.orientation == OrientationMethod::Orinet {
-            wanted.push((Network::OriNet, w.orinet.as_deref()));
+            wanted.push((NetworkKind::OriNet, w.orinet.as_deref()));
         }
         if self.descriptor == DescriptorKind::Hardnet {
-            wanted.push((Network::HardNet, w.hardnet.as_deref()));
+            wanted.push((NetworkKind::HardNet, w.hardnet.as_deref()));
         }
         wanted
     }
@@ -204,7 +204,7 @@ impl Config {
 
 /// Wall-clock milliseconds per stage of one image.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct StageTimes {
+pub struct FeatureTimes {
     /// Reading and decoding the file.
     pub load: f64,
     /// The scale space (and, on CUDA, its upload).
@@ -233,7 +233,7 @@ pub struct ImageFeatures {
     /// The features and their descriptors.
     pub described: Described,
     /// How long each stage took.
-    pub times: StageTimes,
+    pub times: FeatureTimes,
 }
 
 pub(crate) fn ms(since: Instant) -> f64 {
@@ -247,7 +247,7 @@ pub(crate) fn extract_features(
     config: &Config,
     networks: &Networks,
 ) -> Result<ImageFeatures> {
-    let mut times = StageTimes::default();
+    let mut times = FeatureTimes::default();
     let t = Instant::now();
     let space = ScaleSpace::build(image);
     let prepared = networks.prepare(&space)?;
@@ -314,7 +314,7 @@ pub fn shape_stage(
         )),
         ShapeMethod::Affnet => {
             let circles = turned_circles(detections, config.affnet_turns);
-            let raw = networks.run(Network::AffNet, image, &circles)?;
+            let raw = networks.run(NetworkKind::AffNet, image, &circles)?;
             let raw: Vec<[f32; 3]> = raw.chunks_exact(3).map(|r| [r[0], r[1], r[2]]).collect();
             let (w, h) = (space.input.width(), space.input.height());
             Ok(shape_from_affnet_outputs(
@@ -343,7 +343,7 @@ pub fn orient_stage(
             config.descriptor.wants_half_orientation(),
         )),
         OrientationMethod::Orinet => {
-            let raw = networks.run(Network::OriNet, image, &lafs_of(&features))?;
+            let raw = networks.run(NetworkKind::OriNet, image, &lafs_of(&features))?;
             let raw: Vec<[f32; 2]> = raw.chunks_exact(2).map(|r| [r[0], r[1]]).collect();
             Ok(orient_from_orinet_outputs(&features, &raw))
         }
@@ -361,7 +361,7 @@ pub fn describe_stage(
         Some(variant) => Ok(describe_sift(image.space, features, variant)),
         None => Ok(Described {
             features: features.to_vec(),
-            descriptors: networks.run(Network::HardNet, image, &lafs_of(features))?,
+            descriptors: networks.run(NetworkKind::HardNet, image, &lafs_of(features))?,
             dimension: HARDNET_DIM,
         }),
     }
@@ -389,7 +389,7 @@ pub struct MatchReport {
     /// [width, height] of both images.
     pub image_sizes: [[usize; 2]; 2],
     /// The verified model: "homography" or "fundamental".
-    pub geometry: ModelKind,
+    pub geometry: Geometry,
     /// The 3×3 model (row-major), or null when none was found.
     pub model: Option<[[f64; 3]; 3]>,
     /// Every inlier as [x1, y1, x2, y2].
@@ -479,8 +479,8 @@ pub(crate) fn match_features(
         .collect();
     let inliers = inlier_matches.len();
     let minimal = match config.ransac.kind {
-        ModelKind::Homography => 4,
-        ModelKind::Fundamental => 7,
+        Geometry::Homography => 4,
+        Geometry::Fundamental => 7,
     };
     let (registered, verdict) = if d1.is_empty() || d2.is_empty() {
         let which = if d1.is_empty() { 1 } else { 2 };

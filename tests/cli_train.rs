@@ -227,7 +227,7 @@ fn bad_input_is_a_one_line_error() {
     );
     // AffNet weights are a safetensors file, but not a pair file.
     let weights = dir.join("weights.safetensors");
-    wbs::nn::random_weights(wbs::nn::ModelKind::AffNet, 1)
+    wbs::nn::random_weights(wbs::nn::NetworkKind::AffNet, 1)
         .save(&weights)
         .unwrap();
     one_line_error(

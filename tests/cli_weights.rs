@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use nn_support::{legacy_pth, temp_dir, TestCheckpoint};
-use wbs::nn::{random_weights, ModelKind};
+use wbs::nn::{random_weights, NetworkKind};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -60,7 +60,7 @@ fn json(o: &Output) -> serde_json::Value {
 
 fn random_affnet_pth(dir: &Path) -> PathBuf {
     let path = dir.join("AffNet.pth");
-    let checkpoint = TestCheckpoint::from_weights(&random_weights(ModelKind::AffNet, 3));
+    let checkpoint = TestCheckpoint::from_weights(&random_weights(NetworkKind::AffNet, 3));
     std::fs::write(&path, legacy_pth(&checkpoint)).unwrap();
     path
 }
@@ -238,7 +238,9 @@ fn missing_weights_are_one_line_errors_that_say_how_to_get_them() {
 fn bench_times_hesaffnet_and_the_networks() {
     let dir = temp_dir("cli-bench");
     let weights = dir.join("affnet.safetensors");
-    random_weights(ModelKind::AffNet, 2).save(&weights).unwrap();
+    random_weights(NetworkKind::AffNet, 2)
+        .save(&weights)
+        .unwrap();
     let (a, b) = (sample(1), sample(2));
     let common = [
         "bench",
@@ -293,7 +295,7 @@ fn bench_times_hesaffnet_and_the_networks() {
 fn hardnet_with_random_weights_runs_end_to_end() {
     let dir = temp_dir("cli-hardnet");
     let weights = dir.join("hardnet.safetensors");
-    random_weights(ModelKind::HardNet, 8)
+    random_weights(NetworkKind::HardNet, 8)
         .save(&weights)
         .unwrap();
     let w = weights.to_str().unwrap();

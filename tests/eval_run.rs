@@ -13,7 +13,7 @@ use nalgebra::Matrix3;
 use wbs::eval::datasets::{load_dataset, load_pair_list, Layout};
 use wbs::eval::record::Shard;
 use wbs::eval::{run, EvalFile, MethodConfig, Plan, RunOptions};
-use wbs::geometry::ModelKind;
+use wbs::geometry::Geometry;
 use wbs::pipeline::Method;
 use wbs::protocol::GroundTruth;
 use wbs::Matcher;
@@ -63,7 +63,7 @@ fn numbers(file: &EvalFile) -> serde_json::Value {
 fn wbs_match(
     a: &Path,
     b: &Path,
-    kind: ModelKind,
+    kind: Geometry,
     truth: &GroundTruth,
 ) -> wbs::pipeline::MatchReport {
     let method = MethodConfig::preset(Method::Hesaff);
@@ -159,9 +159,9 @@ fn verdicts_follow_the_protocol_and_equal_wbs_match() {
             _ => GroundTruth::None,
         };
         let kind = if r.geometry.as_deref() == Some("fundamental") {
-            ModelKind::Fundamental
+            Geometry::Fundamental
         } else {
-            ModelKind::Homography
+            Geometry::Homography
         };
         let direct = wbs_match(
             Path::new(&r.images[0]),
@@ -424,7 +424,7 @@ fn a_real_pair_gets_wbs_matchs_verdict() {
     let direct = wbs_match(
         &shared.join("homogr/grafA.png"),
         &shared.join("homogr/grafB.png"),
-        ModelKind::Homography,
+        Geometry::Homography,
         &truth,
     );
     assert_eq!(

@@ -6,7 +6,7 @@ mod nn_support;
 use std::path::Path;
 
 use serde_json::Value;
-use wbs::nn::{self, AffNet, ModelKind, OriNet, DEFAULT_INPUT_EPS, KORNIA_INPUT_EPS};
+use wbs::nn::{self, AffNet, NetworkKind, OriNet, DEFAULT_INPUT_EPS, KORNIA_INPUT_EPS};
 
 const TOL: f32 = 1e-5;
 
@@ -74,7 +74,7 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 fn import(
     shared: &Path,
     file: &str,
-    kind: ModelKind,
+    kind: NetworkKind,
     test: &str,
 ) -> (std::path::PathBuf, nn::ImportReport) {
     let out = nn_support::temp_dir(test).join(kind.file_name());
@@ -87,7 +87,7 @@ fn import(
 fn affnet_network_cases_and_kornia_toy() {
     let shared = shared_or_skip!();
     let g = golden(&shared);
-    let (path, _) = import(&shared, "AffNet.pth", ModelKind::AffNet, "affnet-golden");
+    let (path, _) = import(&shared, "AffNet.pth", NetworkKind::AffNet, "affnet-golden");
     let model = AffNet::load(&path).expect("load imported AffNet");
     assert_eq!(model.input_eps(), DEFAULT_INPUT_EPS);
 
@@ -184,7 +184,7 @@ fn affnet_network_cases_and_kornia_toy() {
 fn orinet_network_cases() {
     let shared = shared_or_skip!();
     let g = golden(&shared);
-    let (path, _) = import(&shared, "OriNet.pth", ModelKind::OriNet, "orinet-golden");
+    let (path, _) = import(&shared, "OriNet.pth", NetworkKind::OriNet, "orinet-golden");
     let model = OriNet::load(&path).expect("load imported OriNet");
     let cases = g["network_cases"].as_array().unwrap();
     let patches: Vec<f32> = cases.iter().flat_map(case_patch).collect();
@@ -241,8 +241,8 @@ fn parser_sanity_values() {
     let shared = shared_or_skip!();
     let g = golden(&shared);
     for (file, kind) in [
-        ("AffNet.pth", ModelKind::AffNet),
-        ("OriNet.pth", ModelKind::OriNet),
+        ("AffNet.pth", NetworkKind::AffNet),
+        ("OriNet.pth", NetworkKind::OriNet),
     ] {
         let sanity = &g["weights_sanity"][file];
         let (path, report) = import(&shared, file, kind, &format!("sanity-{file}"));

@@ -9,7 +9,7 @@ use nn_support::{
     legacy_pth, legacy_pth_with_object, zip_pth, zip_pth_with_object, zip_stored, Layout, Pickle,
     TestCheckpoint,
 };
-use wbs::nn::{self, AffNet, ModelKind, Weights};
+use wbs::nn::{self, AffNet, NetworkKind, Weights};
 use wbs::Error;
 
 /// The AffNet tensors: the authors' file when `../shared` is there, random ones otherwise.
@@ -18,7 +18,7 @@ fn affnet_weights() -> Weights {
         Some(s) => Weights::load(&s.join("weights/AffNet.pth")).expect("AffNet.pth"),
         None => {
             println!("note: ../shared absent, using random AffNet weights");
-            nn::random_weights(ModelKind::AffNet, 3)
+            nn::random_weights(NetworkKind::AffNet, 3)
         }
     }
 }
@@ -30,7 +30,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 /// An import error: a single line that names the file.
-fn import_err(input: &Path, kind: Option<ModelKind>) -> String {
+fn import_err(input: &Path, kind: Option<NetworkKind>) -> String {
     let out = input.with_extension("safetensors");
     let e = nn::import_pth(input, &out, kind).expect_err("import must fail");
     assert!(matches!(e, Error::Weights(_)), "{e:?}");
@@ -80,7 +80,7 @@ fn legacy_and_zip_files_import_to_the_same_weights() {
         let input = write(&dir, name, &bytes);
         let out = dir.join(format!("{name}.safetensors"));
         let report = nn::import_pth(&input, &out, None).expect(name);
-        assert_eq!(report.kind, ModelKind::AffNet);
+        assert_eq!(report.kind, NetworkKind::AffNet);
         assert_eq!(report.source_format, format);
         assert_eq!(report.epoch, Some(20));
         assert_eq!((report.tensors, report.values), (20, 84_307));
@@ -97,7 +97,7 @@ fn legacy_and_zip_files_import_to_the_same_weights() {
 
 #[test]
 fn state_dict_variants_are_found() {
-    let w = nn::random_weights(ModelKind::OriNet, 5);
+    let w = nn::random_weights(NetworkKind::OriNet, 5);
     let dir = nn_support::temp_dir("variants");
     // A bare state dict with DataParallel's `module.` prefix, and one under 'model'.
     let mut bare = TestCheckpoint::from_weights(&w);
@@ -115,7 +115,7 @@ fn state_dict_variants_are_found() {
         for bytes in [zip_pth(c), legacy_pth(c)] {
             let input = write(&dir, &format!("v{i}.pth"), &bytes);
             let out = dir.join(format!("v{i}.safetensors"));
-            let report = nn::import_pth(&input, &out, Some(ModelKind::OriNet)).expect("import");
+            let report = nn::import_pth(&input, &out, Some(NetworkKind::OriNet)).expect("import");
             assert_eq!(Weights::load(&out).unwrap().tensors, w.tensors);
             assert_eq!(report.skipped.len(), usize::from(i == 2));
         }
@@ -124,7 +124,7 @@ fn state_dict_variants_are_found() {
 
 #[test]
 fn truncated_files_are_rejected() {
-    let w = nn::random_weights(ModelKind::AffNet, 1);
+    let w = nn::random_weights(NetworkKind::AffNet, 1);
     let dir = nn_support::temp_dir("truncated");
     let c = TestCheckpoint::from_weights(&w);
     for (name, bytes) in [("legacy.pth", legacy_pth(&c)), ("zip.pth", zip_pth(&c))] {
@@ -142,7 +142,7 @@ fn truncated_files_are_rejected() {
 
 #[test]
 fn wrong_shapes_and_missing_tensors_are_rejected() {
-    let w = nn::random_weights(ModelKind::AffNet, 2);
+    let w = nn::random_weights(NetworkKind::AffNet, 2);
     let dir = nn_support::temp_dir("shapes");
     let mut reshaped = TestCheckpoint::from_weights(&w);
     reshaped.tensor_mut("features.15.weight").shape = vec![64, 64, 9];
@@ -156,7 +156,7 @@ fn wrong_shapes_and_missing_tensors_are_rejected() {
     ));
     for writer in [zip_pth as fn(&TestCheckpoint) -> Vec<u8>, legacy_pth] {
         let p = write(&dir, "reshaped.pth", &writer(&reshaped));
-        let msg = import_err(&p, Some(ModelKind::AffNet));
+        let msg = import_err(&p, Some(NetworkKind::AffNet));
         assert!(
             msg.contains("'features.15.weight' has shape [64, 64, 9]"),
             "{msg}"
@@ -168,11 +168,11 @@ fn wrong_shapes_and_missing_tensors_are_rejected() {
         );
 
         let p = write(&dir, "missing.pth", &writer(&missing));
-        let msg = import_err(&p, Some(ModelKind::AffNet));
+        let msg = import_err(&p, Some(NetworkKind::AffNet));
         assert!(msg.contains("missing tensor 'features.19.bias'"), "{msg}");
 
         let p = write(&dir, "extra.pth", &writer(&extra));
-        let msg = import_err(&p, Some(ModelKind::AffNet));
+        let msg = import_err(&p, Some(NetworkKind::AffNet));
         assert!(
             msg.contains("unexpected tensor 'classifier.weight'"),
             "{msg}"
@@ -184,14 +184,14 @@ fn wrong_shapes_and_missing_tensors_are_rejected() {
             "affnet.pth",
             &writer(&TestCheckpoint::from_weights(&w)),
         );
-        let msg = import_err(&p, Some(ModelKind::OriNet));
+        let msg = import_err(&p, Some(NetworkKind::OriNet));
         assert!(msg.contains("features.19.weight"), "{msg}");
     }
 }
 
 #[test]
 fn non_float_weights_are_rejected() {
-    let w = nn::random_weights(ModelKind::AffNet, 4);
+    let w = nn::random_weights(NetworkKind::AffNet, 4);
     let dir = nn_support::temp_dir("dtypes");
     let mut half = TestCheckpoint::from_weights(&w);
     half.tensor_mut("features.0.weight").class = "HalfStorage";
@@ -265,7 +265,7 @@ fn pickles_asking_for_code_are_refused() {
 
 #[test]
 fn unusual_zip_archives_get_clear_errors() {
-    let w = nn::random_weights(ModelKind::AffNet, 6);
+    let w = nn::random_weights(NetworkKind::AffNet, 6);
     let dir = nn_support::temp_dir("zips");
     let compressed = zip_stored(&[("archive/data.pkl".into(), b"\x80\x02N.".to_vec())], 8);
     let msg = import_err(&write(&dir, "deflated.pth", &compressed), None);
@@ -297,7 +297,7 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 /// Parses and checks in memory; a panic anywhere fails the test.
 fn parse_and_check(bytes: &[u8]) -> Result<(), Error> {
     let w = Weights::from_pth(bytes, "fuzz.pth")?;
-    ModelKind::detect(&w).map(|_| ())
+    NetworkKind::detect(&w).map(|_| ())
 }
 
 #[test]
@@ -337,7 +337,7 @@ fn fuzzed_affnet_pth_gives_errors_not_panics() {
 
 #[test]
 fn fuzzed_zip_checkpoint_gives_errors_not_panics() {
-    let w = nn::random_weights(ModelKind::AffNet, 8);
+    let w = nn::random_weights(NetworkKind::AffNet, 8);
     let original = zip_pth(&with_layouts(TestCheckpoint::from_weights(&w)));
     parse_and_check(&original).expect("the original parses");
     let mut next = rng(0xfeed);
@@ -361,7 +361,7 @@ fn fuzzed_zip_checkpoint_gives_errors_not_panics() {
 #[test]
 fn safetensors_load_errors_name_the_file_and_problem() {
     let dir = nn_support::temp_dir("safetensors");
-    let w = nn::random_weights(ModelKind::AffNet, 9);
+    let w = nn::random_weights(NetworkKind::AffNet, 9);
     let good = dir.join("affnet.safetensors");
     w.save(&good).unwrap();
     AffNet::load(&good).expect("valid file loads");
@@ -410,7 +410,7 @@ fn safetensors_load_errors_name_the_file_and_problem() {
 #[test]
 fn inspect_lists_both_formats() {
     let dir = nn_support::temp_dir("inspect");
-    let w = nn::random_weights(ModelKind::OriNet, 10);
+    let w = nn::random_weights(NetworkKind::OriNet, 10);
     let pth = write(
         &dir,
         "orinet.pth",
@@ -420,7 +420,7 @@ fn inspect_lists_both_formats() {
     nn::import_pth(&pth, &st, None).unwrap();
     for path in [&pth, &st] {
         let info = nn::inspect_file(path).unwrap();
-        assert_eq!(info.model, Some(ModelKind::OriNet), "{}", path.display());
+        assert_eq!(info.model, Some(NetworkKind::OriNet), "{}", path.display());
         let names: Vec<&str> = info.tensors.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names[..4],
@@ -476,21 +476,21 @@ fn locate_follows_flag_then_env_then_data() {
     std::fs::create_dir_all(&weights_dir).unwrap();
     std::fs::write(weights_dir.join("affnet.safetensors"), b"x").unwrap();
 
-    assert_eq!(nn::locate(ModelKind::HardNet, Some(&file)).unwrap(), file);
-    let msg = nn::locate(ModelKind::HardNet, Some(&dir.join("nope")))
+    assert_eq!(nn::locate(NetworkKind::HardNet, Some(&file)).unwrap(), file);
+    let msg = nn::locate(NetworkKind::HardNet, Some(&dir.join("nope")))
         .unwrap_err()
         .to_string();
     assert!(msg.contains("no such HardNet weights file"), "{msg}");
 
     std::env::set_var(nn::WEIGHTS_ENV, &file);
-    assert_eq!(nn::locate(ModelKind::OriNet, None).unwrap(), file);
+    assert_eq!(nn::locate(NetworkKind::OriNet, None).unwrap(), file);
     std::env::set_var(nn::WEIGHTS_ENV, &weights_dir);
     assert_eq!(
-        nn::locate(ModelKind::AffNet, None).unwrap(),
+        nn::locate(NetworkKind::AffNet, None).unwrap(),
         weights_dir.join("affnet.safetensors")
     );
     // Not in the directory: the shipped data/ if it has one, else an error that says what to do.
-    match nn::locate(ModelKind::HardNet, None) {
+    match nn::locate(NetworkKind::HardNet, None) {
         Ok(p) => assert!(p.ends_with("data/hardnet.safetensors"), "{}", p.display()),
         Err(e) => {
             let msg = e.to_string();

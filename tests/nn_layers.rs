@@ -5,7 +5,7 @@ mod nn_support;
 
 use nn_support::values;
 use wbs::nn::{
-    self, AffNet, BatchNorm2d, Conv2d, HardNet, Layer, ModelKind, OriNet, Sequential, Tensor,
+    self, AffNet, BatchNorm2d, Conv2d, HardNet, Layer, NetworkKind, OriNet, Sequential, Tensor,
 };
 
 /// Direct convolution in f64, straight from the definition.
@@ -139,7 +139,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 fn fast_path_matches_reference_layers() {
     let n = 37; // not a multiple of the chunk size
     let patches = test_patches(n);
-    let affnet = AffNet::from_weights(&nn::random_weights(ModelKind::AffNet, 21)).unwrap();
+    let affnet = AffNet::from_weights(&nn::random_weights(NetworkKind::AffNet, 21)).unwrap();
     let fast: Vec<f32> = affnet.forward_raw(&patches).concat();
     let slow: Vec<f32> = affnet.forward_reference(&patches).concat();
     assert!(
@@ -150,7 +150,7 @@ fn fast_path_matches_reference_layers() {
     // Random weights must not saturate the tanh, or the comparison would prove little.
     assert!(fast.iter().any(|v| v.abs() > 0.05 && v.abs() < 0.95));
 
-    let orinet = OriNet::from_weights(&nn::random_weights(ModelKind::OriNet, 22)).unwrap();
+    let orinet = OriNet::from_weights(&nn::random_weights(NetworkKind::OriNet, 22)).unwrap();
     let fast: Vec<f32> = orinet.forward_raw(&patches).concat();
     let slow: Vec<f32> = orinet.forward_reference(&patches).concat();
     assert!(
@@ -159,7 +159,7 @@ fn fast_path_matches_reference_layers() {
         max_diff(&fast, &slow)
     );
 
-    let hardnet = HardNet::from_weights(&nn::random_weights(ModelKind::HardNet, 23)).unwrap();
+    let hardnet = HardNet::from_weights(&nn::random_weights(NetworkKind::HardNet, 23)).unwrap();
     let fast = hardnet.describe(&patches);
     let slow = hardnet.describe_reference(&patches);
     assert!(
@@ -173,9 +173,9 @@ fn fast_path_matches_reference_layers() {
 fn batch_results_equal_single_patch_results() {
     let n = 21;
     let patches = test_patches(n);
-    let affnet = AffNet::from_weights(&nn::random_weights(ModelKind::AffNet, 31)).unwrap();
-    let orinet = OriNet::from_weights(&nn::random_weights(ModelKind::OriNet, 32)).unwrap();
-    let hardnet = HardNet::from_weights(&nn::random_weights(ModelKind::HardNet, 33)).unwrap();
+    let affnet = AffNet::from_weights(&nn::random_weights(NetworkKind::AffNet, 31)).unwrap();
+    let orinet = OriNet::from_weights(&nn::random_weights(NetworkKind::OriNet, 32)).unwrap();
+    let hardnet = HardNet::from_weights(&nn::random_weights(NetworkKind::HardNet, 33)).unwrap();
     let (a, o, h) = (
         affnet.forward_raw(&patches),
         orinet.angles(&patches),
@@ -207,7 +207,7 @@ fn batch_results_equal_single_patch_results() {
 fn input_normalisation_makes_scale_irrelevant() {
     let patches = test_patches(3);
     let scaled: Vec<f32> = patches.iter().map(|v| 255.0 * v + 40.0).collect();
-    let affnet = AffNet::from_weights(&nn::random_weights(ModelKind::AffNet, 41)).unwrap();
+    let affnet = AffNet::from_weights(&nn::random_weights(NetworkKind::AffNet, 41)).unwrap();
     let a = affnet.forward_raw(&patches).concat();
     let b = affnet.forward_raw(&scaled).concat();
     assert!(max_diff(&a, &b) < 1e-4, "{}", max_diff(&a, &b));
@@ -226,7 +226,7 @@ fn input_normalisation_makes_scale_irrelevant() {
 
 #[test]
 fn hardnet_descriptors_are_unit_length() {
-    let hardnet = HardNet::from_weights(&nn::random_weights(ModelKind::HardNet, 51)).unwrap();
+    let hardnet = HardNet::from_weights(&nn::random_weights(NetworkKind::HardNet, 51)).unwrap();
     let d = hardnet.describe(&test_patches(9));
     for desc in d.chunks(nn::HARDNET_DIM) {
         let norm: f32 = desc.iter().map(|v| v * v).sum::<f32>().sqrt();
@@ -239,7 +239,7 @@ fn hardnet_descriptors_are_unit_length() {
 
 #[test]
 fn hardnet_weights_are_validated() {
-    let expected = ModelKind::HardNet.expected_tensors();
+    let expected = NetworkKind::HardNet.expected_tensors();
     let names: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     // DagnyT/hardnet naming: convs at 0, 3, ..., 19 (no bias), BNs at 1, 4, ..., 16 and 20.
     for i in [0, 3, 6, 9, 12, 15, 19] {
@@ -270,8 +270,8 @@ fn hardnet_weights_are_validated() {
     assert_eq!(count, 1_334_560 + 1_152);
     assert!(expected.contains(&("features.19.weight".into(), vec![128, 128, 8, 8])));
 
-    let good = nn::random_weights(ModelKind::HardNet, 52);
-    assert_eq!(ModelKind::detect(&good).unwrap(), ModelKind::HardNet);
+    let good = nn::random_weights(NetworkKind::HardNet, 52);
+    assert_eq!(NetworkKind::detect(&good).unwrap(), NetworkKind::HardNet);
     let mut bad = good.clone();
     bad.insert(
         "features.12.weight",
@@ -287,12 +287,15 @@ fn hardnet_weights_are_validated() {
     neg.tensors.get_mut("features.20.running_var").unwrap().data[3] = -1.0;
     let msg = HardNet::from_weights(&neg).unwrap_err().to_string();
     assert!(msg.contains("negative variances"), "{msg}");
-    let msg = HardNet::from_weights(&nn::random_weights(ModelKind::AffNet, 1))
+    let msg = HardNet::from_weights(&nn::random_weights(NetworkKind::AffNet, 1))
         .unwrap_err()
         .to_string();
     assert!(msg.contains("HardNet"), "{msg}");
     let msg = AffNet::from_weights(&good).unwrap_err().to_string();
     assert!(msg.contains("AffNet"), "{msg}");
-    assert_eq!("hardnet".parse::<ModelKind>().unwrap(), ModelKind::HardNet);
-    assert!("sift".parse::<ModelKind>().is_err());
+    assert_eq!(
+        "hardnet".parse::<NetworkKind>().unwrap(),
+        NetworkKind::HardNet
+    );
+    assert!("sift".parse::<NetworkKind>().is_err());
 }

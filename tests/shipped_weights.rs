@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use wbs::image::{load_rgb, to_gray, LoadOptions};
-use wbs::nn::{self, ModelKind, Weights};
+use wbs::nn::{self, NetworkKind, Weights};
 use wbs::pipeline::{Config, Method};
 use wbs::protocol::{judge, GroundTruth};
 use wbs::synth::{read_homography, synthesize, SynthParams};
@@ -62,7 +62,7 @@ fn the_default_lookup_finds_the_shipped_affnet() {
         println!("SKIP: {} is set in the environment", nn::WEIGHTS_ENV);
         return;
     }
-    let found = nn::locate(ModelKind::AffNet, None).unwrap();
+    let found = nn::locate(NetworkKind::AffNet, None).unwrap();
     assert!(
         found.ends_with("data/affnet.safetensors"),
         "{}",

@@ -9,7 +9,7 @@ use rand::{RngExt, SeedableRng};
 use crate::device::Device;
 use crate::matcher::Matcher;
 use crate::matching::two_nearest;
-use crate::nn::{self, ModelKind};
+use crate::nn::{self, NetworkKind};
 use crate::pipeline::{Config, Method};
 use crate::shape::ShapeMethod;
 use crate::{Error, Result};
@@ -96,7 +96,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             bench_match(&a, &b, &config, args.repeat)?;
             if config.shape != ShapeMethod::Affnet {
                 // The AffNet preset too, when its weights can be found.
-                match nn::locate(ModelKind::AffNet, args.affnet_weights.as_deref()) {
+                match nn::locate(NetworkKind::AffNet, args.affnet_weights.as_deref()) {
                     Ok(path) => {
                         let mut config = Config::preset(Method::Hesaffnet);
                         config.weights.affnet = Some(path);

@@ -12,7 +12,7 @@ use crate::eval::datasets::{load_dataset, load_pair_list, parse_dataset_spec, pa
 use crate::eval::record::Shard;
 use crate::eval::report::{paper_table_markdown, write_reports};
 use crate::eval::{EvalFile, MethodConfig, Plan, Progress, RunOptions};
-use crate::geometry::ModelKind;
+use crate::geometry::Geometry;
 use crate::pipeline::Method;
 use crate::{Error, Result};
 
@@ -123,15 +123,15 @@ fn methods(args: &EvalArgs) -> Result<Vec<MethodConfig>> {
     for &method in &args.features.methods {
         let mut features = args.features.features.clone();
         features.method = method;
-        let with = |kind: ModelKind| {
+        let with = |kind: Geometry| {
             let mut config = features.config();
             let mut verify = args.verify.clone();
             verify.geometry = kind;
             verify.apply(&mut config);
             config.validate().map(|_| config)
         };
-        let homography = with(ModelKind::Homography)?;
-        let fundamental = with(ModelKind::Fundamental)?;
+        let homography = with(Geometry::Homography)?;
+        let fundamental = with(Geometry::Fundamental)?;
         let label = MethodConfig::label_of(&homography);
         if out.iter().any(|m| m.label == label) {
             return Err(Error::invalid(format!("--method {label} is given twice")));

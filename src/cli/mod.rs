@@ -22,7 +22,7 @@ pub use choice::choice;
 use crate::describe::DescriptorKind;
 use crate::detect::{Threshold, DEFAULT_THRESHOLD};
 use crate::device::{Device, ResolvedDevice};
-use crate::geometry::{HomographyError, ModelKind, RansacMethod};
+use crate::geometry::{Geometry, HomographyError, RansacMethod};
 use crate::orient::OrientationMethod;
 use crate::pipeline::{Config, Method, DEFAULT_ADAPTIVE_TARGET};
 use crate::shape::{ShapeFailures, ShapeMethod};
@@ -166,8 +166,8 @@ impl FeatureArgs {
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
     /// Model verified by LO-RANSAC: homography (planar scenes, rotations) or fundamental matrix.
-    #[arg(long, value_parser = choice::<ModelKind>(), default_value_t = ModelKind::Homography)]
-    pub geometry: ModelKind,
+    #[arg(long, value_parser = choice::<Geometry>(), default_value_t = Geometry::Homography)]
+    pub geometry: Geometry,
     /// Robust estimator: wbs's LO-RANSAC or the arrsac crate (a baseline without local optimisation).
     #[arg(long, value_parser = choice::<RansacMethod>(), default_value_t = RansacMethod::LoRansac)]
     pub ransac: RansacMethod,

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::device::Device;
-use crate::nn::{self, ModelKind, Weights};
+use crate::nn::{self, NetworkKind, Weights};
 use crate::train::data::PairSet;
 use crate::train::phototour::load_phototour;
 use crate::train::session::{run_session, Event, SessionOptions};
@@ -29,27 +29,6 @@ pub struct TrainArgs {
 pub enum TrainCommand {
     /// Train AffNet: augment → AffNet → spatial transformer → descriptor → loss, SGD.
     Affnet(AffnetArgs),
-}
-
-/// The loss.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LossArg {
-    /// Hard negative-constant (the paper's).
-    Hardnegc,
-    /// Hardest-in-batch triplet margin (HardNet's).
-    Hardneg,
-    /// Positive distance only (collapses; for comparison).
-    Posdist,
-}
-
-impl From<LossArg> for LossKind {
-    fn from(l: LossArg) -> LossKind {
-        match l {
-            LossArg::Hardnegc => LossKind::HardNegC,
-            LossArg::Hardneg => LossKind::HardNeg,
-            LossArg::Posdist => LossKind::PosDist,
-        }
-    }
 }
 
 /// The descriptor the loss is computed on.
@@ -81,8 +60,8 @@ pub struct AffnetArgs {
     /// Pairs per batch (no two of the same 3D point).
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
-    #[arg(long, value_enum, default_value_t = LossArg::Hardnegc)]
-    pub loss: LossArg,
+    #[arg(long, value_parser = super::choice::<LossKind>(), default_value_t = LossKind::HardNegC)]
+    pub loss: LossKind,
     #[arg(long, value_enum, default_value_t = DescriptorArg::Sift)]
     pub descriptor: DescriptorArg,
     /// HardNet weights for --descriptor hardnet (default: WBS_WEIGHTS, then data/).
@@ -181,7 +160,7 @@ fn affnet(args: AffnetArgs) -> Result<()> {
     let (descriptor, descriptor_name) = match args.descriptor {
         DescriptorArg::Sift => (Descriptor::sift(), "sift".to_string()),
         DescriptorArg::Hardnet => {
-            let path = nn::locate(ModelKind::HardNet, args.hardnet_weights.as_deref())?;
+            let path = nn::locate(NetworkKind::HardNet, args.hardnet_weights.as_deref())?;
             let net = FrozenHardNet::from_weights(&Weights::load(&path)?)?;
             (
                 Descriptor::hardnet(net),
@@ -214,7 +193,7 @@ fn affnet(args: AffnetArgs) -> Result<()> {
         pairs_per_epoch: args.pairs,
         epochs: args.epochs,
         batch: args.batch,
-        loss: LossKind::from(args.loss).name().into(),
+        loss: args.loss.name().into(),
         descriptor: descriptor_name,
         lr: args.lr,
         seed: args.seed,

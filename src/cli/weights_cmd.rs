@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::nn::{self, Inspection, ModelKind, TensorInfo};
+use crate::nn::{self, Inspection, NetworkKind, TensorInfo};
 use crate::Result;
 
 #[derive(Args, Debug)]
@@ -49,12 +49,12 @@ pub enum KindArg {
     Hardnet,
 }
 
-impl From<KindArg> for ModelKind {
-    fn from(k: KindArg) -> ModelKind {
+impl From<KindArg> for NetworkKind {
+    fn from(k: KindArg) -> NetworkKind {
         match k {
-            KindArg::Affnet => ModelKind::AffNet,
-            KindArg::Orinet => ModelKind::OriNet,
-            KindArg::Hardnet => ModelKind::HardNet,
+            KindArg::Affnet => NetworkKind::AffNet,
+            KindArg::Orinet => NetworkKind::OriNet,
+            KindArg::Hardnet => NetworkKind::HardNet,
         }
     }
 }
@@ -62,7 +62,7 @@ impl From<KindArg> for ModelKind {
 pub fn run(args: WeightsArgs) -> Result<()> {
     match args.command {
         WeightsCommand::Import(a) => {
-            let report = nn::import_pth(&a.input, &a.out, a.kind.map(ModelKind::from))?;
+            let report = nn::import_pth(&a.input, &a.out, a.kind.map(NetworkKind::from))?;
             println!("{report}");
         }
         WeightsCommand::Inspect(a) => print!("{}", describe(&nn::inspect_file(&a.file)?)),
@@ -75,7 +75,7 @@ fn describe(inspection: &Inspection) -> String {
     let mut out = format!("format   {}\n", inspection.format);
     let model = inspection
         .model
-        .map_or("none of AffNet, OriNet, HardNet", ModelKind::name);
+        .map_or("none of AffNet, OriNet, HardNet", NetworkKind::name);
     out += &format!("model    {model}\n");
     for (key, value) in &inspection.metadata {
         out += &format!("meta     {key} = {value}\n");

@@ -30,11 +30,11 @@ pub fn describe_hardnet(space: &ScaleSpace, features: &[Feature], hardnet: &Hard
 mod tests {
     use super::*;
     use crate::image::GrayImage;
-    use crate::nn::{random_weights, ModelKind};
+    use crate::nn::{random_weights, NetworkKind};
 
     #[test]
     fn random_weights_give_one_unit_128_d_descriptor_per_feature() {
-        let hardnet = HardNet::from_weights(&random_weights(ModelKind::HardNet, 4)).unwrap();
+        let hardnet = HardNet::from_weights(&random_weights(NetworkKind::HardNet, 4)).unwrap();
         let image = GrayImage::from_fn(100, 100, |x, y| {
             100.0 + 60.0 * ((x as f32) * 0.3).sin() * ((y as f32) * 0.2).cos()
         });

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceKind;
-use crate::geometry::ModelKind;
+use crate::geometry::Geometry;
 use crate::matcher::Matcher;
 use crate::pipeline::Config;
 use crate::protocol::GroundTruth;
@@ -25,14 +25,14 @@ pub struct MethodConfig {
     /// Settings for pairs verified with a fundamental matrix.
     pub fundamental: Config,
     /// The model for pairs without ground truth (`--geometry`).
-    pub without_ground_truth: ModelKind,
+    pub without_ground_truth: Geometry,
 }
 
 impl MethodConfig {
     /// A method from one configuration: kept as it is for the model it verifies, and with the
     /// protocol's defaults of the other model (`Config::set_geometry`) for the other pairs.
     pub fn from_config(config: Config, device: DeviceKind) -> MethodConfig {
-        let with = |kind: ModelKind| {
+        let with = |kind: Geometry| {
             let mut c = config.clone();
             if c.ransac.kind != kind {
                 c.set_geometry(kind);
@@ -42,9 +42,9 @@ impl MethodConfig {
         MethodConfig {
             label: Self::label_of(&config),
             device,
-            homography: with(ModelKind::Homography),
-            fundamental: with(ModelKind::Fundamental),
-            without_ground_truth: ModelKind::Homography,
+            homography: with(Geometry::Homography),
+            fundamental: with(Geometry::Fundamental),
+            without_ground_truth: Geometry::Homography,
         }
     }
 
@@ -56,19 +56,19 @@ impl MethodConfig {
     }
 
     /// The model that verifies a pair with this ground truth.
-    pub fn geometry_for(&self, truth: &GroundTruth) -> ModelKind {
+    pub fn geometry_for(&self, truth: &GroundTruth) -> Geometry {
         match truth {
-            GroundTruth::Homography(_) => ModelKind::Homography,
-            GroundTruth::Correspondences(_) => ModelKind::Fundamental,
+            GroundTruth::Homography(_) => Geometry::Homography,
+            GroundTruth::Correspondences(_) => Geometry::Fundamental,
             GroundTruth::None => self.without_ground_truth,
         }
     }
 
     /// The settings for one verification model.
-    pub fn config(&self, kind: ModelKind) -> &Config {
+    pub fn config(&self, kind: Geometry) -> &Config {
         match kind {
-            ModelKind::Homography => &self.homography,
-            ModelKind::Fundamental => &self.fundamental,
+            Geometry::Homography => &self.homography,
+            Geometry::Fundamental => &self.fundamental,
         }
     }
 
@@ -106,10 +106,10 @@ pub struct MethodMatchers {
 
 impl MethodMatchers {
     /// The matcher for one verification model.
-    pub fn for_geometry(&self, kind: ModelKind) -> &Matcher {
+    pub fn for_geometry(&self, kind: Geometry) -> &Matcher {
         match kind {
-            ModelKind::Homography => &self.homography,
-            ModelKind::Fundamental => &self.fundamental,
+            Geometry::Homography => &self.homography,
+            Geometry::Fundamental => &self.fundamental,
         }
     }
 }

@@ -143,8 +143,8 @@ pub fn evaluate_pair(
         record.ground_truth = truth_kind(&truth).to_string();
         record.geometry = Some(
             match method.geometry_for(&truth) {
-                crate::geometry::ModelKind::Homography => "homography",
-                crate::geometry::ModelKind::Fundamental => "fundamental",
+                crate::geometry::Geometry::Homography => "homography",
+                crate::geometry::Geometry::Fundamental => "fundamental",
             }
             .to_string(),
         );

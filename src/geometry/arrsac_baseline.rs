@@ -16,7 +16,7 @@ use sample_consensus::{Consensus, Estimator, Model};
 use super::fundamental::{self, normalise_fundamental, seven_point};
 use super::homography::{self, is_near_singular, minimal_homography, scale_homography};
 use super::normalise::hartley;
-use super::{HomographyError, ModelKind, RansacConfig, Verification};
+use super::{Geometry, HomographyError, RansacConfig, Verification};
 
 /// Initial hypotheses ARRSAC draws to estimate ε and δ. The crate's default (256) fails at
 /// 20 % inliers on 2,000 matches (rust-stack.md §3); 2048 finds H at 20 %, comfortably covering
@@ -224,12 +224,12 @@ pub(crate) fn verify_arrsac(
     let mut arrsac =
         Arrsac::new(threshold2, rng).initialization_hypotheses(INITIALIZATION_HYPOTHESES);
     let (model, iterations) = match cfg.kind {
-        ModelKind::Homography => {
+        Geometry::Homography => {
             let estimator = HomographyEstimator::new(cfg.homography_error);
             let model = arrsac.model(&estimator, data.iter().copied());
             (model.map(|m| m.h), estimator.calls())
         }
-        ModelKind::Fundamental => {
+        Geometry::Fundamental => {
             let estimator = FundamentalEstimator::new();
             let model = arrsac.model(&estimator, data.iter().copied());
             (model.map(|m| m.f), estimator.calls())
@@ -237,7 +237,7 @@ pub(crate) fn verify_arrsac(
     };
     let model = model?;
     let (model, inliers) = match cfg.kind {
-        ModelKind::Homography => {
+        Geometry::Homography => {
             let h = scale_homography(&model);
             let h_model = HomographyModel {
                 h,
@@ -256,7 +256,7 @@ pub(crate) fn verify_arrsac(
                 .collect();
             (h, inliers)
         }
-        ModelKind::Fundamental => {
+        Geometry::Fundamental => {
             let f = normalise_fundamental(&model);
             let inliers = valid
                 .iter()

@@ -49,7 +49,7 @@ use ransac::{Engine, Family, Rng, Settings};
 
 choices! {
     /// The model that geometric verification fits.
-    pub enum ModelKind {
+    pub enum Geometry {
         /// A homography (planar scenes, pure rotations, distant scenes).
         Homography = "homography",
         /// A fundamental matrix (any rigid scene; needs more inliers).
@@ -57,12 +57,12 @@ choices! {
     }
 }
 
-impl ModelKind {
+impl Geometry {
     /// Size of a minimal sample: 4 correspondences for H, 7 for F.
     pub fn minimal_sample(self) -> usize {
         match self {
-            ModelKind::Homography => 4,
-            ModelKind::Fundamental => 7,
+            Geometry::Homography => 4,
+            Geometry::Fundamental => 7,
         }
     }
 }
@@ -81,7 +81,7 @@ choices! {
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RansacConfig {
-    pub kind: ModelKind,
+    pub kind: Geometry,
     /// Inlier threshold in px: 3.0 (H) / 1.5 (F Sampson distance, i.e. sqrt of the Sampson error).
     pub threshold_px: f64,
     /// Probability of having drawn an all-inlier sample when sampling stops: 0.999.
@@ -101,7 +101,7 @@ impl RansacConfig {
     /// 10 000 samples, seed 0, LO on.
     pub fn homography() -> Self {
         Self {
-            kind: ModelKind::Homography,
+            kind: Geometry::Homography,
             threshold_px: 3.0,
             confidence: 0.999,
             max_iterations: 10_000,
@@ -115,7 +115,7 @@ impl RansacConfig {
     /// most 10 000 samples, seed 0, LO on.
     pub fn fundamental() -> Self {
         Self {
-            kind: ModelKind::Fundamental,
+            kind: Geometry::Fundamental,
             threshold_px: 1.5,
             ..Self::homography()
         }
@@ -197,14 +197,14 @@ fn verify_lo_ransac(
         local_optimisation: cfg.local_optimisation,
     };
     let (model, local_inliers, iterations, lo_runs) = match cfg.kind {
-        ModelKind::Homography => {
+        Geometry::Homography => {
             let family = HomographyFamily {
                 data: &data,
                 error: cfg.homography_error,
             };
             run_family(&family, &settings, &mut rng)?
         }
-        ModelKind::Fundamental => {
+        Geometry::Fundamental => {
             let family = FundamentalFamily {
                 data: &data,
                 degensac,
@@ -213,8 +213,8 @@ fn verify_lo_ransac(
         }
     };
     let model = match cfg.kind {
-        ModelKind::Homography => homography::scale_homography(&model),
-        ModelKind::Fundamental => fundamental::normalise_fundamental(&model),
+        Geometry::Homography => homography::scale_homography(&model),
+        Geometry::Fundamental => fundamental::normalise_fundamental(&model),
     };
     let mut inliers: Vec<usize> = local_inliers.iter().map(|&k| order[k]).collect();
     inliers.sort_unstable();
@@ -245,7 +245,7 @@ fn run_family<F: Family>(
 
 /// Median over `inliers` of the ground-truth error: transfer error (H) or Sampson distance (F).
 fn median_truth_error(
-    kind: ModelKind,
+    kind: Geometry,
     truth: &Matrix3<f64>,
     s: &synthetic::Synthetic,
     inliers: &[usize],
@@ -253,8 +253,8 @@ fn median_truth_error(
     let mut e: Vec<f64> = inliers
         .iter()
         .map(|&i| match kind {
-            ModelKind::Homography => transfer_error(truth, s.p1[i], s.p2[i]),
-            ModelKind::Fundamental => sampson_distance(truth, s.p1[i], s.p2[i]),
+            Geometry::Homography => transfer_error(truth, s.p1[i], s.p2[i]),
+            Geometry::Fundamental => sampson_distance(truth, s.p1[i], s.p2[i]),
         })
         .collect();
     e.sort_by(f64::total_cmp);
@@ -278,7 +278,7 @@ fn bench_table(sizes: &[usize], scenes: u64, repetitions: usize) -> String {
          best of {repetitions} runs each)\n\
          model  tentatives  time_ms  iterations  lo_runs  inliers  correct  true_inliers  gt_err_px\n"
     );
-    for kind in [ModelKind::Homography, ModelKind::Fundamental] {
+    for kind in [Geometry::Homography, Geometry::Fundamental] {
         for &n in sizes {
             let mut rows = Vec::new();
             for scene in 0..scenes {
@@ -286,8 +286,8 @@ fn bench_table(sizes: &[usize], scenes: u64, repetitions: usize) -> String {
                 let cfg = RansacConfig {
                     seed: scene,
                     ..match kind {
-                        ModelKind::Homography => RansacConfig::homography(),
-                        ModelKind::Fundamental => RansacConfig::fundamental(),
+                        Geometry::Homography => RansacConfig::homography(),
+                        Geometry::Fundamental => RansacConfig::fundamental(),
                     }
                 };
                 let mut ms = f64::INFINITY;
@@ -314,8 +314,8 @@ fn bench_table(sizes: &[usize], scenes: u64, repetitions: usize) -> String {
             rows.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (ms, it, lo, inl, correct, truth, err) = rows[rows.len() / 2];
             let name = match kind {
-                ModelKind::Homography => "H",
-                ModelKind::Fundamental => "F",
+                Geometry::Homography => "H",
+                Geometry::Fundamental => "F",
             };
             let _ = writeln!(
                 out,

@@ -11,7 +11,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
 use super::linalg::skew;
-use super::ModelKind;
+use super::Geometry;
 
 pub(crate) const WIDTH: f64 = 800.0;
 pub(crate) const HEIGHT: f64 = 600.0;
@@ -216,7 +216,7 @@ impl Synthetic {
 /// points for H, general 3-D points for F) with `noise_px` Gaussian noise per coordinate in both
 /// images; the rest are uniform over the 800×600 images.
 pub(crate) fn matches(
-    kind: ModelKind,
+    kind: Geometry,
     n: usize,
     inlier_ratio: f64,
     noise_px: f64,
@@ -226,13 +226,13 @@ pub(crate) fn matches(
     let scene = Scene::random(&mut rng);
     let n_in = ((n as f64) * inlier_ratio).round() as usize;
     let (truth, p1, p2) = match kind {
-        ModelKind::Homography => scene.plane_points(&mut rng, n_in),
-        ModelKind::Fundamental => scene.general_points(&mut rng, n_in),
+        Geometry::Homography => scene.plane_points(&mut rng, n_in),
+        Geometry::Fundamental => scene.general_points(&mut rng, n_in),
     };
     let mut s = Synthetic {
         truth,
         is_inlier: vec![true; p1.len()],
-        on_plane: vec![kind == ModelKind::Homography; p1.len()],
+        on_plane: vec![kind == Geometry::Homography; p1.len()],
         p1,
         p2,
     };

@@ -3,10 +3,10 @@
 use super::synthetic::{self, Synthetic};
 use super::*;
 
-fn lo(kind: ModelKind) -> RansacConfig {
+fn lo(kind: Geometry) -> RansacConfig {
     match kind {
-        ModelKind::Homography => RansacConfig::homography(),
-        ModelKind::Fundamental => RansacConfig::fundamental(),
+        Geometry::Homography => RansacConfig::homography(),
+        Geometry::Fundamental => RansacConfig::fundamental(),
     }
 }
 
@@ -30,7 +30,7 @@ impl Quality {
     }
 }
 
-fn quality(kind: ModelKind, s: &Synthetic, v: &Verification) -> Quality {
+fn quality(kind: Geometry, s: &Synthetic, v: &Verification) -> Quality {
     Quality {
         found: v.inliers.len(),
         true_inliers: s.inlier_indices().len(),
@@ -44,7 +44,7 @@ fn quality(kind: ModelKind, s: &Synthetic, v: &Verification) -> Quality {
 fn assert_inliers_consistent(s: &Synthetic, cfg: &RansacConfig, v: &Verification) {
     assert!(v.inliers.windows(2).all(|w| w[0] < w[1]), "ascending");
     let within = |i: usize| match cfg.kind {
-        ModelKind::Homography => match cfg.homography_error {
+        Geometry::Homography => match cfg.homography_error {
             HomographyError::Forward => transfer_error(&v.model, s.p1[i], s.p2[i]),
             HomographyError::SymmetricMax => {
                 let inv = v.model.try_inverse().expect("invertible H");
@@ -53,7 +53,7 @@ fn assert_inliers_consistent(s: &Synthetic, cfg: &RansacConfig, v: &Verification
             }
             HomographyError::Sampson => homography::sampson_error2(&v.model, s.p1[i], s.p2[i]).sqrt(),
         },
-        ModelKind::Fundamental => sampson_distance(&v.model, s.p1[i], s.p2[i]),
+        Geometry::Fundamental => sampson_distance(&v.model, s.p1[i], s.p2[i]),
     } <= cfg.threshold_px * (1.0 + 1e-9);
     let expected: Vec<usize> = (0..s.p1.len()).filter(|&i| within(i)).collect();
     // Allow for rounding differences right at the threshold.
@@ -69,10 +69,10 @@ fn assert_inliers_consistent(s: &Synthetic, cfg: &RansacConfig, v: &Verification
 #[test]
 fn homography_is_found_at_30_percent_inliers() {
     for seed in 0..3 {
-        let s = synthetic::matches(ModelKind::Homography, 1000, 0.3, 0.5, 100 + seed);
-        let cfg = lo(ModelKind::Homography);
+        let s = synthetic::matches(Geometry::Homography, 1000, 0.3, 0.5, 100 + seed);
+        let cfg = lo(Geometry::Homography);
         let v = verify(&s.p1, &s.p2, &cfg, RansacMethod::LoRansac).expect("a model");
-        let q = quality(ModelKind::Homography, &s, &v);
+        let q = quality(Geometry::Homography, &s, &v);
         assert!(q.median_truth_error < 1.0, "{q:?}");
         assert!(q.recall() >= 0.9, "{q:?}");
         assert!(q.outlier_fraction() <= 0.02, "{q:?}");
@@ -85,10 +85,10 @@ fn homography_is_found_at_30_percent_inliers() {
 #[test]
 fn fundamental_is_found_at_30_percent_inliers() {
     for seed in 0..3 {
-        let s = synthetic::matches(ModelKind::Fundamental, 1000, 0.3, 0.5, 200 + seed);
-        let cfg = lo(ModelKind::Fundamental);
+        let s = synthetic::matches(Geometry::Fundamental, 1000, 0.3, 0.5, 200 + seed);
+        let cfg = lo(Geometry::Fundamental);
         let v = verify(&s.p1, &s.p2, &cfg, RansacMethod::LoRansac).expect("a model");
-        let q = quality(ModelKind::Fundamental, &s, &v);
+        let q = quality(Geometry::Fundamental, &s, &v);
         // Noise alone gives true inliers a median Sampson distance of about 0.34 px.
         assert!(q.median_truth_error < 0.6, "{q:?}");
         assert!(q.recall() >= 0.9, "{q:?}");
@@ -113,14 +113,14 @@ fn fundamental_is_found_at_30_percent_inliers() {
 
 #[test]
 fn alternative_homography_errors_work() {
-    let s = synthetic::matches(ModelKind::Homography, 800, 0.3, 0.5, 300);
+    let s = synthetic::matches(Geometry::Homography, 800, 0.3, 0.5, 300);
     for error in [HomographyError::SymmetricMax, HomographyError::Sampson] {
         let cfg = RansacConfig {
             homography_error: error,
             ..RansacConfig::homography()
         };
         let v = verify(&s.p1, &s.p2, &cfg, RansacMethod::LoRansac).expect("a model");
-        let q = quality(ModelKind::Homography, &s, &v);
+        let q = quality(Geometry::Homography, &s, &v);
         assert!(
             q.median_truth_error < 1.0 && q.recall() >= 0.9,
             "{error:?}: {q:?}"
@@ -132,7 +132,7 @@ fn alternative_homography_errors_work() {
 
 #[test]
 fn same_seed_same_result_and_other_seeds_also_succeed() {
-    for kind in [ModelKind::Homography, ModelKind::Fundamental] {
+    for kind in [Geometry::Homography, Geometry::Fundamental] {
         let s = synthetic::matches(kind, 700, 0.35, 0.5, 400);
         let cfg = lo(kind);
         let a = verify(&s.p1, &s.p2, &cfg, RansacMethod::LoRansac).expect("a model");
@@ -183,7 +183,7 @@ fn dominant_plane_scene(seed: u64) -> Synthetic {
 fn degensac_survives_a_dominant_plane() {
     for seed in DOMINANT_PLANE_SEEDS {
         let s = dominant_plane_scene(seed);
-        let cfg = lo(ModelKind::Fundamental);
+        let cfg = lo(Geometry::Fundamental);
         let v = verify(&s.p1, &s.p2, &cfg, RansacMethod::LoRansac).expect("a model");
         let (found, total, median) = off_plane_fit(&s, &v);
         assert!(
@@ -205,7 +205,7 @@ fn without_degensac_the_dominant_plane_scenes_fail() {
         .filter(|&&seed| {
             let s = dominant_plane_scene(seed);
             let valid: Vec<usize> = (0..s.p1.len()).collect();
-            let cfg = lo(ModelKind::Fundamental);
+            let cfg = lo(Geometry::Fundamental);
             let Some(v) = verify_lo_ransac(&s.p1, &s.p2, &valid, &cfg, false) else {
                 return true;
             };
@@ -223,8 +223,8 @@ fn without_degensac_the_dominant_plane_scenes_fail() {
 fn local_optimisation_finds_more_true_inliers_on_hard_cases() {
     let (mut with_lo, mut without_lo) = (0usize, 0usize);
     for seed in 0..5 {
-        let s = synthetic::matches(ModelKind::Homography, 1000, 0.15, 1.0, 600 + seed);
-        let cfg = lo(ModelKind::Homography);
+        let s = synthetic::matches(Geometry::Homography, 1000, 0.15, 1.0, 600 + seed);
+        let cfg = lo(Geometry::Homography);
         let plain = RansacConfig {
             local_optimisation: false,
             ..cfg.clone()
@@ -232,8 +232,8 @@ fn local_optimisation_finds_more_true_inliers_on_hard_cases() {
         let a = verify(&s.p1, &s.p2, &cfg, RansacMethod::LoRansac).expect("LO model");
         let b = verify(&s.p1, &s.p2, &plain, RansacMethod::LoRansac).expect("MSAC model");
         assert_eq!(b.lo_runs, 0);
-        let qa = quality(ModelKind::Homography, &s, &a);
-        let qb = quality(ModelKind::Homography, &s, &b);
+        let qa = quality(Geometry::Homography, &s, &a);
+        let qb = quality(Geometry::Homography, &s, &b);
         // With 1 px noise in both images about 10 % of the true inliers are beyond 3 px of the
         // true H: compare with what the true model itself gets.
         let achievable = s
@@ -256,7 +256,7 @@ fn local_optimisation_finds_more_true_inliers_on_hard_cases() {
 
 #[test]
 fn arrsac_baseline_finds_the_model_at_50_percent_inliers() {
-    for kind in [ModelKind::Homography, ModelKind::Fundamental] {
+    for kind in [Geometry::Homography, Geometry::Fundamental] {
         let s = synthetic::matches(kind, 1000, 0.5, 0.5, 700);
         let cfg = lo(kind);
         let v = verify(&s.p1, &s.p2, &cfg, RansacMethod::Arrsac).expect("ARRSAC model");
@@ -278,7 +278,7 @@ fn arrsac_baseline_finds_the_model_at_50_percent_inliers() {
 
 #[test]
 fn pure_outliers_give_no_registered_model() {
-    for kind in [ModelKind::Homography, ModelKind::Fundamental] {
+    for kind in [Geometry::Homography, Geometry::Fundamental] {
         let s = synthetic::matches(kind, 1000, 0.0, 0.5, 800);
         for method in [RansacMethod::LoRansac, RansacMethod::Arrsac] {
             if let Some(v) = verify(&s.p1, &s.p2, &lo(kind), method) {
@@ -286,8 +286,8 @@ fn pure_outliers_give_no_registered_model() {
                 // some random points within 1.5 px of its epipolar lines (≈ 1 % of them for a
                 // random F, a few % for the best of 10,000): "rejected" means a small fraction.
                 let limit = match kind {
-                    ModelKind::Homography => 15,
-                    ModelKind::Fundamental => 50,
+                    Geometry::Homography => 15,
+                    Geometry::Fundamental => 50,
                 };
                 assert!(
                     v.inliers.len() < limit,
@@ -302,7 +302,7 @@ fn pure_outliers_give_no_registered_model() {
 /// Every degenerate or adversarial input either gives `None` or a model, never a panic.
 #[test]
 fn adversarial_inputs_do_not_panic() {
-    let s = synthetic::matches(ModelKind::Homography, 60, 0.5, 0.5, 900);
+    let s = synthetic::matches(Geometry::Homography, 60, 0.5, 0.5, 900);
     type Case = (&'static str, Vec<[f64; 2]>, Vec<[f64; 2]>);
     let mut cases: Vec<Case> = vec![
         ("empty", vec![], vec![]),
@@ -343,7 +343,7 @@ fn adversarial_inputs_do_not_panic() {
     cases.push(("nan and inf", with_nan.0, with_nan.1));
     cases.push(("all nan", vec![[f64::NAN; 2]; 30], vec![[f64::NAN; 2]; 30]));
     for (name, p1, p2) in &cases {
-        for kind in [ModelKind::Homography, ModelKind::Fundamental] {
+        for kind in [Geometry::Homography, Geometry::Fundamental] {
             for method in [RansacMethod::LoRansac, RansacMethod::Arrsac] {
                 for error in [
                     HomographyError::Forward,
@@ -370,13 +370,13 @@ fn adversarial_inputs_do_not_panic() {
         }
     }
     // Fewer than a minimal sample, mismatched lengths or a bad threshold: None.
-    let cfg = lo(ModelKind::Homography);
+    let cfg = lo(Geometry::Homography);
     assert!(verify(&s.p1[..3], &s.p2[..3], &cfg, RansacMethod::LoRansac).is_none());
     assert!(verify(&s.p1, &s.p2[..30], &cfg, RansacMethod::LoRansac).is_none());
     assert!(verify(
         &s.p1[..6],
         &s.p2[..6],
-        &lo(ModelKind::Fundamental),
+        &lo(Geometry::Fundamental),
         RansacMethod::Arrsac
     )
     .is_none());
@@ -410,7 +410,7 @@ fn adversarial_inputs_do_not_panic() {
 
 #[test]
 fn non_finite_correspondences_are_ignored_not_fatal() {
-    let mut s = synthetic::matches(ModelKind::Homography, 400, 0.4, 0.5, 950);
+    let mut s = synthetic::matches(Geometry::Homography, 400, 0.4, 0.5, 950);
     let bad: Vec<usize> = (0..400).step_by(37).collect();
     for &i in &bad {
         s.p1[i][0] = f64::NAN;
@@ -418,18 +418,18 @@ fn non_finite_correspondences_are_ignored_not_fatal() {
     let v = verify(
         &s.p1,
         &s.p2,
-        &lo(ModelKind::Homography),
+        &lo(Geometry::Homography),
         RansacMethod::LoRansac,
     )
     .expect("model");
     assert!(bad.iter().all(|i| v.inliers.binary_search(i).is_err()));
-    let q = quality(ModelKind::Homography, &s, &v);
+    let q = quality(Geometry::Homography, &s, &v);
     assert!(q.recall() >= 0.85, "{q:?}");
 }
 
 #[test]
 fn coordinates_around_a_million_pixels_still_work() {
-    for kind in [ModelKind::Homography, ModelKind::Fundamental] {
+    for kind in [Geometry::Homography, Geometry::Fundamental] {
         let mut s = synthetic::matches(kind, 600, 0.4, 0.5, 960);
         // Shift both images by 10⁶ px: the model changes, its inliers must not.
         for p in s.p1.iter_mut().chain(s.p2.iter_mut()) {

@@ -1,5 +1,5 @@
 //! AffNet, OriNet and HardNet inference on the device, from the same weights (safetensors or
-//! `.pth`) and the same architecture description (`nn::ModelKind`) as the CPU.
+//! `.pth`) and the same architecture description (`nn::NetworkKind`) as the CPU.
 //!
 //! As the CPU engine (`nn::engine`), each batch norm is folded into the convolution before it and
 //! every activation is fused into the convolution's output, so a network is its per-patch input
@@ -10,8 +10,9 @@
 use super::ops::{self, Buf, Fused, InputMap};
 use super::shapes::ConvGeometry;
 use super::Gpu;
-use crate::nn::layers::{Layer, Sequential};
-use crate::nn::{ModelKind, Weights, DEFAULT_INPUT_EPS, L2_NORM_EPS, PATCH_LEN, PATCH_SIZE};
+use crate::nn::fold::{fold, FusedAct};
+use crate::nn::layers::Sequential;
+use crate::nn::{NetworkKind, Weights, DEFAULT_INPUT_EPS, L2_NORM_EPS, PATCH_LEN, PATCH_SIZE};
 use crate::{Error, Result};
 
 /// One convolution with its batch norm folded in and its activation fused.
@@ -28,96 +29,43 @@ struct Stage {
 
 /// A network on the device.
 pub struct GpuNet {
-    kind: ModelKind,
+    kind: NetworkKind,
     stages: Vec<Stage>,
     pool: bool,
     input_eps: f32,
 }
 
-/// The folded stages of `seq` on the host: (cin, cout, k, stride, pad, GEMM-layout weights,
-/// bias, activation), and whether a global average pool ends the network. The same folding as
-/// `nn::engine::Plan::new`.
-#[allow(clippy::type_complexity)]
-pub(crate) fn fold(
-    seq: &Sequential,
-) -> Result<(
-    Vec<(usize, usize, usize, usize, usize, Vec<f32>, Vec<f32>, Fused)>,
-    bool,
-)> {
-    let mut stages: Vec<(usize, usize, usize, usize, usize, Vec<f32>, Vec<f32>, Fused)> =
-        Vec::new();
-    let mut pool = false;
-    let unsupported = |what: &str| Error::invalid(format!("gpu network: {what}"));
-    for layer in &seq.layers {
-        if pool {
-            return Err(unsupported("layers after global pooling are not supported"));
-        }
-        match layer {
-            Layer::Conv2d(c) => {
-                let (k, cin, cout) = (c.k, c.cin, c.cout);
-                let w = c.gemm_weights();
-                let b = c.bias.clone().unwrap_or_else(|| vec![0.0; cout]);
-                stages.push((cin, cout, k, c.stride, c.padding, w, b, Fused::None));
-            }
-            Layer::BatchNorm2d(bn) => {
-                let st = match stages.last_mut() {
-                    Some(st) if st.7 == Fused::None && st.1 == bn.channels() => st,
-                    _ => return Err(unsupported("batch norm must directly follow a conv")),
-                };
-                let (scale, shift) = bn.scale_shift();
-                let cout = st.1;
-                for row in st.5.chunks_mut(cout) {
-                    row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s);
-                }
-                for ((b, s), t) in st.6.iter_mut().zip(&scale).zip(&shift) {
-                    *b = *b * s + t;
-                }
-            }
-            Layer::Relu | Layer::Tanh => match stages.last_mut() {
-                Some(st) if st.7 == Fused::None => {
-                    st.7 = if *layer == Layer::Relu {
-                        Fused::Relu
-                    } else {
-                        Fused::Tanh
-                    }
-                }
-                _ => {
-                    return Err(unsupported(
-                        "an activation must follow a conv or batch norm",
-                    ))
-                }
-            },
-            Layer::Dropout(_) => {}
-            Layer::GlobalAvgPool => pool = true,
-        }
+/// The device's code for an activation fused into a convolution.
+fn fused(act: FusedAct) -> Fused {
+    match act {
+        FusedAct::None => Fused::None,
+        FusedAct::Relu => Fused::Relu,
+        FusedAct::Tanh => Fused::Tanh,
     }
-    if stages.is_empty() {
-        return Err(unsupported("no conv layer"));
-    }
-    Ok((stages, pool))
 }
 
 impl GpuNet {
     /// Uploads the network `kind` with weights `w` (checked as on the CPU).
-    pub fn new(gpu: &Gpu, kind: ModelKind, w: &Weights) -> Result<GpuNet> {
+    pub fn new(gpu: &Gpu, kind: NetworkKind, w: &Weights) -> Result<GpuNet> {
         GpuNet::from_layers(gpu, kind, &kind.build(w)?)
     }
 
     /// Uploads the network `kind` built as `layers` (e.g. `AffNet::layers` of a network in
     /// memory).
-    pub fn from_layers(gpu: &Gpu, kind: ModelKind, layers: &Sequential) -> Result<GpuNet> {
-        let (host, pool) = fold(layers)?;
-        let mut stages = Vec::with_capacity(host.len());
-        for (cin, cout, k, stride, pad, weight, bias, act) in host {
+    pub fn from_layers(gpu: &Gpu, kind: NetworkKind, layers: &Sequential) -> Result<GpuNet> {
+        let folded = fold(layers).map_err(|e| Error::invalid(format!("gpu network: {e}")))?;
+        let pool = folded.pool;
+        let mut stages = Vec::with_capacity(folded.convs.len());
+        for conv in folded.convs {
             stages.push(Stage {
-                cin,
-                cout,
-                k,
-                stride,
-                pad,
-                weight: gpu.upload(&weight)?,
-                bias: gpu.upload(&bias)?,
-                act,
+                cin: conv.cin,
+                cout: conv.cout,
+                k: conv.k,
+                stride: conv.stride,
+                pad: conv.pad,
+                weight: gpu.upload(&conv.weight)?,
+                bias: gpu.upload(&conv.bias)?,
+                act: fused(conv.act),
             });
         }
         Ok(GpuNet {
@@ -129,11 +77,11 @@ impl GpuNet {
     }
 
     /// Loads weights from a file (as `AffNet::load` etc.) and uploads them.
-    pub fn load(gpu: &Gpu, kind: ModelKind, path: &std::path::Path) -> Result<GpuNet> {
+    pub fn load(gpu: &Gpu, kind: NetworkKind, path: &std::path::Path) -> Result<GpuNet> {
         GpuNet::new(gpu, kind, &Weights::load(path)?)
     }
 
-    pub fn kind(&self) -> ModelKind {
+    pub fn kind(&self) -> NetworkKind {
         self.kind
     }
 
@@ -183,7 +131,7 @@ impl GpuNet {
             ops::global_avg_pool_forward(gpu, &x, n, c, &mut y)?;
             return Ok(y);
         }
-        if self.kind == ModelKind::HardNet {
+        if self.kind == NetworkKind::HardNet {
             let mut y = gpu.zeros::<f32>(x.len())?;
             ops::l2_normalise(gpu, &x, c * h * w, L2_NORM_EPS as f32, &mut y)?;
             return Ok(y);
@@ -201,8 +149,8 @@ mod tests {
     /// The device network's recipe (standardise, folded NHWC convs with fused activations, pool
     /// or L2) run with the CPU's NHWC layers: the same numbers as the CPU networks. This checks
     /// the folding and the layout without a GPU.
-    fn emulate(kind: ModelKind, w: &Weights, patches: &[f32]) -> Vec<f32> {
-        let (stages, pool) = fold(&kind.build(w).unwrap()).unwrap();
+    fn emulate(kind: NetworkKind, w: &Weights, patches: &[f32]) -> Vec<f32> {
+        let folded = fold(&kind.build(w).unwrap()).unwrap();
         let n = patches.len() / PATCH_LEN;
         let mut x: Vec<f32> = patches
             .chunks(PATCH_LEN)
@@ -210,16 +158,16 @@ mod tests {
             .collect();
         let (mut h, mut wd) = (PATCH_SIZE, PATCH_SIZE);
         let mut c = 1;
-        for (cin, cout, k, stride, pad, weight, bias, act) in &stages {
+        for conv in &folded.convs {
             let cs = ConvShape {
-                cin: *cin,
-                cout: *cout,
-                k: *k,
-                stride: *stride,
-                padding: *pad,
+                cin: conv.cin,
+                cout: conv.cout,
+                k: conv.k,
+                stride: conv.stride,
+                padding: conv.pad,
             };
             let (oh, ow) = cs.out_size(h, wd);
-            let mut y = vec![0.0; n * oh * ow * cout];
+            let mut y = vec![0.0; n * oh * ow * conv.cout];
             let input = ConvInput {
                 data: &x,
                 n,
@@ -227,15 +175,15 @@ mod tests {
                 w: wd,
                 map: CpuMap::IDENTITY,
             };
-            conv2d_forward(&cs, &input, weight, Some(bias), &mut y, None);
-            match act {
-                Fused::None => {}
-                Fused::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
-                Fused::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
+            conv2d_forward(&cs, &input, &conv.weight, Some(&conv.bias), &mut y, None);
+            match conv.act {
+                FusedAct::None => {}
+                FusedAct::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+                FusedAct::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
             }
-            (x, h, wd, c) = (y, oh, ow, *cout);
+            (x, h, wd, c) = (y, oh, ow, conv.cout);
         }
-        if pool {
+        if folded.pool {
             let mut y = vec![0.0; n * c];
             crate::nn::ops::global_avg_pool_forward(&x, n, c, &mut y);
             return y;
@@ -247,18 +195,18 @@ mod tests {
     #[test]
     fn folded_nhwc_recipe_matches_the_cpu_networks() {
         let patches = random_patches(5, 11);
-        for kind in ModelKind::ALL {
+        for kind in NetworkKind::ALL {
             let w = random_weights(kind, 3);
             let cpu: Vec<f32> = match kind {
-                ModelKind::AffNet => AffNet::from_weights(&w)
+                NetworkKind::AffNet => AffNet::from_weights(&w)
                     .unwrap()
                     .forward_raw(&patches)
                     .concat(),
-                ModelKind::OriNet => OriNet::from_weights(&w)
+                NetworkKind::OriNet => OriNet::from_weights(&w)
                     .unwrap()
                     .forward_raw(&patches)
                     .concat(),
-                ModelKind::HardNet => HardNet::from_weights(&w).unwrap().describe(&patches),
+                NetworkKind::HardNet => HardNet::from_weights(&w).unwrap().describe(&patches),
             };
             let got = emulate(kind, &w, &patches);
             assert_eq!(got.len(), cpu.len(), "{kind}");

@@ -18,7 +18,7 @@ use crate::matcher::Matcher;
 use crate::networks::Models;
 use crate::nn::ops::loss::LossKind;
 use crate::nn::ops::spatial_transformer::Affine;
-use crate::nn::{self, ModelKind, Weights, PATCH_LEN};
+use crate::nn::{self, NetworkKind, Weights, PATCH_LEN};
 use crate::pipeline::{Config, Method};
 use crate::train::device_chain::DeviceTrainChain;
 use crate::train::{Descriptor, PairBatch, Sgd, TrainAffNet, TrainChain};
@@ -44,7 +44,7 @@ fn time(gpu: &Gpu, repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<(
     Ok((s[0], s[s.len() / 2]))
 }
 
-fn weights(kind: ModelKind) -> (Weights, &'static str) {
+fn weights(kind: NetworkKind) -> (Weights, &'static str) {
     match nn::locate(kind, None).and_then(|p| Weights::load(&p)) {
         Ok(w) => (w, "weights found"),
         Err(_) => (nn::random_weights(kind, 1), "random weights"),
@@ -68,7 +68,11 @@ pub fn bench_report(
 
     // Networks: throughput on one batch already on the device (standardisation included).
     let patches = gpu.upload(&nn::random_patches(NET_BATCH, 3))?;
-    for kind in [ModelKind::AffNet, ModelKind::OriNet, ModelKind::HardNet] {
+    for kind in [
+        NetworkKind::AffNet,
+        NetworkKind::OriNet,
+        NetworkKind::HardNet,
+    ] {
         let (w, source) = weights(kind);
         let net = GpuNet::new(gpu, kind, &w)?;
         let (min, median) = time(gpu, repeat, || net.run(gpu, &patches).map(|_| ()))?;
@@ -107,12 +111,12 @@ pub fn bench_report(
                     let mut m = Models::none();
                     let mut sources = Vec::new();
                     if config.shape == crate::shape::ShapeMethod::Affnet {
-                        let (w, s) = weights(ModelKind::AffNet);
+                        let (w, s) = weights(NetworkKind::AffNet);
                         m.affnet = Some(crate::nn::AffNet::from_weights(&w)?);
                         sources.push(s);
                     }
                     if config.descriptor == DescriptorKind::Hardnet {
-                        let (w, s) = weights(ModelKind::HardNet);
+                        let (w, s) = weights(NetworkKind::HardNet);
                         m.hardnet = Some(crate::nn::HardNet::from_weights(&w)?);
                         sources.push(s);
                     }
@@ -159,7 +163,7 @@ pub fn bench_report(
     // Training: a step as `wbs train affnet --device cuda` runs it (the device chain, then SGD on
     // the host), with the sources uploaded per step; the trainer's batch sampling is not timed.
     let s = 64;
-    let (w, source) = weights(ModelKind::AffNet);
+    let (w, source) = weights(NetworkKind::AffNet);
     let mut model = TrainAffNet::from_weights(&w)?;
     let mut chain =
         DeviceTrainChain::new(&TrainChain::new(Descriptor::sift(), LossKind::HardNegC))?;

@@ -26,7 +26,7 @@ use crate::nn::ops::sgd::Sgd;
 use crate::nn::ops::sift::{DiffSift, SiftCache};
 use crate::nn::ops::spatial_transformer::{warp_backward, warp_forward, Affine, WarpSize};
 use crate::nn::ops::{self as tl, ConvGrads, ConvInput, ConvShape};
-use crate::nn::{self, AffNet, HardNet, ModelKind, OriNet, Weights};
+use crate::nn::{self, AffNet, HardNet, NetworkKind, OriNet, Weights};
 use crate::orient::OrientationMethod;
 use crate::patch::{PatchSpec, NET_PATCH, SIFT_PATCH};
 use crate::pipeline::{self, Config, Method};
@@ -984,7 +984,7 @@ fn check_train_chain_posdist(gpu: &Gpu, seed: u64) -> Result<f64> {
 }
 
 fn random_frozen_hardnet(seed: u64) -> Result<FrozenHardNet> {
-    FrozenHardNet::from_weights(&nn::random_weights(ModelKind::HardNet, seed))
+    FrozenHardNet::from_weights(&nn::random_weights(NetworkKind::HardNet, seed))
 }
 
 /// A step with a frozen HardNet (random weights) as the descriptor, every shape term on.
@@ -1025,23 +1025,23 @@ fn net_patches(seed: u64) -> Vec<f32> {
     crate::patch::extract_patches(&space, &test_frames(37, 181, 163, seed + 9), &NET_PATCH)
 }
 
-fn check_net(gpu: &Gpu, seed: u64, kind: ModelKind) -> Result<f64> {
+fn check_net(gpu: &Gpu, seed: u64, kind: NetworkKind) -> Result<f64> {
     let w = nn::random_weights(kind, seed);
     let patches = net_patches(seed);
     let cpu: Vec<f32> = match kind {
-        ModelKind::AffNet => AffNet::from_weights(&w)?
+        NetworkKind::AffNet => AffNet::from_weights(&w)?
             .forward_raw(&patches)
             .iter()
             .flatten()
             .copied()
             .collect(),
-        ModelKind::OriNet => OriNet::from_weights(&w)?
+        NetworkKind::OriNet => OriNet::from_weights(&w)?
             .forward_raw(&patches)
             .iter()
             .flatten()
             .copied()
             .collect(),
-        ModelKind::HardNet => HardNet::from_weights(&w)?.describe(&patches),
+        NetworkKind::HardNet => HardNet::from_weights(&w)?.describe(&patches),
     };
     let net = GpuNet::new(gpu, kind, &w)?;
     let out = net.run(gpu, &gpu.upload(&patches)?)?;
@@ -1049,15 +1049,15 @@ fn check_net(gpu: &Gpu, seed: u64, kind: ModelKind) -> Result<f64> {
 }
 
 fn check_affnet(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_net(gpu, seed, ModelKind::AffNet)
+    check_net(gpu, seed, NetworkKind::AffNet)
 }
 
 fn check_orinet(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_net(gpu, seed, ModelKind::OriNet)
+    check_net(gpu, seed, NetworkKind::OriNet)
 }
 
 fn check_hardnet(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_net(gpu, seed, ModelKind::HardNet)
+    check_net(gpu, seed, NetworkKind::HardNet)
 }
 
 /// One end-to-end comparison.
@@ -1081,7 +1081,7 @@ impl MatchRow {
 }
 
 /// Weights for an end-to-end setting: the usual lookup, else seeded random weights.
-fn weights_for(kind: ModelKind) -> (Weights, bool) {
+fn weights_for(kind: NetworkKind) -> (Weights, bool) {
     match nn::locate(kind, None).and_then(|p| Weights::load(&p)) {
         Ok(w) => (w, true),
         Err(_) => (nn::random_weights(kind, 7), false),
@@ -1105,19 +1105,19 @@ pub fn match_checks(pairs: &[(PathBuf, PathBuf)]) -> Vec<MatchRow> {
     settings.push(("hesaffnet+orinet+hardnet".into(), full));
 
     let mut rows = Vec::new();
-    let (wa, fa) = weights_for(ModelKind::AffNet);
-    let (wo, fo) = weights_for(ModelKind::OriNet);
-    let (wh, fh) = weights_for(ModelKind::HardNet);
+    let (wa, fa) = weights_for(NetworkKind::AffNet);
+    let (wo, fo) = weights_for(NetworkKind::OriNet);
+    let (wh, fh) = weights_for(NetworkKind::HardNet);
     for (name, config) in &settings {
-        let uses = |k: ModelKind| match k {
-            ModelKind::AffNet => config.shape == crate::shape::ShapeMethod::Affnet,
-            ModelKind::OriNet => config.orientation == OrientationMethod::Orinet,
-            ModelKind::HardNet => config.descriptor == DescriptorKind::Hardnet,
+        let uses = |k: NetworkKind| match k {
+            NetworkKind::AffNet => config.shape == crate::shape::ShapeMethod::Affnet,
+            NetworkKind::OriNet => config.orientation == OrientationMethod::Orinet,
+            NetworkKind::HardNet => config.descriptor == DescriptorKind::Hardnet,
         };
         let random: Vec<&str> = [
-            (ModelKind::AffNet, fa, "affnet"),
-            (ModelKind::OriNet, fo, "orinet"),
-            (ModelKind::HardNet, fh, "hardnet"),
+            (NetworkKind::AffNet, fa, "affnet"),
+            (NetworkKind::OriNet, fo, "orinet"),
+            (NetworkKind::HardNet, fh, "hardnet"),
         ]
         .iter()
         .filter(|(k, found, _)| uses(*k) && !found)
@@ -1130,13 +1130,13 @@ pub fn match_checks(pairs: &[(PathBuf, PathBuf)]) -> Vec<MatchRow> {
         };
         let models = || -> Result<Models> {
             let mut cpu = Models::none();
-            if uses(ModelKind::AffNet) {
+            if uses(NetworkKind::AffNet) {
                 cpu.affnet = Some(AffNet::from_weights(&wa)?);
             }
-            if uses(ModelKind::OriNet) {
+            if uses(NetworkKind::OriNet) {
                 cpu.orinet = Some(OriNet::from_weights(&wo)?);
             }
-            if uses(ModelKind::HardNet) {
+            if uses(NetworkKind::HardNet) {
                 cpu.hardnet = Some(HardNet::from_weights(&wh)?);
             }
             Ok(cpu)

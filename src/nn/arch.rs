@@ -17,7 +17,7 @@ pub const PATCH_LEN: usize = PATCH_SIZE * PATCH_SIZE;
 
 /// Which network a weights file belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ModelKind {
+pub enum NetworkKind {
     /// Affine shape (ducha-aiki/affnet `AffNetFast`): 3 outputs.
     AffNet,
     /// Orientation (ducha-aiki/affnet `OriNetFast(PS=32)`): 2 outputs.
@@ -44,32 +44,36 @@ pub(crate) enum LayerSpec {
     GlobalAvgPool,
 }
 
-impl ModelKind {
-    pub const ALL: [ModelKind; 3] = [ModelKind::AffNet, ModelKind::OriNet, ModelKind::HardNet];
+impl NetworkKind {
+    pub const ALL: [NetworkKind; 3] = [
+        NetworkKind::AffNet,
+        NetworkKind::OriNet,
+        NetworkKind::HardNet,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
-            ModelKind::AffNet => "AffNet",
-            ModelKind::OriNet => "OriNet",
-            ModelKind::HardNet => "HardNet",
+            NetworkKind::AffNet => "AffNet",
+            NetworkKind::OriNet => "OriNet",
+            NetworkKind::HardNet => "HardNet",
         }
     }
 
     /// The file name wbs looks for in a weights directory (`affnet.safetensors`, ...).
     pub fn file_name(self) -> &'static str {
         match self {
-            ModelKind::AffNet => "affnet.safetensors",
-            ModelKind::OriNet => "orinet.safetensors",
-            ModelKind::HardNet => "hardnet.safetensors",
+            NetworkKind::AffNet => "affnet.safetensors",
+            NetworkKind::OriNet => "orinet.safetensors",
+            NetworkKind::HardNet => "hardnet.safetensors",
         }
     }
 
     /// Values per patch that the network returns (3, 2, 128).
     pub fn output_len(self) -> usize {
         match self {
-            ModelKind::AffNet => 3,
-            ModelKind::OriNet => 2,
-            ModelKind::HardNet => 128,
+            NetworkKind::AffNet => 3,
+            NetworkKind::OriNet => 2,
+            NetworkKind::HardNet => 128,
         }
     }
 
@@ -77,8 +81,8 @@ impl ModelKind {
     pub(crate) fn spec(self) -> Vec<LayerSpec> {
         use LayerSpec::*;
         let widths = match self {
-            ModelKind::AffNet | ModelKind::OriNet => [16, 32, 64],
-            ModelKind::HardNet => [32, 64, 128],
+            NetworkKind::AffNet | NetworkKind::OriNet => [16, 32, 64],
+            NetworkKind::HardNet => [32, 64, 128],
         };
         // Six conv-BN-ReLU blocks: two per width, the first of the 2nd and 3rd widths with stride 2.
         let mut layers = Vec::new();
@@ -106,7 +110,7 @@ impl ModelKind {
         }
         let last = widths[2];
         match self {
-            ModelKind::AffNet => layers.extend([
+            NetworkKind::AffNet => layers.extend([
                 Dropout(0.25),
                 Conv {
                     cin: last,
@@ -120,7 +124,7 @@ impl ModelKind {
                 GlobalAvgPool,
             ]),
             // Padding 1 turns the 8×8 map into 3×3 outputs that the pool really averages.
-            ModelKind::OriNet => layers.extend([
+            NetworkKind::OriNet => layers.extend([
                 Dropout(0.25),
                 Conv {
                     cin: last,
@@ -133,7 +137,7 @@ impl ModelKind {
                 Tanh,
                 GlobalAvgPool,
             ]),
-            ModelKind::HardNet => layers.extend([
+            NetworkKind::HardNet => layers.extend([
                 Dropout(0.3),
                 Conv {
                     cin: last,
@@ -215,9 +219,9 @@ impl ModelKind {
     }
 
     /// Which network `w` is for, from its names and shapes.
-    pub fn detect(w: &Weights) -> Result<ModelKind> {
-        let mut best: Option<(usize, ModelKind)> = None;
-        for kind in ModelKind::ALL {
+    pub fn detect(w: &Weights) -> Result<NetworkKind> {
+        let mut best: Option<(usize, NetworkKind)> = None;
+        for kind in NetworkKind::ALL {
             if kind.problem(w).is_none() {
                 return Ok(kind);
             }
@@ -289,18 +293,18 @@ impl ModelKind {
     }
 }
 
-impl fmt::Display for ModelKind {
+impl fmt::Display for NetworkKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for ModelKind {
+impl FromStr for NetworkKind {
     type Err = Error;
 
     /// Case-insensitive `affnet`, `orinet` or `hardnet`.
     fn from_str(s: &str) -> Result<Self> {
-        ModelKind::ALL
+        NetworkKind::ALL
             .into_iter()
             .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {

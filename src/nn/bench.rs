@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::arch::{LayerSpec, ModelKind, PATCH_LEN, PATCH_SIZE};
+use super::arch::{LayerSpec, NetworkKind, PATCH_LEN, PATCH_SIZE};
 use super::models::{AffNet, HardNet, OriNet};
 use super::weights::Weights;
 
@@ -27,7 +27,7 @@ impl XorShift {
 /// Random weights of the right names and shapes for `kind`: conv weights uniform with a
 /// He-style range (so activations neither vanish nor explode), small biases and means,
 /// variances in [0.5, 1.5].
-pub fn random_weights(kind: ModelKind, seed: u64) -> Weights {
+pub fn random_weights(kind: NetworkKind, seed: u64) -> Weights {
     let mut rng = XorShift::new(seed);
     let mut w = Weights::new(format!("random {kind} weights"));
     for (name, shape) in kind.expected_tensors() {
@@ -53,7 +53,7 @@ pub fn random_patches(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Multiply-adds ×2 of one forward pass on one patch.
-pub fn flops_per_patch(kind: ModelKind) -> f64 {
+pub fn flops_per_patch(kind: NetworkKind) -> f64 {
     let (mut h, mut w) = (PATCH_SIZE, PATCH_SIZE);
     let mut flops = 0.0;
     for layer in kind.spec() {
@@ -77,7 +77,7 @@ pub fn flops_per_patch(kind: ModelKind) -> f64 {
 /// One network's measured throughput.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchResult {
-    pub kind: ModelKind,
+    pub kind: NetworkKind,
     pub batch: usize,
     /// Best wall-clock time of one batch.
     pub seconds: f64,
@@ -120,20 +120,20 @@ impl fmt::Display for BenchResult {
 
 /// Times `kind` on `batch` random patches: one warm-up batch, then repeats for at least
 /// `min_time` (and at least 3 runs); reports the best run.
-pub fn bench(kind: ModelKind, batch: usize, min_time: Duration) -> BenchResult {
+pub fn bench(kind: NetworkKind, batch: usize, min_time: Duration) -> BenchResult {
     let weights = random_weights(kind, 7);
     let patches = random_patches(batch, 11);
     // Models built from `random_weights` always pass the checks.
     let run: Box<dyn Fn()> = match kind {
-        ModelKind::AffNet => {
+        NetworkKind::AffNet => {
             let m = AffNet::from_weights(&weights).expect("random AffNet weights are valid");
             Box::new(move || drop(std::hint::black_box(m.forward_raw(&patches))))
         }
-        ModelKind::OriNet => {
+        NetworkKind::OriNet => {
             let m = OriNet::from_weights(&weights).expect("random OriNet weights are valid");
             Box::new(move || drop(std::hint::black_box(m.forward_raw(&patches))))
         }
-        ModelKind::HardNet => {
+        NetworkKind::HardNet => {
             let m = HardNet::from_weights(&weights).expect("random HardNet weights are valid");
             Box::new(move || drop(std::hint::black_box(m.describe(&patches))))
         }
@@ -170,7 +170,7 @@ pub fn bench_report(batch: usize) -> String {
         "nn inference, {} rayon threads, random weights\n",
         rayon::current_num_threads()
     );
-    for kind in ModelKind::ALL {
+    for kind in NetworkKind::ALL {
         out += &format!("{}\n", bench(kind, batch, Duration::from_secs(2)));
     }
     out
@@ -183,13 +183,13 @@ mod tests {
     #[test]
     fn flop_counts_match_the_reference() {
         // affnet.md: AffNet 19.2 MFLOP and HardNet 78 MFLOP per patch.
-        assert!((flops_per_patch(ModelKind::AffNet) / 1e6 - 19.2).abs() < 0.1);
-        assert!((flops_per_patch(ModelKind::HardNet) / 1e6 - 78.0).abs() < 0.5);
+        assert!((flops_per_patch(NetworkKind::AffNet) / 1e6 - 19.2).abs() < 0.1);
+        assert!((flops_per_patch(NetworkKind::HardNet) / 1e6 - 78.0).abs() < 0.5);
     }
 
     #[test]
     fn random_weights_pass_the_checks() {
-        for kind in ModelKind::ALL {
+        for kind in NetworkKind::ALL {
             kind.check(&random_weights(kind, 1)).unwrap();
         }
     }

@@ -25,7 +25,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::layers::{Layer, Sequential};
+use super::fold::{fold, FusedAct};
+use super::layers::Sequential;
 use super::matmul::{gemm, MatMut, MatRef};
 
 /// Patches per rayon task (measured: 8–32 are within noise of each other on 2 cores; 8 keeps
@@ -43,14 +44,7 @@ const SHIFTED_MAX_WASTE: f64 = 1.2;
 const DIRECT_MAX_COUT: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Act {
-    None,
-    Relu,
-    Tanh,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Method {
+enum ConvPath {
     /// Stride 1: `k` GEMMs on overlapping views of the padded input.
     Shifted,
     /// Blocked im2col, then one GEMM per block.
@@ -81,8 +75,8 @@ struct Stage {
     /// For `Direct`: the same transposed, `[co][(ky·k + kx)·cin + ci]`; empty otherwise.
     weight_t: Vec<f32>,
     bias: Vec<f32>,
-    act: Act,
-    method: Method,
+    act: FusedAct,
+    method: ConvPath,
 }
 
 impl Stage {
@@ -150,89 +144,55 @@ impl Plan {
     /// Compiles `seq` for inputs of shape `[c, h, w]`. Supports conv (+ BN) (+ ReLU | tanh)
     /// stages, dropout (skipped) and a final global average pool.
     pub(crate) fn new(seq: &Sequential, c: usize, h: usize, w: usize) -> Result<Plan, String> {
+        let folded = fold(seq)?;
         let mut stages: Vec<Stage> = Vec::new();
         let (mut c, mut h, mut w) = (c, h, w);
         let in_shape = (c, h, w);
-        let mut pool = false;
-        for layer in &seq.layers {
-            if pool {
-                return Err("layers after global pooling are not supported".into());
+        for conv in folded.convs {
+            if conv.cin != c {
+                return Err(format!("conv expects {} channels, gets {c}", conv.cin));
             }
-            match layer {
-                Layer::Conv2d(conv) => {
-                    if conv.cin != c {
-                        return Err(format!("conv expects {} channels, gets {c}", conv.cin));
-                    }
-                    let (oh, ow) = conv.out_size(h, w);
-                    let (k, cin, cout) = (conv.k, conv.cin, conv.cout);
-                    let weight = conv.gemm_weights();
-                    let waste =
-                        ((h + 2 * conv.padding) * (w + 2 * conv.padding)) as f64 / (oh * ow) as f64;
-                    let method = if cout <= DIRECT_MAX_COUT {
-                        Method::Direct
-                    } else if conv.padding == 0 && k == h && k == w {
-                        Method::Dense
-                    } else if conv.stride == 1
-                        && cin >= SHIFTED_MIN_CIN
-                        && waste < SHIFTED_MAX_WASTE
-                    {
-                        Method::Shifted
-                    } else {
-                        Method::Im2col
-                    };
-                    stages.push(Stage {
-                        cin,
-                        cout,
-                        k,
-                        stride: conv.stride,
-                        pad: conv.padding,
-                        h,
-                        w,
-                        oh,
-                        ow,
-                        out_pad: 0,
-                        weight,
-                        weight_t: Vec::new(),
-                        bias: conv.bias.clone().unwrap_or_else(|| vec![0.0; cout]),
-                        act: Act::None,
-                        method,
-                    });
-                    (c, h, w) = (cout, oh, ow);
-                }
-                Layer::BatchNorm2d(bn) => {
-                    let st = match stages.last_mut() {
-                        Some(st) if st.act == Act::None && bn.channels() == st.cout => st,
-                        _ => return Err("batch norm must directly follow a conv".into()),
-                    };
-                    let (scale, shift) = bn.scale_shift();
-                    for row in st.weight.chunks_mut(st.cout) {
-                        row.iter_mut().zip(&scale).for_each(|(v, s)| *v *= s);
-                    }
-                    for ((b, s), t) in st.bias.iter_mut().zip(&scale).zip(&shift) {
-                        *b = *b * s + t;
-                    }
-                }
-                Layer::Relu | Layer::Tanh => match stages.last_mut() {
-                    Some(st) if st.act == Act::None => {
-                        st.act = if *layer == Layer::Relu {
-                            Act::Relu
-                        } else {
-                            Act::Tanh
-                        }
-                    }
-                    _ => return Err("activation must follow a conv or batch norm".into()),
-                },
-                Layer::Dropout(_) => {}
-                Layer::GlobalAvgPool => pool = true,
-            }
+            let (oh, ow) = conv.out_size(h, w).ok_or_else(|| {
+                format!(
+                    "input {h}×{w} with padding {} is smaller than the {}×{} kernel",
+                    conv.pad, conv.k, conv.k
+                )
+            })?;
+            let (k, cin, cout) = (conv.k, conv.cin, conv.cout);
+            let waste = ((h + 2 * conv.pad) * (w + 2 * conv.pad)) as f64 / (oh * ow) as f64;
+            let method = if cout <= DIRECT_MAX_COUT {
+                ConvPath::Direct
+            } else if conv.pad == 0 && k == h && k == w {
+                ConvPath::Dense
+            } else if conv.stride == 1 && cin >= SHIFTED_MIN_CIN && waste < SHIFTED_MAX_WASTE {
+                ConvPath::Shifted
+            } else {
+                ConvPath::Im2col
+            };
+            stages.push(Stage {
+                cin,
+                cout,
+                k,
+                stride: conv.stride,
+                pad: conv.pad,
+                h,
+                w,
+                oh,
+                ow,
+                out_pad: 0,
+                weight: conv.weight,
+                weight_t: Vec::new(),
+                bias: conv.bias,
+                act: conv.act,
+                method,
+            });
+            (c, h, w) = (cout, oh, ow);
         }
-        if stages.is_empty() {
-            return Err("nothing to compute: no conv layer".into());
-        }
+        let pool = folded.pool;
         for i in 1..stages.len() {
             stages[i - 1].out_pad = stages[i].pad;
         }
-        for st in stages.iter_mut().filter(|st| st.method == Method::Direct) {
+        for st in stages.iter_mut().filter(|st| st.method == ConvPath::Direct) {
             let kk = st.kk();
             st.weight_t = (0..st.cout * kk)
                 .map(|i| st.weight[(i % kk) * st.cout + i / kk])
@@ -321,17 +281,17 @@ impl Plan {
             let (ohp, owp) = st.padded_out();
             act = act.max(b * ohp * owp * st.cout);
             match st.method {
-                Method::Shifted => {
+                ConvPath::Shifted => {
                     let (hp, wp) = st.padded_in();
                     gemm_out = gemm_out.max(b * hp * wp * st.cout);
                 }
-                Method::Im2col => {
+                ConvPath::Im2col => {
                     let rows = st.block_rows().min(b * st.oh) * st.ow;
                     gemm_out = gemm_out.max(rows * st.cout);
                     col = col.max(rows * st.kk());
                 }
-                Method::Dense => gemm_out = gemm_out.max(b * st.cout),
-                Method::Direct => gemm_out = gemm_out.max(st.ow * st.cout),
+                ConvPath::Dense => gemm_out = gemm_out.max(b * st.cout),
+                ConvPath::Direct => gemm_out = gemm_out.max(st.ow * st.cout),
             }
         }
         [act, gemm_out, col]
@@ -343,10 +303,10 @@ impl Plan {
         let (mut src, mut dst) = (&mut s.a, &mut s.b);
         for st in &self.stages {
             match st.method {
-                Method::Shifted => shifted(st, b, src, dst, &mut s.gemm_out),
-                Method::Im2col => im2col(st, b, src, dst, &mut s.gemm_out, &mut s.col),
-                Method::Dense => dense(st, b, src, dst, &mut s.gemm_out),
-                Method::Direct => direct(st, b, src, dst, &mut s.gemm_out),
+                ConvPath::Shifted => shifted(st, b, src, dst, &mut s.gemm_out),
+                ConvPath::Im2col => im2col(st, b, src, dst, &mut s.gemm_out, &mut s.col),
+                ConvPath::Dense => dense(st, b, src, dst, &mut s.gemm_out),
+                ConvPath::Direct => direct(st, b, src, dst, &mut s.gemm_out),
             }
             std::mem::swap(&mut src, &mut dst);
         }
@@ -434,9 +394,9 @@ fn emit_row(st: &Stage, rows: &[f32], dst: &mut [f32], bi: usize, y: usize) {
         for ((o, r), b) in o.iter_mut().zip(r).zip(&st.bias) {
             let v = r + b;
             *o = match st.act {
-                Act::None => v,
-                Act::Relu => v.max(0.0),
-                Act::Tanh => v.tanh(),
+                FusedAct::None => v,
+                FusedAct::Relu => v.max(0.0),
+                FusedAct::Tanh => v.tanh(),
             };
         }
     }
@@ -579,7 +539,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layers::{BatchNorm2d, Conv2d};
+    use super::super::layers::{BatchNorm2d, Conv2d, Layer};
     use super::super::tensor::Tensor;
     use super::*;
 
@@ -647,8 +607,8 @@ mod tests {
         let reference = seq.forward(&Tensor::from_vec([n, 2, h, w], x.clone()));
         for chunk in [1, 3, 8] {
             let plan = Plan::new(&seq, 2, h, w).unwrap().with_chunk(chunk);
-            let methods: Vec<Method> = plan.stages.iter().map(|s| s.method).collect();
-            use Method::*;
+            let methods: Vec<ConvPath> = plan.stages.iter().map(|s| s.method).collect();
+            use ConvPath::*;
             assert_eq!(methods, [Im2col, Shifted, Im2col, Direct, Im2col]);
             let got = plan.run(&x, None);
             assert_eq!(got.len(), reference.data.len());
@@ -669,7 +629,7 @@ mod tests {
             ],
         };
         let plan = Plan::new(&seq, 3, 4, 4).unwrap();
-        assert_eq!(plan.stages[1].method, Method::Dense);
+        assert_eq!(plan.stages[1].method, ConvPath::Dense);
         let x = values(5 * 3 * 16, 14);
         let reference = seq.forward(&Tensor::from_vec([5, 3, 4, 4], x.clone()));
         let got = plan.run(&x, None);

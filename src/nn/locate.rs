@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::arch::ModelKind;
+use super::arch::NetworkKind;
 use super::weights::weights_error;
 use crate::Result;
 
@@ -16,7 +16,7 @@ pub const WEIGHTS_ENV: &str = "WBS_WEIGHTS";
 /// directory holding `affnet.safetensors` / `orinet.safetensors` / `hardnet.safetensors`), then
 /// the shipped defaults in `data/` next to the executable (`<exe dir>/data`,
 /// `<exe dir>/../../data` for cargo's `target/<profile>/` layout) or in the source tree.
-pub fn locate(kind: ModelKind, explicit: Option<&Path>) -> Result<PathBuf> {
+pub fn locate(kind: NetworkKind, explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return if p.is_file() {
             Ok(p.to_path_buf())

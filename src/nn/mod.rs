@@ -5,7 +5,7 @@
 //! # Common use
 //! ```no_run
 //! use std::path::Path;
-//! use wbs::nn::{self, AffNet, HardNet, ModelKind, OriNet};
+//! use wbs::nn::{self, AffNet, HardNet, NetworkKind, OriNet};
 //!
 //! # fn main() -> wbs::Result<()> {
 //! // Once: convert the authors' checkpoint (legacy or zip .pth) to safetensors.
@@ -13,7 +13,7 @@
 //! println!("{report}");
 //!
 //! // Find and load weights: --weights FILE, else $WBS_WEIGHTS, else the shipped data/.
-//! let affnet = AffNet::load(&nn::locate(ModelKind::AffNet, None)?)?;
+//! let affnet = AffNet::load(&nn::locate(NetworkKind::AffNet, None)?)?;
 //! let patches: Vec<f32> = vec![0.0; 2 * 1024]; // N 32×32 patches, row-major, back to back
 //! let shapes = affnet.shapes(&patches); // upright det-1 2×2 matrices [[a11, 0], [a21, a22]]
 //! # let (orinet, hardnet) = (OriNet::load(Path::new("o"))?, HardNet::load(Path::new("h"))?);
@@ -60,7 +60,7 @@
 //! - [`tensor`], [`layers`]: NCHW tensors and reference layers (`Conv2d`, `BatchNorm2d`, ReLU,
 //!   tanh, dropout, global pooling) in a PyTorch-indexed [`Sequential`]; a training backward pass
 //!   will sit next to each `forward`.
-//! - `arch`: the architectures as data ([`ModelKind`]), giving both the expected state_dict and
+//! - `arch`: the architectures as data ([`NetworkKind`]), giving both the expected state_dict and
 //!   the layers.
 //! - `engine`: the fast path: BN folded into convs, activations fused, padded NHWC buffers,
 //!   stride-1 convs as shifted GEMMs without im2col, patch chunks in parallel with rayon.
@@ -76,6 +76,7 @@
 pub(crate) mod arch;
 mod bench;
 mod engine;
+pub mod fold;
 pub mod gradcheck;
 pub mod layers;
 mod locate;
@@ -91,7 +92,7 @@ pub mod tensor;
 mod weights;
 mod zip;
 
-pub use arch::{ModelKind, PATCH_LEN, PATCH_SIZE};
+pub use arch::{NetworkKind, PATCH_LEN, PATCH_SIZE};
 pub use bench::{
     bench, bench_report, flops_per_patch, random_patches, random_weights, BenchResult,
 };

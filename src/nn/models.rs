@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::arch::{ModelKind, PATCH_LEN, PATCH_SIZE};
+use super::arch::{NetworkKind, PATCH_LEN, PATCH_SIZE};
 use super::engine::Plan;
 use super::layers::Sequential;
 use super::tensor::Tensor;
@@ -23,14 +23,14 @@ pub const KORNIA_INPUT_EPS: f32 = 1e-6;
 /// fast path.
 #[derive(Clone, Debug)]
 struct Net {
-    kind: ModelKind,
+    kind: NetworkKind,
     layers: Sequential,
     plan: Plan,
     input_eps: f32,
 }
 
 impl Net {
-    fn from_weights(kind: ModelKind, w: &Weights) -> Result<Net> {
+    fn from_weights(kind: NetworkKind, w: &Weights) -> Result<Net> {
         let layers = kind.build(w)?;
         let plan = Plan::new(&layers, 1, PATCH_SIZE, PATCH_SIZE).map_err(|e| {
             weights_error(format!("{}: cannot compile {}: {e}", w.source_name(), kind))
@@ -43,7 +43,7 @@ impl Net {
         })
     }
 
-    fn load(kind: ModelKind, path: &Path) -> Result<Net> {
+    fn load(kind: NetworkKind, path: &Path) -> Result<Net> {
         Net::from_weights(kind, &Weights::load(path)?)
     }
 
@@ -128,7 +128,7 @@ pub fn l2_normalise(descriptor: &mut [f32]) {
 
 macro_rules! common_api {
     ($kind:expr) => {
-        /// Builds the network from weights that [`ModelKind::check`] accepts.
+        /// Builds the network from weights that [`NetworkKind::check`] accepts.
         pub fn from_weights(w: &Weights) -> Result<Self> {
             Ok(Self {
                 net: Net::from_weights($kind, w)?,
@@ -167,7 +167,7 @@ pub struct AffNet {
 }
 
 impl AffNet {
-    common_api!(ModelKind::AffNet);
+    common_api!(NetworkKind::AffNet);
 
     /// The three outputs `(y0, y1, y2)` per patch, after tanh and before the `+1` offsets.
     ///
@@ -198,7 +198,7 @@ pub struct OriNet {
 }
 
 impl OriNet {
-    common_api!(ModelKind::OriNet);
+    common_api!(NetworkKind::OriNet);
 
     /// `(y0, y1)` per patch: the mean over the 3×3 map of tanh(final conv).
     ///
@@ -232,7 +232,7 @@ pub struct HardNet {
 pub const HARDNET_DIM: usize = 128;
 
 impl HardNet {
-    common_api!(ModelKind::HardNet);
+    common_api!(NetworkKind::HardNet);
 
     /// Unit-length 128-D descriptors, `N × 128` values, patch after patch.
     ///

@@ -34,7 +34,7 @@ use super::ops::{
     Moments,
 };
 use super::rng::{mix64, Rng};
-use crate::nn::arch::{LayerSpec, ModelKind};
+use crate::nn::arch::{LayerSpec, NetworkKind};
 use crate::nn::{Weights, META_MODEL};
 use crate::{Error, Result};
 
@@ -126,7 +126,7 @@ pub enum Mode {
 /// A trainable sequential network.
 #[derive(Clone, Debug)]
 pub struct Network {
-    kind: ModelKind,
+    kind: NetworkKind,
     in_h: usize,
     in_w: usize,
     stages: Vec<Stage>,
@@ -199,7 +199,7 @@ fn resize(v: &mut Vec<f32>, len: usize) {
 impl Network {
     /// The architecture `kind` for `in_h × in_w` single-channel inputs, with all parameters zero
     /// and fresh batch-norm statistics (mean 0, variance 1).
-    pub fn new(kind: ModelKind, in_h: usize, in_w: usize) -> Network {
+    pub fn new(kind: NetworkKind, in_h: usize, in_w: usize) -> Network {
         let mut stages: Vec<Stage> = Vec::new();
         let mut specs = Vec::new();
         let mut bns = Vec::new();
@@ -295,8 +295,8 @@ impl Network {
         }
     }
 
-    /// The network with `w`'s values (names and shapes checked by `ModelKind::check`).
-    pub fn from_weights(kind: ModelKind, w: &Weights, in_h: usize, in_w: usize) -> Result<Self> {
+    /// The network with `w`'s values (names and shapes checked by `NetworkKind::check`).
+    pub fn from_weights(kind: NetworkKind, w: &Weights, in_h: usize, in_w: usize) -> Result<Self> {
         kind.check(w)?;
         let mut net = Network::new(kind, in_h, in_w);
         for spec in &net.specs {
@@ -371,7 +371,7 @@ impl Network {
         }
     }
 
-    pub fn kind(&self) -> ModelKind {
+    pub fn kind(&self) -> NetworkKind {
         self.kind
     }
 
@@ -938,7 +938,7 @@ mod tests {
     /// up to `2·per_tensor` coordinates of every parameter tensor (the largest gradients and a
     /// spread) and up to `2·input_coords` input coordinates, in each of `modes`.
     fn check_against_reference(
-        kind: ModelKind,
+        kind: NetworkKind,
         modes: &[Mode],
         per_tensor: usize,
         input_coords: usize,
@@ -1067,7 +1067,7 @@ mod tests {
     #[test]
     fn affnet_backward_matches_the_f64_reference() {
         check_against_reference(
-            ModelKind::AffNet,
+            NetworkKind::AffNet,
             &[Mode::Train { seed: 77 }, Mode::Eval],
             8,
             16,
@@ -1079,6 +1079,6 @@ mod tests {
     /// coordinates, its reference pass costs 4× AffNet's.
     #[test]
     fn hardnet_backward_matches_the_f64_reference() {
-        check_against_reference(ModelKind::HardNet, &[Mode::Train { seed: 78 }], 2, 6);
+        check_against_reference(NetworkKind::HardNet, &[Mode::Train { seed: 78 }], 2, 6);
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
 
-use super::arch::ModelKind;
+use super::arch::NetworkKind;
 use super::pickle::DType;
 use super::pth;
 use crate::{Error, Result};
@@ -97,7 +97,7 @@ impl Weights {
 
     /// Converts the bytes of a PyTorch checkpoint (legacy or zip) through the allow-listed
     /// importer: float32 tensors only, `num_batches_tracked` entries dropped, the `epoch`
-    /// recorded in the metadata. Names and shapes are not checked here (see [`ModelKind::check`]).
+    /// recorded in the metadata. Names and shapes are not checked here (see [`NetworkKind::check`]).
     pub fn from_pth(bytes: &[u8], source: &str) -> Result<Weights> {
         Ok(from_checkpoint(bytes, source)?.0)
     }
@@ -274,7 +274,7 @@ fn from_checkpoint(bytes: &[u8], source: &str) -> Result<(Weights, pth::Checkpoi
 /// What [`import_pth`] did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImportReport {
-    pub kind: ModelKind,
+    pub kind: NetworkKind,
     pub input: PathBuf,
     pub output: PathBuf,
     /// `"legacy torch (< 1.6)"` or `"zip torch (>= 1.6)"`.
@@ -316,7 +316,7 @@ impl fmt::Display for ImportReport {
 /// The model is detected from tensor names and shapes when `kind` is `None`; either way the
 /// tensors are checked against it before anything is written. The output records the model, the
 /// source file name and the epoch as metadata.
-pub fn import_pth(input: &Path, output: &Path, kind: Option<ModelKind>) -> Result<ImportReport> {
+pub fn import_pth(input: &Path, output: &Path, kind: Option<NetworkKind>) -> Result<ImportReport> {
     let bytes = std::fs::read(input).map_err(|e| Error::io(input, e))?;
     let source = input.display().to_string();
     if sniff(&bytes) != FileFormat::Pth {
@@ -330,7 +330,7 @@ pub fn import_pth(input: &Path, output: &Path, kind: Option<ModelKind>) -> Resul
             k.check(&w)?;
             k
         }
-        None => ModelKind::detect(&w)?,
+        None => NetworkKind::detect(&w)?,
     };
     w.metadata.insert(META_MODEL.into(), kind.name().into());
     let file_name = input
@@ -396,7 +396,7 @@ pub struct Inspection {
     pub format: String,
     pub metadata: BTreeMap<String, String>,
     /// The network the tensors fit, if any.
-    pub model: Option<ModelKind>,
+    pub model: Option<NetworkKind>,
     pub tensors: Vec<TensorInfo>,
 }
 
@@ -471,7 +471,7 @@ pub fn inspect_file(path: &Path) -> Result<Inspection> {
                 },
             );
         }
-        ModelKind::ALL.into_iter().find(|k| {
+        NetworkKind::ALL.into_iter().find(|k| {
             let expected = k.expected_tensors();
             expected.len() == w.tensors.len()
                 && expected

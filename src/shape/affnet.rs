@@ -134,7 +134,7 @@ mod tests {
     use crate::detect::{detect, Threshold, DEFAULT_THRESHOLD};
     use crate::image::GrayImage;
     use crate::laf::MR_SIZE;
-    use crate::nn::{random_weights, ModelKind};
+    use crate::nn::{random_weights, NetworkKind};
     use crate::patch::{sample_from_space, NET_PATCH};
     use crate::shape::MAX_ELONGATION;
 
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn frames_keep_the_scale_are_upright_and_at_most_6_to_1_random_weights() {
-        let affnet = AffNet::from_weights(&random_weights(ModelKind::AffNet, 5)).unwrap();
+        let affnet = AffNet::from_weights(&random_weights(NetworkKind::AffNet, 5)).unwrap();
         check_frames(&affnet, "random weights");
     }
 
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn elongated_and_border_regions_are_dropped() {
         // Random weights scaled up saturate the tanh outputs, so many shapes exceed 6:1.
-        let mut w = random_weights(ModelKind::AffNet, 9);
+        let mut w = random_weights(NetworkKind::AffNet, 9);
         let last = w.tensors.get_mut("features.19.weight").unwrap();
         last.data.iter_mut().for_each(|v| *v *= 40.0);
         let affnet = AffNet::from_weights(&w).unwrap();
@@ -367,7 +367,7 @@ mod tests {
         let image = GrayImage::from_fn(N, N, &f);
         // turned(x', y') = image(y', N−1−x'): image point (x, y) lands at (N−1−y, x).
         let turned = GrayImage::from_fn(N, N, |x, y| f(y, N - 1 - x));
-        let affnet = AffNet::from_weights(&random_weights(ModelKind::AffNet, 5)).unwrap();
+        let affnet = AffNet::from_weights(&random_weights(NetworkKind::AffNet, 5)).unwrap();
         let threshold = Threshold::Fixed {
             threshold: DEFAULT_THRESHOLD,
         };

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::shape::affine_shape_forward;
 use crate::nn::network::{Mode, NetGrads, Network, ParamSpec, Workspace};
-use crate::nn::{self, ModelKind, Weights, PATCH_SIZE};
+use crate::nn::{self, NetworkKind, Weights, PATCH_SIZE};
 use crate::Result;
 
 /// Orthogonal-init gain and bias of ducha-aiki/affnet's `weights_init`.
@@ -21,7 +21,7 @@ pub struct TrainAffNet {
 impl TrainAffNet {
     /// Fresh weights: orthogonal init (gain 0.8), bias 0.01, batch-norm statistics 0 / 1. Seeded.
     pub fn new(seed: u64) -> Self {
-        let mut net = Network::new(ModelKind::AffNet, PATCH_SIZE, PATCH_SIZE);
+        let mut net = Network::new(NetworkKind::AffNet, PATCH_SIZE, PATCH_SIZE);
         net.init_orthogonal(INIT_GAIN, INIT_BIAS, seed);
         TrainAffNet { net }
     }
@@ -29,7 +29,7 @@ impl TrainAffNet {
     /// From AffNet weights (e.g. a checkpoint, or the authors' file for fine-tuning).
     pub fn from_weights(w: &Weights) -> Result<Self> {
         Ok(TrainAffNet {
-            net: Network::from_weights(ModelKind::AffNet, w, PATCH_SIZE, PATCH_SIZE)?,
+            net: Network::from_weights(NetworkKind::AffNet, w, PATCH_SIZE, PATCH_SIZE)?,
         })
     }
 
@@ -104,7 +104,7 @@ mod tests {
     /// through the reference layers, and the weights survive a safetensors round trip.
     #[test]
     fn eval_mode_equals_inference_affnet() {
-        let w = random_weights(ModelKind::AffNet, 11);
+        let w = random_weights(NetworkKind::AffNet, 11);
         let mut model = TrainAffNet::from_weights(&w).unwrap();
         let patches = random_patches(37, 12);
         let mut ws = Workspace::default();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::affnet::TrainAffNet;
 use super::augment::{max_tilt_for_epoch, random_frame, rotation, tilt_shape};
-use super::chain::{Descriptor, PairBatch, StageTimes, TrainChain};
+use super::chain::{Descriptor, PairBatch, StepTimes, TrainChain};
 use crate::nn::ops::loss::LossKind;
 use crate::nn::ops::sgd::Sgd;
 use crate::nn::ops::spatial_transformer::{warp_forward, Affine, WarpSize};
@@ -151,7 +151,7 @@ pub struct TrainBench {
     /// stays meaningful when other processes share the cores.
     pub pairs_per_cpu_second: Option<f64>,
     /// Stage times of the best step.
-    pub times: StageTimes,
+    pub times: StepTimes,
     pub steps: usize,
 }
 
@@ -238,7 +238,7 @@ pub fn bench_step(batch: usize, descriptor: Descriptor, min_time: Duration) -> T
     run(0);
     let start = Instant::now();
     let (mut best, mut best_cpu, mut best_times, mut steps) =
-        (f64::INFINITY, f64::INFINITY, StageTimes::default(), 0);
+        (f64::INFINITY, f64::INFINITY, StepTimes::default(), 0);
     while steps < 3 || start.elapsed() < min_time {
         let (t, cpu, times) = run(steps as u64 + 1);
         if t < best {

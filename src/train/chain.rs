@@ -134,7 +134,7 @@ impl PairBatch<'_> {
 
 /// Wall-clock seconds per stage of the last step, forward and backward summed over both sides.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct StageTimes {
+pub struct StepTimes {
     pub augment: f64,
     pub affnet_forward: f64,
     pub warp_forward: f64,
@@ -145,7 +145,7 @@ pub struct StageTimes {
     pub affnet_backward: f64,
 }
 
-impl StageTimes {
+impl StepTimes {
     pub fn total(&self) -> f64 {
         self.augment
             + self.affnet_forward
@@ -171,7 +171,7 @@ pub struct StepStats {
     /// Mean singular-value ratio of the regions in their source patches (`θ`'s 2×2 part): how
     /// far from round the network makes what the source shows.
     pub mean_source_anisotropy: f32,
-    pub times: StageTimes,
+    pub times: StepTimes,
 }
 
 /// Per-side buffers, reused between steps.
@@ -273,7 +273,7 @@ impl TrainChain {
         let n = batch.len();
         let size = WarpSize::square(batch.source_size, PATCH_SIZE);
         let scale = PATCH_SIZE as f32 / batch.source_size as f32;
-        let mut times = StageTimes::default();
+        let mut times = StepTimes::default();
         let sources = [batch.anchors, batch.positives];
         let frames = [batch.anchor_frames, batch.positive_frames];
         for (k, side) in self.sides.iter_mut().enumerate() {
@@ -318,7 +318,7 @@ impl TrainChain {
         batch: &PairBatch,
         seed: u64,
         want_grads: bool,
-        times: &mut StageTimes,
+        times: &mut StepTimes,
     ) -> (LossStats, RegionStats) {
         let n = batch.len();
         let size = WarpSize::square(batch.source_size, PATCH_SIZE);
@@ -451,7 +451,7 @@ impl TrainChain {
 mod tests {
     use super::*;
     use crate::nn::gradcheck::{check_gradient, directional_error};
-    use crate::nn::{random_weights, ModelKind};
+    use crate::nn::{random_weights, NetworkKind};
     use crate::train::bench::SyntheticBatch;
 
     /// SIFT, and HardNet with random weights. HardNet's input standardisation is off here: its
@@ -459,7 +459,7 @@ mod tests {
     /// deliberately not the derivative of the forward pass.
     fn descriptors() -> Vec<(&'static str, Descriptor)> {
         let mut hardnet =
-            FrozenHardNet::from_weights(&random_weights(ModelKind::HardNet, 4)).unwrap();
+            FrozenHardNet::from_weights(&random_weights(NetworkKind::HardNet, 4)).unwrap();
         hardnet.network_mut().standardise_input = false;
         vec![
             ("sift", Descriptor::sift()),
@@ -478,7 +478,7 @@ mod tests {
         let data = SyntheticBatch::new(6, 10);
         let batch = data.batch();
         for (name, descriptor) in descriptors() {
-            for kind in LossKind::ALL {
+            for kind in <LossKind as crate::choice::Choice>::ALL.iter().copied() {
                 let mut model = TrainAffNet::new(2);
                 let mut chain = TrainChain::new(descriptor.clone(), kind);
                 let mut grads = vec![0.0; model.params().len()];
@@ -493,7 +493,7 @@ mod tests {
                     probe.sides[0].raw.copy_from_slice(&r[..18]);
                     probe.sides[1].raw.copy_from_slice(&r[18..]);
                     let loss = probe
-                        .head(&batch, 5, false, &mut StageTimes::default())
+                        .head(&batch, 5, false, &mut StepTimes::default())
                         .0
                         .loss;
                     let linear: f64 = (0..2)
@@ -536,7 +536,7 @@ mod tests {
             probe.sides[0].raw.copy_from_slice(&r[..18]);
             probe.sides[1].raw.copy_from_slice(&r[18..]);
             probe
-                .head(batch, 5, false, &mut StageTimes::default())
+                .head(batch, 5, false, &mut StepTimes::default())
                 .0
                 .loss
         };
@@ -575,7 +575,7 @@ mod tests {
         probe.sides[0].raw.copy_from_slice(&raw[..18]);
         probe.sides[1].raw.copy_from_slice(&raw[..18]);
         let geom = probe
-            .head(&same, 5, false, &mut StageTimes::default())
+            .head(&same, 5, false, &mut StepTimes::default())
             .1
             .mean_geom;
         assert!(geom.abs() < 1e-6, "{geom}");
@@ -584,7 +584,7 @@ mod tests {
             ..same
         };
         let geom = probe
-            .head(&other, 5, false, &mut StageTimes::default())
+            .head(&other, 5, false, &mut StepTimes::default())
             .1
             .mean_geom;
         assert!(geom > 1e-3, "{geom}");
@@ -630,10 +630,10 @@ mod tests {
                 .zip(p)
                 .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
         };
-        chain.head(&batch, 5, false, &mut StageTimes::default());
+        chain.head(&batch, 5, false, &mut StepTimes::default());
         assert!(max_diff(&chain) > 0.05, "{}", max_diff(&chain));
         chain.upright_descriptors = true;
-        chain.head(&batch, 5, false, &mut StageTimes::default());
+        chain.head(&batch, 5, false, &mut StepTimes::default());
         assert!(max_diff(&chain) < 1e-4, "{}", max_diff(&chain));
 
         // Gradient: PosDist plus the geometric term through upright frames.
@@ -653,7 +653,7 @@ mod tests {
     fn whole_chain_gradient_matches_finite_differences() {
         let data = SyntheticBatch::new(6, 20);
         let batch = data.batch();
-        for kind in LossKind::ALL {
+        for kind in <LossKind as crate::choice::Choice>::ALL.iter().copied() {
             let mut model = TrainAffNet::new(3);
             let mut chain = TrainChain::new(Descriptor::sift(), kind);
             let mut grads = vec![0.0; model.params().len()];

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use crate::nn::{ModelKind, Weights};
+use crate::nn::{NetworkKind, Weights};
 use crate::{Error, Result};
 
 pub const KIND_CHECKPOINT: &str = "train-checkpoint";
@@ -78,7 +78,7 @@ impl Checkpoint {
         let (step, epoch, seed) = (num("wbs.step")?, num("wbs.epoch")?, num("wbs.seed")?);
         let run = w.metadata.get("wbs.run").cloned().unwrap_or_default();
         let momentum = w.tensors.remove(MOMENTUM).map(|p| p.data);
-        ModelKind::AffNet.check(&w).map_err(|e| bad(path, e))?;
+        NetworkKind::AffNet.check(&w).map_err(|e| bad(path, e))?;
         Ok(Checkpoint {
             weights: w,
             momentum,

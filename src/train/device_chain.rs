@@ -36,8 +36,7 @@ use crate::nn::ops::sift::SIFT_DIM;
 use crate::nn::ops::spatial_transformer::{crop, Affine};
 use crate::nn::{HARDNET_DIM, L2_NORM_EPS, PATCH_LEN, PATCH_SIZE};
 use crate::train::chain::{
-    affnet_side_seed, descriptor_side_seed, Descriptor, PairBatch, StageTimes, StepStats,
-    TrainChain,
+    affnet_side_seed, descriptor_side_seed, Descriptor, PairBatch, StepStats, StepTimes, TrainChain,
 };
 use crate::train::hardnet::FrozenHardNet;
 use crate::train::regions::{RegionStage, RegionTerms};
@@ -177,7 +176,7 @@ impl DeviceTrainChain {
         let scale = PATCH_SIZE as f32 / s as f32;
         let net = model.network();
         let plan = check_plan(net)?;
-        let mut times = StageTimes::default();
+        let mut times = StepTimes::default();
         let mut clock = Instant::now();
         let mut lap = |acc: &mut f64| {
             *acc += clock.elapsed().as_secs_f64();
@@ -753,7 +752,7 @@ mod tests {
         conv2d_backward, conv2d_forward, dropout_backward, dropout_forward, BatchStats, ConvGrads,
         ConvInput, InputMap as CpuMap,
     };
-    use crate::nn::{normalise_patch, random_weights, ModelKind};
+    use crate::nn::{normalise_patch, random_weights, NetworkKind};
     use crate::train::hardnet::{l2_normalise_rows, l2_normalise_rows_backward};
     use crate::train::{synthetic_pairs, SyntheticBatch};
 
@@ -1089,7 +1088,7 @@ mod tests {
     }
 
     fn random_hardnet() -> FrozenHardNet {
-        FrozenHardNet::from_weights(&random_weights(ModelKind::HardNet, 1)).unwrap()
+        FrozenHardNet::from_weights(&random_weights(NetworkKind::HardNet, 1)).unwrap()
     }
 
     /// The device chain's recipe (stage plans, GEMM layouts, dropout seeds per side, network
@@ -1209,7 +1208,7 @@ mod tests {
         assert_eq!(last.oh * last.ow * last.conv.cout, HARDNET_DIM);
 
         // Another input size is refused with one line.
-        let wide = Network::new(ModelKind::AffNet, 48, 48);
+        let wide = Network::new(NetworkKind::AffNet, 48, 48);
         let e = check_plan(&wide).map(|_| ()).unwrap_err().to_string();
         assert!(e.contains("48") && !e.contains('\n'), "{e}");
     }

@@ -8,7 +8,7 @@
 //! matter in inference mode.
 
 use crate::nn::network::{Mode, NetGrads, Network, Workspace};
-use crate::nn::{l2_norm, l2_normalise, ModelKind, Weights, HARDNET_DIM, PATCH_SIZE};
+use crate::nn::{l2_norm, l2_normalise, NetworkKind, Weights, HARDNET_DIM, PATCH_SIZE};
 use crate::Result;
 /// Dropout of ducha-aiki/affnet's HardNet copy.
 pub const HARDNET_TRAIN_DROPOUT: f32 = 0.1;
@@ -30,7 +30,7 @@ pub struct HardNetCache {
 impl FrozenHardNet {
     /// From HardNet weights (e.g. HardNet++).
     pub fn from_weights(w: &Weights) -> Result<Self> {
-        let mut net = Network::from_weights(ModelKind::HardNet, w, PATCH_SIZE, PATCH_SIZE)?;
+        let mut net = Network::from_weights(NetworkKind::HardNet, w, PATCH_SIZE, PATCH_SIZE)?;
         net.update_running_stats = false;
         net.set_dropout(HARDNET_TRAIN_DROPOUT);
         Ok(FrozenHardNet { net })
@@ -109,7 +109,7 @@ mod tests {
 
     #[test]
     fn eval_equals_nn_hardnet_and_backward_is_consistent() {
-        let w = random_weights(ModelKind::HardNet, 5);
+        let w = random_weights(NetworkKind::HardNet, 5);
         let mut h = FrozenHardNet::from_weights(&w).unwrap();
         let patches = random_patches(6, 6);
         let mut cache = HardNetCache::default();

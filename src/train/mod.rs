@@ -27,7 +27,7 @@ pub use crate::nn::ops::loss::{descriptor_loss, LossGrads, LossKind, LossStats};
 pub use crate::nn::ops::sgd::{linear_decay, recipe_lr, Sgd};
 pub use crate::nn::ops::spatial_transformer::{Affine, WarpSize};
 pub use affnet::TrainAffNet;
-pub use chain::{Descriptor, PairBatch, StageTimes, StepStats, TrainChain};
+pub use chain::{Descriptor, PairBatch, StepStats, StepTimes, TrainChain};
 pub use hardnet::FrozenHardNet;
 mod bench;
 pub use bench::{

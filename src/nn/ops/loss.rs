@@ -16,13 +16,9 @@
 //!   `p_j` is pushed away from `a_i` too;
 //! - [`LossKind::PosDist`] (the script's `descr_dist`): `L = mean_i sqrt(|a_i − p_i|² + 1e-6)`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rayon::prelude::*;
 
 use crate::nn::matmul::{gemm, MatMut, MatRef};
-use crate::{Error, Result};
 
 const MARGIN: f64 = 1.0;
 const MATRIX_EPS: f64 = 1e-6;
@@ -32,47 +28,15 @@ const POSDIST_EPS: f64 = 1e-6;
 const DUPLICATE: f64 = 0.008;
 const EXCLUDE: f64 = 10.0;
 
-/// Which loss.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LossKind {
-    /// Hard negative-constant (the paper's contribution, the default).
-    HardNegC,
-    /// HardNet's hardest-in-batch triplet margin loss.
-    HardNeg,
-    /// Mean positive distance only.
-    PosDist,
-}
-
-impl LossKind {
-    pub const ALL: [LossKind; 3] = [LossKind::HardNegC, LossKind::HardNeg, LossKind::PosDist];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LossKind::HardNegC => "hardnegc",
-            LossKind::HardNeg => "hardneg",
-            LossKind::PosDist => "posdist",
-        }
-    }
-}
-
-impl fmt::Display for LossKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for LossKind {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        LossKind::ALL
-            .into_iter()
-            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "unknown loss '{s}': expected hardnegc, hardneg or posdist"
-                ))
-            })
+choices! {
+    /// Which descriptor loss.
+    pub enum LossKind {
+        /// Hard negative-constant (the paper's contribution, the default).
+        HardNegC = "hardnegc",
+        /// HardNet's hardest-in-batch triplet margin loss.
+        HardNeg = "hardneg",
+        /// Mean positive distance only (collapses; for comparison).
+        PosDist = "posdist",
     }
 }
 
@@ -411,7 +375,7 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
-        for kind in LossKind::ALL {
+        for kind in <LossKind as crate::choice::Choice>::ALL.iter().copied() {
             for (n, dim) in [(7, 5), (16, 128), (1, 3)] {
                 // Positives near their anchors, so that the hinges are neither all on nor off.
                 let a = unit_rows(n, dim, 1 + n as u64);
