@@ -59,24 +59,19 @@ pub mod choice;
 #[cfg(feature = "cli")]
 #[allow(missing_docs)] // still to document: see the note above
 pub mod cli;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod describe;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod detect;
 pub mod device;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod error;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod eval;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod feature;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod geometry;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod gpu;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod image;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod laf;
 pub mod matcher;
 #[allow(missing_docs)] // still to document: see the note above
@@ -86,12 +81,10 @@ pub mod networks;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod nn;
 pub mod orient;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod patch;
 pub mod pipeline;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod protocol;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod pyramid;
 pub mod shape;
 pub mod simd;
