@@ -62,19 +62,16 @@ pub mod cli;
 pub mod describe;
 pub mod detect;
 pub mod device;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod error;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod eval;
 pub mod feature;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod geometry;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod gpu;
 pub mod image;
 pub mod laf;
 pub mod matcher;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod matching;
 pub mod math;
 pub mod networks;
@@ -83,12 +80,10 @@ pub mod nn;
 pub mod orient;
 pub mod patch;
 pub mod pipeline;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod protocol;
 pub mod pyramid;
 pub mod shape;
 pub mod simd;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod synth;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod train;
