@@ -63,7 +63,6 @@ pub mod describe;
 pub mod detect;
 pub mod device;
 pub mod error;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod eval;
 pub mod feature;
 pub mod geometry;
