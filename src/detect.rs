@@ -39,11 +39,17 @@ const REFINEMENT_STEPS: usize = 5;
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum Threshold {
     /// A fixed threshold (hesaff units; 16/3 is standard).
-    Fixed { threshold: f32 },
+    Fixed {
+        /// The threshold in hesaff units; responses are compared with its square.
+        threshold: f32,
+    },
     /// AdHess: lowered from `threshold` until `target` features, never below `floor`.
     Adaptive {
+        /// The standard threshold (hesaff units): every feature above it is kept.
         threshold: f32,
+        /// The number of features to reach by lowering the threshold.
         target: usize,
+        /// The lowest threshold (hesaff units); detection runs once at this value.
         floor: f32,
     },
 }
@@ -57,7 +63,7 @@ impl Default for Threshold {
 }
 
 impl Threshold {
-    /// The adaptive threshold with wbs's defaults.
+    /// The adaptive threshold with wbs's defaults: standard 16/3, floor 2/3 (16/3 ÷ 8).
     pub fn adaptive(target: usize) -> Threshold {
         Threshold::Adaptive {
             threshold: DEFAULT_THRESHOLD,
@@ -90,19 +96,25 @@ pub enum BlobKind {
 /// One detected blob in input-image coordinates.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
+    /// The refined column in input-image pixels.
     pub x: f32,
+    /// The refined row in input-image pixels.
     pub y: f32,
     /// The characteristic scale σ in input-image pixels.
     pub sigma: f32,
     /// The interpolated response at the refined position (negative for saddles).
     pub response: f32,
+    /// The octave it was detected in: 0 is the input resolution, a pixel of octave k is 2ᵏ
+    /// input pixels.
     pub octave: usize,
     /// The scale-space level it was detected at, 1..=3.
     pub level: usize,
+    /// Bright blob, dark blob or saddle.
     pub kind: BlobKind,
 }
 
-/// Detects Hessian blobs in a scale space.
+/// Detects Hessian blobs in a scale space, octave by octave in scan order (level, row, column);
+/// the adaptive threshold then keeps its selection in that order.
 pub fn detect(space: &ScaleSpace, threshold: &Threshold) -> Vec<Detection> {
     let floor = threshold.detection_floor();
     let final_threshold = floor * floor;

@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     /// An image file that is missing, unreadable, corrupt, or unusable (too small, too large).
     #[error("{path}: {message}")]
-    Image { path: PathBuf, message: String },
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A weights file that is missing, malformed or does not fit the model.
     #[error("{0}")]
     Weights(String),
@@ -24,13 +29,16 @@ pub enum Error {
     /// An I/O failure on a named file.
     #[error("{path}: {source}")]
     Io {
+        /// The file being read or written.
         path: PathBuf,
+        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
 }
 
 impl Error {
+    /// An [`Error::Image`] for the file at `path`.
     pub fn image(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
         Error::Image {
             path: path.as_ref().to_path_buf(),
@@ -38,6 +46,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::Io`] for the file at `path`.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
@@ -45,9 +54,11 @@ impl Error {
         }
     }
 
+    /// An [`Error::Invalid`] with this message.
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::Invalid(message.into())
     }
 }
 
+/// The library's result type: [`Error`] unless another error type is named.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -66,22 +66,27 @@ impl GrayImage {
         }
     }
 
+    /// The number of columns.
     pub fn width(&self) -> usize {
         self.width
     }
 
+    /// The number of rows.
     pub fn height(&self) -> usize {
         self.height
     }
 
+    /// The pixels, row-major: pixel (x, y) is `data()[y * width + x]`.
     pub fn data(&self) -> &[f32] {
         &self.data
     }
 
+    /// The pixels, row-major, for writing in place.
     pub fn data_mut(&mut self) -> &mut [f32] {
         &mut self.data
     }
 
+    /// The row-major pixels, without copying.
     pub fn into_vec(self) -> Vec<f32> {
         self.data
     }
@@ -142,7 +147,9 @@ impl Default for LoadOptions {
     }
 }
 
-/// Loads an image file as gray f32 in 0..255, with EXIF orientation applied.
+/// Loads an image file as gray f32 in 0..255, with EXIF orientation applied. Fails with
+/// [`Error::Image`] for a missing, unsupported, corrupt or oversized file or one with a side below
+/// [`MIN_SIDE`], and with [`Error::Io`] when reading fails.
 pub fn load_gray(path: &Path, options: &LoadOptions) -> Result<GrayImage> {
     let image = decode(path, options)?;
     let gray = to_gray(&image);
@@ -155,7 +162,9 @@ pub fn load_rgb(path: &Path, options: &LoadOptions) -> Result<RgbImage> {
     Ok(decode(path, options)?.to_rgb8())
 }
 
-/// Decodes any supported file after checking its header for the size limit.
+/// Decodes any supported file, with EXIF orientation applied, after checking its header for the
+/// size limit; the format is recognised from the content, not the extension. [`MIN_SIDE`] is not
+/// checked.
 pub fn decode(path: &Path, options: &LoadOptions) -> Result<DynamicImage> {
     if !path.exists() {
         return Err(Error::image(path, "no such file"));

@@ -12,6 +12,17 @@ use serde::{Deserialize, Serialize};
 pub const MR_SIZE: f32 = 5.196_152; // 3·√3
 
 /// A local affine frame `[A | c]`.
+///
+/// ```
+/// use wbs::laf::Laf;
+///
+/// // A circle of radius 10 at (100, 50), its patch x axis turned to image direction 90°: down.
+/// let laf = Laf::circle(100.0, 50.0, 10.0).rotated(std::f32::consts::FRAC_PI_2);
+/// let [x, y] = laf.map([1.0, 0.0]); // the middle of the patch's right edge
+/// assert!((x - 100.0).abs() < 1e-4 && (y - 60.0).abs() < 1e-4);
+/// assert!((laf.scale() - 10.0).abs() < 1e-4);
+/// assert!((laf.orientation() + std::f32::consts::FRAC_PI_2).abs() < 1e-6); // kornia's sign
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Laf {
     /// The 2×2 shape, row-major: `a[row][col]`.
@@ -34,6 +45,7 @@ impl Laf {
         Laf::circle(x, y, MR_SIZE * sigma)
     }
 
+    /// det A; negative for a mirrored frame.
     pub fn det(&self) -> f32 {
         self.a[0][0] * self.a[1][1] - self.a[0][1] * self.a[1][0]
     }
@@ -43,7 +55,8 @@ impl Laf {
         (self.det().abs() + 1e-10).sqrt()
     }
 
-    /// atan2(A[0][1], A[0][0]), radians (kornia's `get_laf_orientation`).
+    /// `atan2(A[0][1], A[0][0])`, radians (kornia's `get_laf_orientation`). For an upright frame
+    /// turned by [`Laf::rotated`]`(θ)` this is −θ.
     pub fn orientation(&self) -> f32 {
         self.a[0][1].atan2(self.a[0][0])
     }

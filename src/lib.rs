@@ -59,49 +59,36 @@ pub mod choice;
 #[cfg(feature = "cli")]
 #[allow(missing_docs)] // still to document: see the note above
 pub mod cli;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod describe;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod detect;
 pub mod device;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod error;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod eval;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod feature;
 pub mod files;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod geometry;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod gpu;
 #[cfg(feature = "cuda")]
 #[allow(missing_docs)] // still to document: see the note above
 pub mod gpu_check;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod image;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod laf;
 pub mod matcher;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod matching;
 pub mod math;
 pub mod networks;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod nn;
 pub mod orient;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod patch;
 pub mod pipeline;
 #[cfg(feature = "plots")]
 pub mod plot;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod protocol;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod pyramid;
 pub mod shape;
 pub mod simd;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod synth;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod train;

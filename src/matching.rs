@@ -28,13 +28,16 @@ pub struct TwoNearest {
 /// One tentative correspondence between feature `query` of image 1 and `train` of image 2.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tentative {
+    /// Index of the feature in image 1 (the query side).
     pub query: usize,
+    /// Index of its nearest neighbour among the features of image 2.
     pub train: usize,
     /// d1/d2, the second-nearest-neighbour ratio (lower is more distinctive).
     pub ratio: f32,
 }
 
-/// Exact two nearest neighbours of each query (row-major `dim`-vectors) in the database.
+/// Exact two nearest neighbours of each query (row-major `dim`-vectors) in the database. Panics
+/// when `dim` is 0 or does not divide both lengths.
 pub fn two_nearest(queries: &[f32], database: &[f32], dim: usize) -> TwoNearest {
     assert!(dim > 0 && queries.len().is_multiple_of(dim) && database.len().is_multiple_of(dim));
     let n_queries = queries.len() / dim;

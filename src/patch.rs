@@ -34,6 +34,7 @@ pub const NET_PATCH: PatchSpec = PatchSpec {
 /// The size of a square patch and how much anti-aliasing blur it wants.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PatchSpec {
+    /// The side in patch pixels; the patch spans the frame's `[-1, 1]²`.
     pub size: usize,
     /// The wanted blur of the sampled image, in units of the patch's sampling step (input-image
     /// pixels per patch pixel). hesaff blurs SIFT patches by 1.5 steps.
@@ -41,12 +42,14 @@ pub struct PatchSpec {
 }
 
 impl PatchSpec {
+    /// The number of patch pixels, `size²`.
     pub fn pixels(&self) -> usize {
         self.size * self.size
     }
 }
 
-/// Samples a `size`×`size` patch of `image` over `laf` (given in `image`'s pixels) into `out`.
+/// Samples a `size`×`size` patch of `image` over `laf` (given in `image`'s pixels) into `out`,
+/// row-major, with no anti-aliasing of its own: the caller picks a suitably blurred image.
 pub fn sample_patch(image: &GrayImage, laf: &Laf, size: usize, out: &mut [f32]) {
     debug_assert_eq!(out.len(), size * size);
     let (w, h) = (image.width(), image.height());
@@ -153,7 +156,8 @@ pub fn sample_from_space(space: &ScaleSpace, laf: &Laf, spec: &PatchSpec, out: &
     );
 }
 
-/// Samples the patches of many frames, in parallel; returns N·size² values.
+/// Samples the patches of many frames, in parallel; returns N·size² values, patch by patch in the
+/// order of `lafs`.
 pub fn extract_patches(space: &ScaleSpace, lafs: &[Laf], spec: &PatchSpec) -> Vec<f32> {
     let pixels = spec.pixels();
     let mut out = vec![0f32; lafs.len() * pixels];

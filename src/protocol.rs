@@ -32,18 +32,23 @@ pub enum GroundTruth {
 /// The verdict on one pair.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Judgement {
+    /// Enough inliers and, where ground truth exists, a model that agrees with it.
     pub registered: bool,
+    /// The number of inliers judged.
     pub inliers: usize,
-    /// Median ground-truth transfer error of the inliers (homography) or the fraction of
-    /// annotated correspondences explained (correspondences); None without ground truth or
-    /// without a model.
+    /// Median ground-truth transfer error of the inliers in px (homography) or the fraction of
+    /// annotated correspondences explained (correspondences); None without ground truth, without
+    /// inliers (homography) or without a model (correspondences).
     pub metric: Option<f64>,
     /// Whether ground truth was available.
     pub has_ground_truth: bool,
+    /// The verdict in words, one line (e.g. `"40 inliers ≥ 15; median ground-truth error …"`).
     pub reason: String,
 }
 
-/// Judges a match result (its inliers as [x1, y1, x2, y2] and its model) against ground truth.
+/// Judges a match result (its inliers as `[x1, y1, x2, y2]` in pixels and its model) against
+/// ground truth. `model` is only read for annotated correspondences, as the fundamental matrix
+/// (row-major, `x2ᵀ·F·x1 = 0`); homography ground truth is checked on the inliers alone.
 pub fn judge(
     inlier_matches: &[[f64; 4]],
     model: Option<&[[f64; 3]; 3]>,
@@ -128,8 +133,8 @@ pub fn median_transfer_error(matches: &[[f64; 4]], h: &Matrix3<f64>) -> Option<f
     })
 }
 
-/// The fraction of correspondences whose mean one-sided epipolar distance under `f` (with
-/// x2ᵀ·F·x1 = 0) is at most 5 px.
+/// The fraction of correspondences `[x1, y1, x2, y2]` whose mean one-sided epipolar distance under
+/// `f` (with `x2ᵀ·F·x1 = 0`) is at most [`MAX_EPIPOLAR_DISTANCE`]; None when there are none.
 pub fn explained_fraction(points: &[[f64; 4]], f: &Matrix3<f64>) -> Option<f64> {
     if points.is_empty() {
         return None;
@@ -150,7 +155,8 @@ pub fn explained_fraction(points: &[[f64; 4]], f: &Matrix3<f64>) -> Option<f64> 
 }
 
 /// Reads a ground-truth file: nine numbers are a homography (image 1 → image 2, any notation);
-/// rows of four numbers are annotated correspondences `x1 y1 x2 y2`.
+/// rows of four numbers are annotated correspondences `x1 y1 x2 y2`. An unreadable file is an
+/// [`Error::Io`](crate::Error::Io), a malformed one an [`Error::Dataset`](crate::Error::Dataset).
 pub fn load_ground_truth(path: &std::path::Path) -> crate::Result<GroundTruth> {
     let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
     let tokens = text.split_whitespace().count();
@@ -164,7 +170,8 @@ pub fn load_ground_truth(path: &std::path::Path) -> crate::Result<GroundTruth> {
         .map_err(|m| crate::Error::Dataset(format!("{}: {m}", path.display())))
 }
 
-/// Parses rows `x1 y1 x2 y2` (blank lines and `#` comments ignored).
+/// Parses rows `x1 y1 x2 y2` (blank lines and `#` comments ignored). The error names the first bad
+/// line; a text without rows is an error too.
 pub fn parse_correspondences(text: &str) -> std::result::Result<Vec<[f64; 4]>, String> {
     let mut points = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -28,13 +28,17 @@ pub struct Octave {
     pub pixel_distance: f32,
     /// The blur of each level in this octave's pixels: 1.6·k^i.
     pub sigmas: [f32; IMAGES_PER_OCTAVE],
+    /// The Gaussian images, least blurred first; levels 1..=3 are the detection levels.
     pub levels: Vec<GrayImage>,
 }
 
 /// The whole scale space, plus the input image for sampling small patches at full resolution.
 #[derive(Clone, Debug)]
 pub struct ScaleSpace {
+    /// The input image as given (blur σ 0.5 assumed).
     pub input: GrayImage,
+    /// The octaves, finest first; octave k has pixels of 2ᵏ input pixels. Empty for an image
+    /// with a side of at most `2·BORDER + 2` pixels.
     pub octaves: Vec<Octave>,
 }
 
@@ -42,6 +46,7 @@ pub struct ScaleSpace {
 /// coordinates into it.
 #[derive(Clone, Copy, Debug)]
 pub struct SamplingLevel<'a> {
+    /// The chosen image: the input or one level of one octave.
     pub image: &'a GrayImage,
     /// Input-image pixels per pixel of `image`.
     pub pixel_distance: f32,
@@ -127,7 +132,8 @@ pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
     kernel
 }
 
-/// Separable Gaussian blur with replicated borders.
+/// Separable Gaussian blur with replicated borders ([`gaussian_kernel`] in both directions);
+/// σ ≤ 0 returns a copy.
 pub fn gaussian_blur(image: &GrayImage, sigma: f32) -> GrayImage {
     if sigma <= 0.0 {
         return image.clone();

@@ -2,9 +2,10 @@
 //! strong viewpoint change (tilt, rotation, scale, a little perspective) and a photometric change
 //! (gamma, gain, noise). Used by the tests and to make the sample pair in `data/`.
 //!
-//! The viewpoint follows the affine camera model of ASIFT: `A = λ·R(ψ)·T_t·R(φ)` where `T_t`
-//! compresses by the tilt t along direction φ; the homography is `A` about the image centre
-//! followed by a small projective term. It maps image 1 to image 2 (the Oxford `H1to2p`).
+//! The viewpoint follows the affine camera model of ASIFT: `A = λ·R(ψ)·R(−φ)·T_t·R(φ)` where
+//! `T_t = diag(1/t, 1)`, so that the image is compressed by the tilt t along direction φ and then
+//! rotated by ψ; the homography is `A` about the image centre followed by a small projective term.
+//! It maps image 1 to image 2 (the Oxford `H1to2p`).
 
 use std::path::Path;
 
@@ -20,18 +21,22 @@ use crate::{Error, Result};
 pub struct SynthParams {
     /// Absolute tilt t ≥ 1 (compression 1/t along `tilt_direction_deg`).
     pub tilt: f64,
+    /// The direction φ of the compression, degrees.
     pub tilt_direction_deg: f64,
-    /// In-plane rotation ψ.
+    /// In-plane rotation ψ, degrees.
     pub rotation_deg: f64,
     /// Overall zoom λ.
     pub scale: f64,
-    /// The projective row (h31, h32), in units of 1/image size.
+    /// The projective row (h31, h32), in units of 1/image size (the longer side).
     pub perspective: [f64; 2],
-    /// Photometric change of image 2: 255·gain·(v/255)^gamma + noise.
+    /// The gamma of the photometric change of image 2, `255·gain·(v/255)^gamma + noise` per
+    /// channel.
     pub gamma: f64,
+    /// The gain of the photometric change (1 keeps the brightness).
     pub gain: f64,
     /// Standard deviation of the added Gaussian noise, gray levels.
     pub noise: f64,
+    /// Seeds the noise (and, through [`SynthParams::random`], the parameters themselves).
     pub seed: u64,
 }
 
@@ -88,7 +93,9 @@ impl SynthParams {
     }
 }
 
-/// Makes image 2 of a pair; returns it with the homography image 1 → image 2.
+/// Makes image 2 of a pair, the same size as `image1`; returns it with the homography
+/// image 1 → image 2. Pixels that fall outside image 1 are black and get no photometric change.
+/// Fails with [`Error::Invalid`] when the homography is singular.
 pub fn synthesize(image1: &RgbImage, params: &SynthParams) -> Result<(RgbImage, Matrix3<f64>)> {
     let (w, h) = image1.dimensions();
     let homography = params.homography(w, h);
@@ -100,7 +107,8 @@ pub fn synthesize(image1: &RgbImage, params: &SynthParams) -> Result<(RgbImage, 
     Ok((out, homography))
 }
 
-/// Output pixel p shows the input at `inverse·p` (bilinear; black outside).
+/// Output pixel p shows the input at `inverse·p` (bilinear; black outside): `inverse` maps the
+/// output image to the input, i.e. it is the inverse of the homography input → output.
 pub fn warp(image: &RgbImage, inverse: &Matrix3<f64>, width: u32, height: u32) -> RgbImage {
     let (iw, ih) = (image.width() as f64, image.height() as f64);
     RgbImage::from_fn(width, height, |x, y| {
@@ -163,14 +171,16 @@ pub fn write_homography(path: &Path, h: &Matrix3<f64>) -> Result<()> {
 }
 
 /// Reads a homography file: nine numbers in plain, scientific or engineering notation
-/// (`883.39e-003`), any whitespace; normalised so that H[2,2] = 1.
+/// (`883.39e-003`), any whitespace; normalised so that `H[2,2] = 1`. A malformed file is an
+/// [`Error::Dataset`].
 pub fn read_homography(path: &Path) -> Result<Matrix3<f64>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     parse_homography(&text)
         .map_err(|message| Error::Dataset(format!("{}: {message}", path.display())))
 }
 
-/// Parses nine numbers into a homography normalised by H[2,2].
+/// Parses nine numbers (row-major, any notation and whitespace) into a homography normalised by
+/// `H[2,2]`; non-finite, singular or `H[2,2] = 0` matrices are refused with a one-line message.
 pub fn parse_homography(text: &str) -> std::result::Result<Matrix3<f64>, String> {
     let values: Vec<f64> = text
         .split_whitespace()

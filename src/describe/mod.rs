@@ -43,6 +43,7 @@ impl DescriptorKind {
         matches!(self, DescriptorKind::Halfrootsift)
     }
 
+    /// The descriptor length: 128, or 64 for HalfRootSIFT.
     pub fn dimension(self) -> usize {
         match self {
             DescriptorKind::Hardnet => 128,
@@ -54,20 +55,26 @@ impl DescriptorKind {
 /// Features with one descriptor each (row-major, `dimension` values per feature).
 #[derive(Clone, Debug, Default)]
 pub struct Described {
+    /// The described features; row `i` of `descriptors` belongs to `features[i]`.
     pub features: Vec<Feature>,
+    /// `features.len() × dimension` values, one unit-length row per feature.
     pub descriptors: Vec<f32>,
+    /// The length of one descriptor (see [`DescriptorKind::dimension`]).
     pub dimension: usize,
 }
 
 impl Described {
+    /// The number of features.
     pub fn len(&self) -> usize {
         self.features.len()
     }
 
+    /// Whether there are no features.
     pub fn is_empty(&self) -> bool {
         self.features.is_empty()
     }
 
+    /// The descriptor of feature `i`. Panics when `i` is out of range.
     pub fn descriptor(&self, i: usize) -> &[f32] {
         &self.descriptors[i * self.dimension..(i + 1) * self.dimension]
     }
@@ -92,7 +99,8 @@ pub fn describe_sift(space: &ScaleSpace, features: &[Feature], variant: SiftVari
     keep_valid(features, descriptors, &valid, dimension)
 }
 
-/// Drops the features (and descriptor rows) marked invalid.
+/// Drops the features (and descriptor rows) marked invalid. `descriptors` holds one row of
+/// `dimension` values per feature and `valid` one flag per feature.
 pub fn keep_valid(
     features: &[Feature],
     descriptors: Vec<f32>,

@@ -21,21 +21,28 @@ const MAX_BIN_VALUE: f32 = 0.2;
 /// The SIFT-family variants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SiftVariant {
+    /// SIFT (128-D): L2 → clip at 0.2 → L2.
     Sift,
+    /// RootSIFT (128-D): SIFT, then L1 normalisation and an element-wise square root.
     RootSift,
+    /// HalfSIFT (64-D): SIFT with opposite orientation bins folded together.
     HalfSift,
+    /// HalfRootSIFT (64-D): HalfSIFT with the RootSIFT normalisation.
     HalfRootSift,
 }
 
 impl SiftVariant {
+    /// Whether orientations are folded modulo 180° (the 64-D variants).
     pub fn is_half(self) -> bool {
         matches!(self, SiftVariant::HalfSift | SiftVariant::HalfRootSift)
     }
 
+    /// Whether the RootSIFT normalisation (L1, square root) is applied.
     pub fn is_root(self) -> bool {
         matches!(self, SiftVariant::RootSift | SiftVariant::HalfRootSift)
     }
 
+    /// The descriptor length: 128, or 64 for the half variants.
     pub fn dimension(self) -> usize {
         if self.is_half() {
             SPATIAL_BINS * SPATIAL_BINS * ORIENTATION_BINS / 2
@@ -54,7 +61,7 @@ pub struct Sift {
     bins: [(usize, f32, usize, f32); SIZE],
 }
 
-/// Reusable per-thread buffers.
+/// Reusable per-thread buffers for [`Sift::describe`]; `Default` allocates them.
 pub struct SiftScratch {
     patch: Vec<f32>,
     gx: Vec<f32>,
@@ -87,6 +94,8 @@ impl Default for Sift {
 }
 
 impl Sift {
+    /// Precomputes the Gaussian mask (`exp(−d²/(0.9·20²))` inside radius 20) and the spatial bin
+    /// weights; build it once and share it across threads.
     pub fn new() -> Sift {
         let half = (SIZE / 2) as f32;
         let r2 = half * half;

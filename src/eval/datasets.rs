@@ -93,16 +93,28 @@ pub enum TruthSource {
     None,
     /// A homography file. `maps_2_to_1`: the file maps image 2 to image 1 (homogr's `_model.txt`)
     /// and is inverted, so that the ground truth maps image 1 to image 2 as everywhere else.
-    Homography { path: PathBuf, maps_2_to_1: bool },
+    Homography {
+        /// The file: nine numbers in any notation.
+        path: PathBuf,
+        /// Whether the file maps image 2 to image 1 (and is inverted when read).
+        maps_2_to_1: bool,
+    },
     /// Annotated correspondences, rows `x1 y1 x2 y2` (verified with a fundamental matrix).
-    Correspondences { path: PathBuf },
+    Correspondences {
+        /// The file of rows `x1 y1 x2 y2`.
+        path: PathBuf,
+    },
     /// A file from a pair list, told apart by its content: 9 numbers are a homography
     /// (image 1 → image 2), rows of 4 numbers are correspondences.
-    File { path: PathBuf },
+    File {
+        /// The file named on the pair list's line.
+        path: PathBuf,
+    },
 }
 
 impl TruthSource {
-    /// Reads the ground truth (homographies normalised so that H[2,2] = 1).
+    /// Reads the ground truth (homographies normalised so that `H[2,2] = 1`). An unreadable file
+    /// is an [`Error::Io`], a malformed or singular one an [`Error::Dataset`].
     pub fn load(&self) -> Result<GroundTruth> {
         match self {
             TruthSource::None => Ok(GroundTruth::None),
@@ -152,9 +164,13 @@ pub fn truth_kind(truth: &GroundTruth) -> &'static str {
 pub struct Pair {
     /// Unique in a run: `<dataset>/<pair>` as score.py names it.
     pub name: String,
+    /// The name of the dataset it belongs to ([`Dataset::name`]).
     pub dataset: String,
+    /// Image 1: the homography ground truth maps it to image 2.
     pub image1: PathBuf,
+    /// Image 2.
     pub image2: PathBuf,
+    /// Its ground truth, read when the pair runs.
     pub truth: TruthSource,
 }
 
@@ -163,13 +179,17 @@ pub struct Pair {
 pub struct Dataset {
     /// The name in reports: the layout's (`OxAff`), or the list's name.
     pub name: String,
+    /// The layout it was read in.
     pub layout: Layout,
     /// The folder (or the list file) it was read from.
     pub root: PathBuf,
+    /// The pairs, never empty, in the scorer's order.
     pub pairs: Vec<Pair>,
 }
 
-/// Reads the folder `root` in `layout` (not [`Layout::List`]; see [`load_pair_list`]).
+/// Reads the folder `root` in `layout`; [`Layout::List`] reads `root` as a pair list instead
+/// ([`load_pair_list`] without a name). Fails with a one-line [`Error::Dataset`] when the folder
+/// does not have the layout or holds no pair.
 pub fn load_dataset(layout: Layout, root: &Path) -> Result<Dataset> {
     if layout == Layout::List {
         return load_pair_list(None, root);
@@ -505,7 +525,8 @@ pub fn parse_dataset_spec(spec: &str, root: Option<&Path>) -> Result<(Layout, Pa
     Ok((layout, dir))
 }
 
-/// Parses `--list [NAME=]FILE`.
+/// Parses `--list [NAME=]FILE`: the dataset name, if given, and the list file. A `NAME` containing
+/// `/` is taken as part of the path.
 pub fn parse_list_spec(spec: &str) -> (Option<&str>, PathBuf) {
     match spec.split_once('=') {
         Some((name, file)) if !name.is_empty() && !name.contains('/') => {

@@ -21,11 +21,14 @@ use crate::{Error, Result};
 /// shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
+    /// This shard's number, 1..=`count`.
     pub index: usize,
+    /// The number of shards.
     pub count: usize,
 }
 
 impl Shard {
+    /// Whether the pair at `pair_index` (0-based, in the full list) belongs to this shard.
     pub fn contains(&self, pair_index: usize) -> bool {
         pair_index % self.count == self.index - 1
     }
@@ -57,6 +60,7 @@ impl fmt::Display for Shard {
 /// A dataset as evaluated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DatasetInfo {
+    /// The dataset's name in reports ([`Dataset::name`](super::Dataset::name)).
     pub name: String,
     /// The layout's name ("OxAff", ..., "list").
     pub layout: String,
@@ -69,7 +73,9 @@ pub struct DatasetInfo {
 /// Everything that decides an evaluation's numbers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Settings {
+    /// The datasets, in the order given; pair positions count through them in this order.
     pub datasets: Vec<DatasetInfo>,
+    /// The methods, in the order given (the order of the table's rows).
     pub methods: Vec<MethodConfig>,
     /// `--only`: pairs whose name contains one of these (empty: all).
     pub only: Vec<String>,
@@ -104,29 +110,36 @@ impl Settings {
 pub struct PairRecord {
     /// The pair's position in the full list of pairs (all datasets in the order given).
     pub index: usize,
+    /// The dataset's name.
     pub dataset: String,
     /// `<dataset>/<pair>`, as score.py names it.
     pub pair: String,
     /// The method's label.
     pub method: String,
+    /// The paths of image 1 and image 2, as the dataset gave them.
     pub images: [String; 2],
     /// "homography", "correspondences" or "none" (judged on inliers alone); the source's kind
     /// when it could not be read.
     pub ground_truth: String,
     /// "homography" or "fundamental"; None when the pair failed before matching.
     pub geometry: Option<String>,
+    /// The protocol's verdict; false for a failed pair.
     pub registered: bool,
-    /// The protocol's verdict in words, or the error.
+    /// The protocol's verdict in words, or `failed: <error>`.
     pub verdict: String,
+    /// Correspondences consistent with the verified model.
     pub inliers: usize,
+    /// Correspondences that passed the ratio test and the duplicate filter.
     pub tentatives: usize,
     /// Features per image.
     pub features: [usize; 2],
     /// The ground-truth check's measure: median transfer error of the inliers in px
     /// (homography) or the fraction of annotated correspondences explained (fundamental).
     pub metric: Option<f64>,
-    /// The verified model (3×3, row-major).
+    /// The verified model (3×3, row-major): a homography image 1 → image 2 or a fundamental
+    /// matrix with `x2ᵀ·F·x1 = 0`.
     pub model: Option<[[f64; 3]; 3]>,
+    /// The iterations LO-RANSAC ran.
     pub ransac_iterations: usize,
     /// Milliseconds per stage as `wbs match` reports them ("total" is the whole pair).
     pub timings_ms: BTreeMap<String, f64>,
@@ -146,16 +159,19 @@ impl PairRecord {
 pub struct RunInfo {
     /// The command line (for a merge: the merge's).
     pub command: Vec<String>,
-    /// Pairs matched concurrently (`--jobs`) and worker threads inside each match.
+    /// Pairs matched concurrently (`--jobs`).
     pub jobs: usize,
+    /// Worker threads inside each match (rayon's global pool).
     pub threads: usize,
     /// Wall time of this invocation.
     pub wall_seconds: f64,
-    /// `/proc/loadavg` (1, 5, 15 minutes) when the run started and ended.
+    /// `/proc/loadavg` (1, 5, 15 minutes) when the run started; None where there is none.
     pub load_start: Option<[f64; 3]>,
+    /// `/proc/loadavg` (1, 5, 15 minutes) when the run ended.
     pub load_end: Option<[f64; 3]>,
-    /// Records computed in this invocation, and taken over from an earlier one (`--resume`).
+    /// Records computed in this invocation.
     pub computed: usize,
+    /// Records taken over from an earlier invocation (`--resume`).
     pub resumed: usize,
     /// For a merge: the shard files merged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -165,8 +181,11 @@ pub struct RunInfo {
 /// `eval.json`: the whole evaluation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalFile {
+    /// The wbs version that wrote it.
     pub version: String,
+    /// What was evaluated.
     pub settings: Settings,
+    /// How the run went.
     pub run: RunInfo,
     /// Per method and dataset (the table's cells and more).
     pub summary: Vec<Summary>,
@@ -175,7 +194,8 @@ pub struct EvalFile {
 }
 
 impl EvalFile {
-    /// Reads `eval.json` (or a folder holding one).
+    /// Reads `eval.json` (or a folder holding one). A file that does not parse is an
+    /// [`Error::Dataset`].
     pub fn read(path: &std::path::Path) -> Result<EvalFile> {
         let file = if path.is_dir() {
             path.join("eval.json")

@@ -18,10 +18,13 @@ use crate::{Error, Result};
 /// One method on one dataset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// The method's label.
     pub method: String,
+    /// The dataset's name.
     pub dataset: String,
     /// Pairs evaluated (errors included).
     pub pairs: usize,
+    /// Pairs the protocol counts as registered.
     pub registered: usize,
     /// Pairs that failed to run (unreadable image or ground truth); not registered.
     pub errors: usize,

@@ -33,10 +33,13 @@ pub const SETTINGS: &str = "settings.json";
 /// What to evaluate.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// The datasets, in order; pair positions count through them in this order.
     pub datasets: Vec<Dataset>,
+    /// The methods; every selected pair runs with each.
     pub methods: Vec<MethodConfig>,
     /// Only pairs whose name contains one of these (empty: all).
     pub only: Vec<String>,
+    /// Only the pairs of this shard (`--shard I/N`); None for all.
     pub shard: Option<Shard>,
 }
 
@@ -198,7 +201,8 @@ fn draw(path: &Path, pair: &Pair, report: &MatchReport) -> Result<()> {
         .map_err(|e| Error::image(path, format!("cannot write: {e}")))
 }
 
-/// Reads a journal; lines that do not parse (a line cut short by an interruption) are dropped.
+/// Reads a journal: the records and the number of lines dropped because they do not parse (a
+/// line cut short by an interruption). A missing journal is empty.
 pub fn read_journal(path: &Path) -> Result<(Vec<PairRecord>, usize)> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,

@@ -26,15 +26,19 @@ const INITIALIZATION_HYPOTHESES: usize = 2048;
 /// One tentative correspondence, the data type the `sample-consensus` traits see.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Correspondence {
+    /// The point in image 1, pixels.
     pub p1: [f64; 2],
+    /// The point in image 2, pixels.
     pub p2: [f64; 2],
 }
 
 /// A homography hypothesis; its residual is the squared error chosen by `error`, in px².
 #[derive(Clone, Debug)]
 pub struct HomographyModel {
+    /// The homography image 1 → image 2, scaled so that `H[2,2] = 1` when possible.
     pub h: Matrix3<f64>,
     h_inv: Matrix3<f64>,
+    /// The error the residual measures.
     pub error: HomographyError,
 }
 
@@ -58,6 +62,7 @@ impl Model<Correspondence> for HomographyModel {
 /// A fundamental-matrix hypothesis; its residual is the squared Sampson error in px².
 #[derive(Clone, Debug)]
 pub struct FundamentalModel {
+    /// The fundamental matrix, `x2ᵀ·F·x1 = 0`, Frobenius norm 1.
     pub f: Matrix3<f64>,
 }
 
@@ -76,6 +81,7 @@ impl Model<Correspondence> for FundamentalModel {
 /// Counts its calls, i.e. the hypotheses ARRSAC draws.
 #[derive(Debug)]
 pub struct HomographyEstimator {
+    /// The error its models' residuals measure.
     pub error: HomographyError,
     calls: Cell<usize>,
 }
@@ -97,6 +103,7 @@ fn first_n<const N: usize>(
 }
 
 impl HomographyEstimator {
+    /// An estimator whose models score with `error`; no calls counted yet.
     pub fn new(error: HomographyError) -> Self {
         Self {
             error,
@@ -104,6 +111,7 @@ impl HomographyEstimator {
         }
     }
 
+    /// The samples it was asked to estimate from so far.
     pub fn calls(&self) -> usize {
         self.calls.get()
     }
@@ -149,10 +157,12 @@ pub struct FundamentalEstimator {
 }
 
 impl FundamentalEstimator {
+    /// An estimator with no calls counted yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// The samples it was asked to estimate from so far.
     pub fn calls(&self) -> usize {
         self.calls.get()
     }

@@ -79,8 +79,11 @@ choices! {
     }
 }
 
+/// The settings of geometric verification; [`RansacConfig::homography`] and
+/// [`RansacConfig::fundamental`] are the protocol's.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RansacConfig {
+    /// The model to fit.
     pub kind: Geometry,
     /// Inlier threshold in px: 3.0 (H) / 1.5 (F Sampson distance, i.e. sqrt of the Sampson error).
     pub threshold_px: f64,
@@ -132,6 +135,7 @@ choices! {
     }
 }
 
+/// The outcome of [`verify`]: the model and the correspondences that support it.
 #[derive(Clone, Debug)]
 pub struct Verification {
     /// H maps image 1 → image 2, scaled so H[(2,2)] = 1 when possible; F with x2ᵀ·F·x1 = 0,
