@@ -39,12 +39,8 @@
 //! thousands): a single patch works but cannot use more than one core. Outputs do not depend on
 //! the batch composition beyond float rounding (about 1e-6).
 //!
-//! Measured with `cargo test --release -j1 --test nn_bench -- --ignored --nocapture` (batch
-//! 2,048) on the 2-core development machine, whose cores other jobs share: 3,400–4,200 (AffNet,
-//! OriNet) and 900–1,150 (HardNet) patches per CPU-second, so about twice that with both cores
-//! free. The convolutions run at the speed of `gemm`'s AVX2 kernels (90–105 GFLOP/s per core);
-//! enabling gemm's `x86-v4` feature (AVX-512 kernels, chosen at run time) measured 4,600–4,800 and
-//! 1,550–1,650 patches per CPU-second, and 9,364 AffNet patches/s on two free cores.
+//! The convolutions run at the speed of `gemm`'s kernels (AVX2, or AVX-512 chosen at run time);
+//! `wbs bench` measures the networks' throughput, and `docs/affnet.md` ("Speed") records it.
 //!
 //! # Conventions (see `reference/affnet.md`)
 //! - Input: each patch is standardised as `(x − mean) / (std + eps)` with the unbiased std;

@@ -4,7 +4,7 @@
 //!
 //! Why: the number of groups does not depend on the thread count or on work stealing, so a
 //! training run gives bit-identical weights with 1, 2 or 16 threads, and a run that is stopped
-//! and resumed equals an uninterrupted one (issue 6). A `fold`/`reduce` over rayon's own splits
+//! and resumed equals an uninterrupted one. A `fold`/`reduce` over rayon's own splits
 //! would not.
 
 use std::cell::RefCell;

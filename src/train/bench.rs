@@ -1,5 +1,5 @@
-//! Training throughput (issue 6: ≥ 400 pairs/s on 2 CPU cores) and the synthetic pairs it and
-//! the tests train on.
+//! Training throughput (pairs/s of whole training steps, recorded in `docs/training.md`) and the
+//! synthetic pairs it and the tests train on.
 
 use std::fmt;
 use std::time::{Duration, Instant};
