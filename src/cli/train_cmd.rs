@@ -11,11 +11,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::device::Device;
 use crate::nn::{self, NetworkKind, Weights};
+use crate::train::data::phototour::load_phototour;
 use crate::train::data::PairSet;
-use crate::train::phototour::load_phototour;
-use crate::train::session::{run_session, Event, SessionOptions};
-use crate::train::trainer::RunSettings;
-use crate::train::validate::ValidationPair;
+use crate::train::run::session::{run_session, Event, SessionOptions};
+use crate::train::run::trainer::RunSettings;
+use crate::train::run::validate::ValidationPair;
 use crate::train::{Descriptor, FrozenHardNet, LossKind, TrainAffNet};
 use crate::{Error, Result};
 

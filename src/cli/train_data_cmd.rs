@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::image::LoadOptions;
-use crate::train::photo_pairs::{list_photos, pairs_from_photos, PhotoPairParams};
+use crate::train::data::photo_pairs::{list_photos, pairs_from_photos, PhotoPairParams};
 use crate::Result;
 
 #[derive(Args, Debug)]

@@ -17,7 +17,7 @@ use crate::nn::ops::loss::LossKind;
 use crate::nn::ops::spatial_transformer::Affine;
 use crate::nn::{self, NetworkKind, Weights, PATCH_LEN};
 use crate::pipeline::{Config, Method};
-use crate::train::device_chain::DeviceTrainChain;
+use crate::train::chain::device::DeviceTrainChain;
 use crate::train::{Descriptor, PairBatch, Sgd, TrainAffNet, TrainChain};
 use crate::Result;
 

@@ -31,8 +31,8 @@ use crate::orient::OrientationMethod;
 use crate::patch::{PatchSpec, NET_PATCH, SIFT_PATCH};
 use crate::pipeline::{self, Config, Method};
 use crate::pyramid::ScaleSpace;
-use crate::train::device_chain::DeviceTrainChain;
-use crate::train::hardnet::l2_normalise_rows_backward;
+use crate::train::chain::device::DeviceTrainChain;
+use crate::train::chain::hardnet::l2_normalise_rows_backward;
 use crate::train::{Descriptor, FrozenHardNet, Mode, SyntheticBatch, TrainAffNet, TrainChain};
 use crate::{Error, Result};
 
@@ -218,7 +218,7 @@ pub fn kernel_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
 /// descriptor-patch gradients (checked at [`TOLERANCE`] by their own row) alternate in sign from
 /// pixel to pixel and cancel by orders of magnitude in the warp's and batch norm's backward
 /// sums, so two f32 summation orders differ there by ~2e-3 of the gradients' 2-norm (measured on the CPU
-/// with the device recipe, `train::device_chain` tests). A wrong recipe is off by 5e-2 or more.
+/// with the device recipe, `train::chain::device` tests). A wrong recipe is off by 5e-2 or more.
 pub const HARDNET_STEP_TOLERANCE: f64 = 1e-2;
 
 fn check_activation(gpu: &Gpu, seed: u64, act: Activation) -> Result<f64> {
@@ -910,7 +910,7 @@ fn check_dropout(gpu: &Gpu, seed: u64) -> Result<f64> {
     ]))
 }
 
-/// One step of `train::device_chain` against `train::TrainChain` from the same model and batch:
+/// One step of `train::chain::device` against `train::TrainChain` from the same model and batch:
 /// loss and statistics, the gradients of every parameter, the updated running statistics.
 fn check_train_chain(
     gpu: &Gpu,
@@ -1001,7 +1001,7 @@ fn check_hardnet_descriptor(gpu: &Gpu, seed: u64) -> Result<f64> {
     let n = patches.len() / nn::PATCH_LEN;
     let d_desc = random_vec(n * nn::HARDNET_DIM, seed + 7, 1.0);
     let mode_seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut cache = crate::train::hardnet::HardNetCache::default();
+    let mut cache = crate::train::chain::hardnet::HardNetCache::default();
     let mut desc = vec![0.0; d_desc.len()];
     hardnet.forward(
         &patches,
@@ -1011,7 +1011,7 @@ fn check_hardnet_descriptor(gpu: &Gpu, seed: u64) -> Result<f64> {
     );
     let mut d_patches = vec![0.0; patches.len()];
     hardnet.backward(&mut cache, &d_desc, &mut d_patches);
-    let (desc_, d_patches_) = crate::train::device_chain::hardnet_descriptor_pass(
+    let (desc_, d_patches_) = crate::train::chain::device::hardnet_descriptor_pass(
         gpu, &hardnet, &patches, mode_seed, &d_desc,
     )?;
     Ok(worst(&[

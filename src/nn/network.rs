@@ -420,7 +420,7 @@ impl Network {
         }
     }
 
-    /// The stages as another executor (the device chain, `train::device_chain`) needs them to run
+    /// The stages as another executor (the device chain, `train::chain::device`) needs them to run
     /// this network with the same parameters, statistics and dropout masks.
     pub fn stage_plan(&self) -> Vec<StagePlan> {
         self.stages

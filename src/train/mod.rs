@@ -1,35 +1,24 @@
-//! Training AffNet: data (`wbs train-data`, UBC Phototour), augmentation, the chain with its
-//! backward pass on the CPU and on CUDA (`device_chain`, which shares `regions` with it), the
-//! trainer, checkpoints, validation and curves (`wbs train affnet`). The operations it is built
+//! Training AffNet (`wbs train-data`, `wbs train affnet`), in three parts:
+//! - [`data`]: training pairs (cut from photographs, or UBC Phototour) and their augmentation;
+//! - [`chain`]: one training step, forward and backward through AffNet, the spatial transformer,
+//!   the descriptor and the loss, on the CPU and on CUDA (`chain::device`, which shares
+//!   `chain::regions` with it), and its throughput;
+//! - [`run`]: the loop: the trainer, checkpoints and resume, validation, the log and its curves.
+//! The operations it is built
 //! from (layers, losses, the spatial transformer, the differentiable SIFT, SGD) are in
 //! [`crate::nn::ops`], the trainable network in [`crate::nn::network`].
 
-pub mod affnet;
-pub mod augment;
 pub mod chain;
-pub mod checkpoint;
-#[cfg(feature = "plots")]
-pub mod curves;
 pub mod data;
-#[cfg(feature = "cuda")]
-pub mod device_chain;
-pub mod hardnet;
-pub mod photo_pairs;
-pub mod phototour;
-pub mod regions;
-pub mod session;
-pub mod shape;
-pub mod trainer;
-pub mod validate;
+pub mod run;
 
 pub use crate::nn::network::{Mode, Network, ParamSpec};
 pub use crate::nn::ops::loss::{descriptor_loss, LossGrads, LossKind, LossStats};
 pub use crate::nn::ops::sgd::{linear_decay, recipe_lr, Sgd};
 pub use crate::nn::ops::spatial_transformer::{Affine, WarpSize};
-pub use affnet::TrainAffNet;
-pub use chain::{Descriptor, PairBatch, StepStats, StepTimes, TrainChain};
-pub use hardnet::FrozenHardNet;
-mod bench;
-pub use bench::{
+pub use chain::affnet::TrainAffNet;
+pub use chain::bench::{
     bench_report, bench_step, recipe_frames, synthetic_pairs, SyntheticBatch, TrainBench,
 };
+pub use chain::hardnet::FrozenHardNet;
+pub use chain::{Descriptor, PairBatch, StepStats, StepTimes, TrainChain};

@@ -4,13 +4,13 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::affnet::TrainAffNet;
-use super::augment::{max_tilt_for_epoch, random_frame, rotation, tilt_shape};
-use super::chain::{Descriptor, PairBatch, StepTimes, TrainChain};
 use crate::nn::ops::loss::LossKind;
 use crate::nn::ops::sgd::Sgd;
 use crate::nn::ops::spatial_transformer::{warp_forward, Affine, WarpSize};
 use crate::nn::rng::Rng;
+use crate::train::chain::affnet::TrainAffNet;
+use crate::train::chain::{Descriptor, PairBatch, StepTimes, TrainChain};
+use crate::train::data::augment::{max_tilt_for_epoch, random_frame, rotation, tilt_shape};
 
 /// A smooth random texture of `size × size` (a few Gaussian blobs and sinusoids, values 0..1):
 /// structured enough for SIFT, cheap to make.

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::data::{PairSet, SOURCE_LEN, SOURCE_SIZE};
+use crate::train::data::{PairSet, SOURCE_LEN, SOURCE_SIZE};
 use crate::{Error, Result};
 
 /// Patches per sheet side.

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::session::LogRow;
 use crate::plot::{render, Area, DrawResult, BLUE, FONT, GREEN, GREY, ORANGE};
+use crate::train::run::session::LogRow;
 use crate::Result;
 
 /// Draws the curves of `rows` (as in `log.csv`) into `path`.
@@ -20,11 +20,11 @@ pub fn draw_curves(path: &Path, rows: &[LogRow]) -> Result<()> {
 fn draw(root: &Area, rows: &[LogRow]) -> DrawResult {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(400);
-    let train: Vec<(f64, &super::session::TrainMeans)> = rows
+    let train: Vec<(f64, &crate::train::run::session::TrainMeans)> = rows
         .iter()
         .filter_map(|r| Some((r.step as f64, r.train.as_ref()?)))
         .collect();
-    let val: Vec<(f64, &super::validate::Validation)> = rows
+    let val: Vec<(f64, &crate::train::run::validate::Validation)> = rows
         .iter()
         .filter_map(|r| Some((r.step as f64, r.validation.as_ref()?)))
         .collect();
@@ -58,7 +58,7 @@ fn draw(root: &Area, rows: &[LogRow]) -> DrawResult {
         (
             "loss",
             BLUE,
-            (|t: &super::session::TrainMeans| t.loss) as fn(&_) -> f64,
+            (|t: &crate::train::run::session::TrainMeans| t.loss) as fn(&_) -> f64,
         ),
         ("positive distance", GREEN, |t| t.mean_positive as f64),
         ("hardest negative", ORANGE, |t| {
@@ -103,7 +103,7 @@ fn draw(root: &Area, rows: &[LogRow]) -> DrawResult {
         (
             "tentatives",
             GREY,
-            (|v: &super::validate::Validation| v.tentatives) as fn(&_) -> usize,
+            (|v: &crate::train::run::validate::Validation| v.tentatives) as fn(&_) -> usize,
         ),
         ("correct", BLUE, |v| v.correct),
         ("inliers", GREEN, |v| v.inliers),

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use super::shape::affine_shape_forward;
 use crate::nn::network::{Mode, NetGrads, Network, ParamSpec, Workspace};
 use crate::nn::{self, NetworkKind, Weights, PATCH_SIZE};
+use crate::train::chain::shape::affine_shape_forward;
 use crate::Result;
 
 /// Orthogonal-init gain and bias of ducha-aiki/affnet's `weights_init`.

@@ -16,14 +16,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::affnet::TrainAffNet;
-use super::chain::Descriptor;
-use super::checkpoint::Checkpoint;
+use crate::train::chain::affnet::TrainAffNet;
+use crate::train::chain::Descriptor;
+use crate::train::data::PairSet;
+use crate::train::run::checkpoint::Checkpoint;
 #[cfg(feature = "plots")]
-use super::curves::draw_curves;
-use super::data::PairSet;
-use super::trainer::{RunSettings, Trainer};
-use super::validate::{validate, Validation, ValidationPair};
+use crate::train::run::curves::draw_curves;
+use crate::train::run::trainer::{RunSettings, Trainer};
+use crate::train::run::validate::{validate, Validation, ValidationPair};
 use crate::{Error, Result};
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -378,7 +378,7 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn add(&mut self, r: &super::trainer::StepReport, batch: usize, seconds: f64) {
+    fn add(&mut self, r: &crate::train::run::trainer::StepReport, batch: usize, seconds: f64) {
         self.steps += 1;
         self.lr += r.lr as f64;
         self.loss += r.stats.loss.loss;

@@ -43,7 +43,7 @@ impl Checkpoint {
             w.insert(MOMENTUM, vec![m.len()], m.clone());
         }
         for (k, v) in [
-            (super::data::META_KIND, KIND_CHECKPOINT.to_string()),
+            (crate::train::data::META_KIND, KIND_CHECKPOINT.to_string()),
             ("wbs.step", self.step.to_string()),
             ("wbs.epoch", self.epoch.to_string()),
             ("wbs.seed", self.seed.to_string()),
@@ -66,7 +66,11 @@ impl Checkpoint {
 
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let mut w = Weights::load(path)?;
-        if w.metadata.get(super::data::META_KIND).map(String::as_str) != Some(KIND_CHECKPOINT) {
+        if w.metadata
+            .get(crate::train::data::META_KIND)
+            .map(String::as_str)
+            != Some(KIND_CHECKPOINT)
+        {
             return Err(bad(path, "not a wbs training checkpoint"));
         }
         let num = |key: &str| -> Result<u64> {

@@ -9,7 +9,7 @@
 //! gradients and new running statistics downloaded; each side's raw outputs (`N × 3`) come to the
 //! host and the descriptor patches' maps `θ` (`N × 6`) go back, because the shape, the
 //! composition with the augmentation frame and the optional shape terms run on the host in
-//! `train::regions` for both chains. The same numbers as the CPU chain, then, up to f32
+//! `train::chain::regions` for both chains. The same numbers as the CPU chain, then, up to f32
 //! summation order:
 //! - AffNet in training mode: batch statistics (running statistics updated), dropout 0.25 before
 //!   the head with the CPU's masks (the same hash of the same seeds, `kernels/elementwise.cu`);
@@ -35,11 +35,11 @@ use crate::nn::ops::loss::LossKind;
 use crate::nn::ops::sift::SIFT_DIM;
 use crate::nn::ops::spatial_transformer::{crop, Affine};
 use crate::nn::{HARDNET_DIM, L2_NORM_EPS, PATCH_LEN, PATCH_SIZE};
+use crate::train::chain::hardnet::FrozenHardNet;
+use crate::train::chain::regions::{RegionStage, RegionTerms};
 use crate::train::chain::{
     affnet_side_seed, descriptor_side_seed, Descriptor, PairBatch, StepStats, StepTimes, TrainChain,
 };
-use crate::train::hardnet::FrozenHardNet;
-use crate::train::regions::{RegionStage, RegionTerms};
 use crate::train::TrainAffNet;
 use crate::{Error, Result};
 
@@ -753,7 +753,7 @@ mod tests {
         ConvInput, InputMap as CpuMap,
     };
     use crate::nn::{normalise_patch, random_weights, NetworkKind};
-    use crate::train::hardnet::{l2_normalise_rows, l2_normalise_rows_backward};
+    use crate::train::chain::hardnet::{l2_normalise_rows, l2_normalise_rows_backward};
     use crate::train::{synthetic_pairs, SyntheticBatch};
 
     /// One network pass as `forward_stages` runs it (per stage: the own input at stage 0 or
@@ -1220,7 +1220,7 @@ mod tests {
     fn emulated_hardnet_descriptor_matches_the_frozen_hardnet() {
         let patches: Vec<f32> = synthetic_pairs(12, 32, 1.0, 9).0;
         let mut h = random_hardnet();
-        let mut cache = crate::train::hardnet::HardNetCache::default();
+        let mut cache = crate::train::chain::hardnet::HardNetCache::default();
         let mut out = vec![0.0; 12 * HARDNET_DIM];
         let seed = descriptor_side_seed(3, 0);
         h.forward(

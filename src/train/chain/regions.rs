@@ -2,7 +2,7 @@
 //! optional shape terms of the loss, and back: the part of a training step between the network
 //! and the spatial transformer. It works on `N × 3` raw outputs and `N` maps per side, so it runs
 //! on the host for both the CPU chain (`train::chain`) and the device chain
-//! (`train::device_chain`), which therefore compute these terms identically.
+//! (`train::chain::device`), which therefore compute these terms identically.
 //!
 //! Per patch: `A = affine_shape(raw)`, `θ = compose(F, A, 32/S)` (the augmentation frame `F`
 //! composed with the shape, see `spatial_transformer::compose`), optionally replaced by its
@@ -10,11 +10,11 @@
 //! the geometric disagreement (`shape::shape_disagreement`) and the source elongation penalty
 //! (`shape::region_elongation`); per patch, the elongation penalty of `A` itself.
 
-use super::shape::{
+use crate::nn::ops::spatial_transformer::{compose, compose_backward, Affine};
+use crate::train::chain::shape::{
     affine_shape_backward, affine_shape_forward, elongation_penalty, region_elongation,
     shape_disagreement, upright, upright_backward, SOURCE_ELONGATION_HINGE,
 };
-use crate::nn::ops::spatial_transformer::{compose, compose_backward, Affine};
 
 /// The weights of the optional shape terms (all 0 / false in the paper's recipe).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

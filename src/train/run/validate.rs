@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use nalgebra::Matrix3;
 use serde::{Deserialize, Serialize};
 
-use super::affnet::TrainAffNet;
 use crate::device::Device;
 use crate::image::{load_gray, GrayImage, LoadOptions};
 use crate::matcher::Matcher;
 use crate::networks::Models;
 use crate::pipeline::{Config, Method};
 use crate::synth::{read_homography, transfer};
+use crate::train::chain::affnet::TrainAffNet;
 use crate::{Error, Result};
 
 /// The authors' threshold for a correct tentative, in pixels of image 1.

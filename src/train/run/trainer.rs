@@ -16,15 +16,15 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::affnet::TrainAffNet;
-use super::augment::{max_tilt_for_epoch, random_frame};
-use super::chain::{Descriptor, PairBatch, StepStats, TrainChain};
-use super::checkpoint::Checkpoint;
-use super::data::{PairSet, SOURCE_LEN, SOURCE_SIZE};
 use crate::nn::ops::loss::LossKind;
 use crate::nn::ops::sgd::{linear_decay, Sgd};
 use crate::nn::ops::spatial_transformer::Affine;
 use crate::nn::rng::{mix64, Rng};
+use crate::train::chain::affnet::TrainAffNet;
+use crate::train::chain::{Descriptor, PairBatch, StepStats, TrainChain};
+use crate::train::data::augment::{max_tilt_for_epoch, random_frame};
+use crate::train::data::{PairSet, SOURCE_LEN, SOURCE_SIZE};
+use crate::train::run::checkpoint::Checkpoint;
 use crate::{Error, Result};
 
 /// The recipe's frame scale: `extract_random_LAF` warps the 64×64 patch with `0.5·R_φ·TA` (a 2×
@@ -158,7 +158,7 @@ pub struct Trainer {
     #[cfg(feature = "cuda")]
     device: Option<(
         crate::gpu::Gpu,
-        crate::train::device_chain::DeviceTrainChain,
+        crate::train::chain::device::DeviceTrainChain,
     )>,
 }
 
@@ -438,12 +438,12 @@ impl Trainer {
         })
     }
 
-    /// Runs the steps on `gpu` from now on (`train::device_chain`: the same numbers as the CPU
+    /// Runs the steps on `gpu` from now on (`train::chain::device`: the same numbers as the CPU
     /// chain up to f32 summation order; optimiser, checkpoints and validation stay on the host).
     /// A one-line error for a descriptor network the device chain does not run.
     #[cfg(feature = "cuda")]
     pub fn use_gpu(&mut self, gpu: crate::gpu::Gpu) -> Result<()> {
-        let chain = crate::train::device_chain::DeviceTrainChain::new(&self.chain)?;
+        let chain = crate::train::chain::device::DeviceTrainChain::new(&self.chain)?;
         self.device = Some((gpu, chain));
         Ok(())
     }
@@ -466,7 +466,7 @@ fn flipped(frame: Affine, transpose: bool, flip: bool) -> Affine {
 mod tests {
     use super::*;
     use crate::nn::ops::spatial_transformer::{warp_forward, WarpSize};
-    use crate::train::bench::synthetic_pairs;
+    use crate::train::chain::bench::synthetic_pairs;
 
     /// Pairs of synthetic textures, one point per pair.
     pub(crate) fn synthetic_set(n: usize, seed: u64) -> PairSet {

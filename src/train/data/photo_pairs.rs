@@ -25,8 +25,6 @@ use image::DynamicImage;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::augment::rectify_up_is_up;
-use super::data::{PairSet, SOURCE_LEN, SOURCE_SIZE};
 use crate::detect::{detect, Detection, Threshold};
 use crate::image::{load_rgb, to_gray, GrayImage, LoadOptions};
 use crate::laf::{Laf, MR_SIZE};
@@ -34,6 +32,8 @@ use crate::nn::rng::{mix64, Rng};
 use crate::patch::{sample_from_space, PatchSpec};
 use crate::pyramid::ScaleSpace;
 use crate::synth::{synthesize, SynthParams};
+use crate::train::data::augment::rectify_up_is_up;
+use crate::train::data::{PairSet, SOURCE_LEN, SOURCE_SIZE};
 use crate::{Error, Result};
 
 /// How the pairs are made; stored in the file's metadata.

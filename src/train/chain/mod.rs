@@ -29,7 +29,7 @@
 //!         anchors: &anchors,      // N × 64 × 64, from the trainer's data
 //!         positives: &positives,
 //!         source_size: 64,
-//!         anchor_frames: &frames_a, // from train::augment::random_frame
+//!         anchor_frames: &frames_a, // from train::data::augment::random_frame
 //!         positive_frames: &frames_p,
 //!     };
 //!     grads.fill(0.0);
@@ -41,17 +41,25 @@
 //! model.to_weights().save(std::path::Path::new("affnet.safetensors")).unwrap();
 //! ```
 
+pub mod affnet;
+pub(crate) mod bench;
+#[cfg(feature = "cuda")]
+pub mod device;
+pub mod hardnet;
+pub mod regions;
+pub mod shape;
+
 use std::time::Instant;
 
-use super::affnet::TrainAffNet;
-use super::hardnet::{FrozenHardNet, HardNetCache};
-use super::regions::{RegionStage, RegionStats, RegionTerms};
 use crate::nn::network::{Mode, Workspace};
 use crate::nn::ops::loss::{descriptor_loss, LossGrads, LossKind, LossStats, LossWorkspace};
 use crate::nn::ops::sift::{DiffSift, SiftCache, SIFT_DIM};
 use crate::nn::ops::spatial_transformer::{crop, warp_backward, warp_forward, Affine, WarpSize};
 use crate::nn::rng::mix64;
 use crate::nn::{HARDNET_DIM, PATCH_LEN, PATCH_SIZE};
+use crate::train::chain::affnet::TrainAffNet;
+use crate::train::chain::hardnet::{FrozenHardNet, HardNetCache};
+use crate::train::chain::regions::{RegionStage, RegionStats, RegionTerms};
 
 /// The training-mode seed of AffNet's pass on side `k` (0 anchors, 1 positives) of a step with
 /// `seed`: the dropout masks derive from it (`Network::dropout_seed`). Shared with the device
@@ -452,7 +460,7 @@ mod tests {
     use super::*;
     use crate::nn::gradcheck::{check_gradient, directional_error};
     use crate::nn::{random_weights, NetworkKind};
-    use crate::train::bench::SyntheticBatch;
+    use crate::train::chain::bench::SyntheticBatch;
 
     /// SIFT, and HardNet with random weights. HardNet's input standardisation is off here: its
     /// statistics are detached (as in the original), so with it on the propagated gradient is

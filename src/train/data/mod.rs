@@ -11,6 +11,10 @@
 //!
 //! and string metadata (`wbs.kind = train-pairs`, the seed, sources and generation parameters).
 
+pub mod augment;
+pub mod photo_pairs;
+pub mod phototour;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 

@@ -9,7 +9,7 @@
 //! The gradient flows through that formula as autograd would (the `a12` paths carry a factor
 //! `a12 = 0`, so they vanish).
 
-use super::augment::mul as mul2;
+use crate::train::data::augment::mul as mul2;
 
 /// `A` (rows top to bottom) from the raw outputs `(y0, y1, y2)`.
 pub fn affine_shape_forward(raw: [f32; 3]) -> [[f32; 2]; 2] {
@@ -273,7 +273,7 @@ mod tests {
         }
         // Any rotation on the patch side gives the same upright form; one on the source side
         // does not.
-        let rot = crate::train::augment::rotation(1.2);
+        let rot = crate::train::data::augment::rotation(1.2);
         let (turned, moved) = (upright(mul2(m, rot)), upright(mul2(rot, m)));
         for r in 0..2 {
             for c in 0..2 {
