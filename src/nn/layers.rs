@@ -1,12 +1,9 @@
-//! Reference layers on NCHW tensors, one type per PyTorch module the three networks use.
-//!
-//! These are the readable definition of what the networks compute: the fast path (`engine`) is
-//! tested against them, and a training backward pass will be added next to each `forward`. They
-//! are batched and parallel over images, but not tuned.
+//! The networks' layers as loaded from weights (one type per PyTorch module the three networks
+//! use), with a plain NCHW forward pass: the reference the fast inference path (`engine`) is tested
+//! against. The convolution runs through the one CPU convolution op (`nn::ops::conv2d_forward`,
+//! also the training network's); batch norm, the activations and pooling are written out here.
 
-use rayon::prelude::*;
-
-use super::matmul::{gemm, MatMut, MatRef};
+use super::ops::{conv2d_forward, ConvInput, ConvShape, InputMap};
 use super::tensor::Tensor;
 
 /// PyTorch's default BatchNorm epsilon, used by all three networks.
@@ -101,66 +98,66 @@ impl Conv2d {
         )
     }
 
-    /// Convolution as im2col + GEMM, one image per rayon task.
+    /// The convolution, by the CPU op every path shares (`nn::ops::conv2d_forward`, NHWC): the
+    /// NCHW tensor is transposed in and out.
     ///
     /// # Panics
     /// If the input channel count differs from `cin`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
         assert_eq!(x.c(), self.cin, "conv input channels");
-        let (oh, ow) = self.out_size(x.h(), x.w());
-        let (kk, p) = (self.cin * self.k * self.k, oh * ow);
-        let mut out = Tensor::zeros([x.n(), self.cout, oh, ow]);
+        let (n, h, w) = (x.n(), x.h(), x.w());
+        let (oh, ow) = self.out_size(h, w);
+        let mut out = Tensor::zeros([n, self.cout, oh, ow]);
         if out.data.is_empty() {
             return out;
         }
-        out.data
-            .par_chunks_mut(self.cout * p)
-            .zip(x.data.par_chunks(x.item_len().max(1)))
-            .for_each_init(
-                || vec![0.0f32; kk * p],
-                |col, (o, xi)| {
-                    self.im2col(xi, x.h(), x.w(), oh, ow, col);
-                    gemm(
-                        MatMut::row_major(o, self.cout, p),
-                        MatRef::row_major(&self.weight, self.cout, kk),
-                        MatRef::row_major(col, kk, p),
-                        false,
-                        false,
-                    );
-                    if let Some(bias) = &self.bias {
-                        for (plane, b) in o.chunks_mut(p).zip(bias) {
-                            plane.iter_mut().for_each(|v| *v += b);
-                        }
-                    }
-                },
-            );
+        let shape = ConvShape {
+            cin: self.cin,
+            cout: self.cout,
+            k: self.k,
+            stride: self.stride,
+            padding: self.padding,
+        };
+        let nhwc = to_nhwc(&x.data, n, self.cin, h * w);
+        let input = ConvInput {
+            data: &nhwc,
+            n,
+            h,
+            w,
+            map: InputMap::IDENTITY,
+        };
+        let mut y = vec![0.0; n * oh * ow * self.cout];
+        let weight = self.gemm_weights();
+        conv2d_forward(&shape, &input, &weight, self.bias.as_deref(), &mut y, None);
+        out.data = to_nchw(&y, n, self.cout, oh * ow);
         out
     }
+}
 
-    /// `col[(ci·k + ky)·k + kx][oy·ow + ox] = x[ci][oy·s + ky − pad][ox·s + kx − pad]`, zero outside.
-    fn im2col(&self, x: &[f32], h: usize, w: usize, oh: usize, ow: usize, col: &mut [f32]) {
-        let (k, s, pad) = (self.k, self.stride, self.padding as isize);
-        for ci in 0..self.cin {
-            let plane = &x[ci * h * w..(ci + 1) * h * w];
-            for ky in 0..k {
-                for kx in 0..k {
-                    let row = &mut col[((ci * k + ky) * k + kx) * oh * ow..][..oh * ow];
-                    for oy in 0..oh {
-                        let iy = (oy * s + ky) as isize - pad;
-                        for ox in 0..ow {
-                            let ix = (ox * s + kx) as isize - pad;
-                            row[oy * ow + ox] =
-                                if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
-                                    plane[iy as usize * w + ix as usize]
-                                } else {
-                                    0.0
-                                };
-                        }
-                    }
-                }
+/// `[n][c][p]` → `[n][p][c]`.
+fn to_nhwc(x: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for b in 0..n {
+        for ci in 0..c {
+            for p in 0..pixels {
+                out[(b * pixels + p) * c + ci] = x[(b * c + ci) * pixels + p];
             }
         }
     }
+    out
+}
+
+/// `[n][p][c]` → `[n][c][p]`.
+fn to_nchw(x: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for b in 0..n {
+        for p in 0..pixels {
+            for ci in 0..c {
+                out[(b * c + ci) * pixels + p] = x[(b * pixels + p) * c + ci];
+            }
+        }
+    }
+    out
 }
 
 /// Inference-mode `BatchNorm2d(affine=False)`: `(x − running_mean) / sqrt(running_var + eps)`.

@@ -176,18 +176,28 @@ impl<'a> Geometry<'a> {
     }
 
     /// The input offset range of kernel row `ky` for output pixel `(oy, ox)`:
-    /// `None` if the row lies in the padding, else `(first input pixel x, first kx)` where the
-    /// kernel columns `kx0..kx1` fall inside the image.
+    /// `None` if the row lies in the padding, else `(input row, first input pixel x, kx0, kx1)`
+    /// where the kernel columns `kx0..kx1` (not empty) fall inside the image.
     #[inline]
     fn kernel_row(&self, oy: usize, ox: usize, ky: usize) -> Option<(usize, usize, usize, usize)> {
         let iy = (oy * self.cs.stride + ky) as isize - self.cs.padding as isize;
         if iy < 0 || iy >= self.h as isize {
             return None;
         }
+        let k = self.cs.k as isize;
         let ix0 = (ox * self.cs.stride) as isize - self.cs.padding as isize;
-        let kx0 = (-ix0).max(0) as usize;
-        let kx1 = ((self.w as isize - ix0).min(self.cs.k as isize)).max(kx0 as isize) as usize;
-        Some((iy as usize, (ix0 + kx0 as isize) as usize, kx0, kx1))
+        // A padding as wide as the kernel can put a whole kernel row left or right of the image.
+        let kx0 = (-ix0).clamp(0, k);
+        let kx1 = (self.w as isize - ix0).clamp(0, k);
+        if kx1 <= kx0 {
+            return None;
+        }
+        Some((
+            iy as usize,
+            (ix0 + kx0) as usize,
+            kx0 as usize,
+            kx1 as usize,
+        ))
     }
 
     /// Items per chunk: the (mapped) input of a chunk stays in L2 while its im2col blocks are
@@ -566,6 +576,9 @@ mod tests {
             (64, 3, 8, 1, 0, 8, 8),
             (16, 16, 3, 1, 1, 32, 32),
             (16, 32, 3, 2, 1, 32, 32),
+            // Padding as wide as the kernel: whole kernel rows fall left or right of the image.
+            (3, 4, 1, 2, 2, 5, 4),
+            (2, 3, 2, 1, 3, 3, 4),
         ]
         .into_iter()
         .map(|(cin, cout, k, stride, padding, h, w)| {
