@@ -1,6 +1,6 @@
 // Batch normalisation (affine=False) over NHWC rows (`rows × c`, channel fastest), training
 // (batch statistics) and inference (running statistics), forward and backward; the CPU reference
-// is src/train/layers/batchnorm.rs:
+// is src/nn/ops/batchnorm.rs:
 //   x̂ = (x − μ)·inv_std,  inv_std = 1/sqrt(σ² + eps), σ² the biased batch variance;
 //   running: r_μ ← (1 − m)·r_μ + m·μ,  r_σ² ← (1 − m)·r_σ² + m·σ²·rows/(rows − 1);
 //   backward (batch stats): dx = inv_std·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂));

@@ -1,5 +1,5 @@
 // 2-D convolution backward to the input, as an implicit GEMM on NHWC activations (the transposed
-// convolution of conv2d_forward.cu; the CPU reference is src/train/layers/conv.rs):
+// convolution of conv2d_forward.cu; the CPU reference is src/nn/ops/conv.rs):
 //
 //   dx[p][ci] = Σ_kk' dY[p][kk'] · W'[kk'][ci]
 //   p   = (b·H + iy)·W + ix                  (input pixel; NHWC row)

@@ -1,4 +1,4 @@
-// 2-D convolution backward to the weights and the bias (CPU reference: src/train/layers/conv.rs):
+// 2-D convolution backward to the weights and the bias (CPU reference: src/nn/ops/conv.rs):
 //
 //   dW[kk][co] = Σ_m A[m][kk] · dy[m][co]      (A as in conv2d_forward.cu, input map included)
 //   db[co]     = Σ_m dy[m][co]

@@ -2,7 +2,7 @@
 //
 //   y[m][co] = act( Σ_kk A[m][kk] · W[kk][co] + bias[co] )
 //   m  = (b·OH + oy)·OW + ox               (output pixel; NHWC row)
-//   kk = (ky·K + kx)·CIN + ci               (W in "GEMM layout", as src/train/layers/conv.rs)
+//   kk = (ky·K + kx)·CIN + ci               (W in "GEMM layout", as src/nn/ops/conv.rs)
 //   A[m][kk] = map(x[b][oy·S + ky − P][ox·S + kx − P][ci]), 0 outside the image
 //   map(v) = relu?((v − shift[ci])·scale[ci])   (the previous batch norm / ReLU, fused)
 //

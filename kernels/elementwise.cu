@@ -1,5 +1,5 @@
 // Elementwise layers: ReLU and tanh, forward and backward, and buffer fills. Header-free (NVRTC
-// has no standard headers). One thread per element; the CPU versions in src/train/layers/
+// has no standard headers). One thread per element; the CPU versions in src/nn/ops/
 // activation.rs are the reference. Outputs may alias inputs.
 
 extern "C" __global__ void relu_forward(float* y, const float* x, long long n) {
@@ -41,9 +41,9 @@ extern "C" __global__ void axpy_f32(float* y, const float* x, float a, long long
     if (i < n) y[i] += a * x[i];
 }
 
-// Dropout with the mask of src/train/layers/dropout.rs, bit for bit: element i of a pass with
+// Dropout with the mask of src/nn/ops/dropout.rs, bit for bit: element i of a pass with
 // mask seed `seed` is dropped iff hash_uniform(seed, i) < p, where hash_uniform is the top 24 bits
-// of mix64(seed ^ mix64(i + 1)) (SplitMix64's finaliser; src/train/rng.rs).
+// of mix64(seed ^ mix64(i + 1)) (SplitMix64's finaliser; src/nn/rng.rs).
 __device__ __forceinline__ unsigned long long wbs_mix64(unsigned long long z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;

@@ -1,6 +1,6 @@
 // The descriptor losses of the AffNet paper (HardNegC, HardNeg, PosDist), forward and backward
 // w.r.t. anchors a and positives p (N × D, row i of each a matching pair). Same definitions as
-// src/train/loss.rs (read its module docs):
+// src/nn/ops/loss.rs (read its module docs):
 //   D_ij = sqrt(|a_i|² + |p_j|² − 2·a_i·p_j + 1e-6) + 1e-8, non-matches from D̃ = D + 10·I, +10
 //   again where D̃ < 0.008, the hardest negative the first minimum of a row (or column).
 // Norms and distances in f64 like the CPU, a·pᵀ in f32 (a tiled GEMM, as the CPU's gemm).

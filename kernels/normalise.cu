@@ -3,7 +3,7 @@
 //   authors' input normalisation; sums in f64 like the CPU;
 // - l2_normalise_rows: x / sqrt(Σx² + eps) per row (HardNet's output, eps 1e-10);
 // - their backward passes for training AffNet through a frozen HardNet (CPU reference:
-//   src/train/network.rs `Network::backward`, src/train/hardnet.rs `FrozenHardNet::backward`).
+//   src/nn/network.rs `Network::backward`, src/train/chain/hardnet.rs `FrozenHardNet::backward`).
 // One block per item; blockDim must be a power of two ≤ 1024 (the wrappers use 256 and 128).
 
 __device__ double block_sum(double v, double* shared) {

@@ -1,5 +1,5 @@
 // Global average pooling (AdaptiveAvgPool2d(1), the only pooling the three networks use) on NHWC
-// items of `hw` pixels × `c` channels; the CPU reference is src/train/layers/pool.rs.
+// items of `hw` pixels × `c` channels; the CPU reference is src/nn/ops/pool.rs.
 
 // y[b][ch] = Σ_p x[b][p][ch] / hw, summed in f64 as on the CPU. One thread per (item, channel);
 // consecutive threads read consecutive channels.

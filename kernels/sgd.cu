@@ -1,4 +1,4 @@
-// One SGD step as torch.optim.SGD (no Nesterov); CPU reference: src/train/optim.rs.
+// One SGD step as torch.optim.SGD (no Nesterov); CPU reference: src/nn/ops/sgd.rs.
 //   d = g + wd·θ;  buf = d (first step) or momentum·buf + (1 − dampening)·d;  θ −= lr·buf
 // With momentum 0 there is no buffer: θ −= lr·d.
 extern "C" __global__ void sgd_step(float* __restrict__ param, float* __restrict__ buf,

@@ -1,5 +1,5 @@
 // The differentiable SIFT descriptor of training, forward and backward w.r.t. the patch. Same
-// maths as src/train/sift.rs (read its module docs): central-difference gradients with border
+// maths as src/nn/ops/sift.rs (read its module docs): central-difference gradients with border
 // replication, magnitude sqrt(gx² + gy² + 1e-10), circular Gaussian mask exp(−d²/(0.9·r²)),
 // soft binning into 8 orientations and 4×4 cells (Perdoch's layout), L2 normalisation, clip at
 // 0.2, L2 normalisation; index (ybin·4 + xbin)·8 + obin.

@@ -1,6 +1,6 @@
 // The spatial transformer for training: batched affine grid + bilinear sampling, forward, and
 // backward to the sources and to the affine maps. CPU reference and convention:
-// src/train/spatial_transformer.rs (PyTorch affine_grid + grid_sample, align_corners=False,
+// src/nn/ops/spatial_transformer.rs (PyTorch affine_grid + grid_sample, align_corners=False,
 // padding_mode="border"):
 //   output pixel (i, j) of item b sits at u = ((2j+1)/OW − 1, (2i+1)/OH − 1), reads its source at
 //   g = M·u + t (θ = [M | t], 6 floats per item, row-major), i.e. at pixel
