@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::describe::DescriptorKind;
 use crate::gpu::net::GpuNet;
-use crate::gpu::ops::{self, Activation, Fused, InputMap};
+use crate::gpu::ops::{self, Activation, FusedAct as Fused, InputMap};
 use crate::gpu::pyramid::GpuPyramid;
 use crate::gpu::shapes::{ConvGeometry, WarpGeometry};
 use crate::gpu::Gpu;
@@ -886,7 +886,7 @@ fn check_dropout(gpu: &Gpu, seed: u64) -> Result<f64> {
         .collect();
     let mask_seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let map = tl::InputMap {
-        affine: Some((&shift, &scale)),
+        affine: Some((&shift[..], &scale[..])),
         relu: true,
     };
     let mut y = vec![0.0; x.len()];
