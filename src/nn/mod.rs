@@ -86,6 +86,7 @@ mod models;
 pub mod network;
 pub mod ops;
 pub(crate) mod parallel;
+pub mod parity;
 mod pickle;
 mod pth;
 pub mod rng;
