@@ -15,14 +15,17 @@ const QUERY_BLOCK: usize = 128;
 const DATABASE_BLOCK: usize = 2048;
 
 /// The two nearest database rows of every query row.
+///
+/// `I` and `F` hold the indices and the distances: host vectors (the default), or a compute
+/// backend's buffers (`nn::backend::Backend`).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct TwoNearest {
+pub struct TwoNearest<I = Vec<u32>, F = Vec<f32>> {
     /// Index of the nearest database row (u32::MAX when the database is empty).
-    pub nearest: Vec<u32>,
+    pub nearest: I,
     /// L2 distance to the nearest row.
-    pub d1: Vec<f32>,
+    pub d1: F,
     /// L2 distance to the second nearest row (infinite when there is only one).
-    pub d2: Vec<f32>,
+    pub d2: F,
 }
 
 /// One tentative correspondence between feature `query` of image 1 and `train` of image 2.
@@ -230,7 +233,7 @@ mod tests {
     }
 
     fn brute_force(q: &[f32], d: &[f32], dim: usize) -> TwoNearest {
-        let mut out = TwoNearest::default();
+        let mut out: TwoNearest = TwoNearest::default();
         for qr in q.chunks_exact(dim) {
             let mut dists: Vec<(f32, usize)> = d
                 .chunks_exact(dim)

@@ -1,5 +1,5 @@
 //! Plots as PNG, for the evaluation's plots (`eval::plot`) and the training curves
-//! (`train::curves`).
+//! (`train::run::curves`).
 //!
 //! plotters draws into an in-memory RGB buffer, with the embedded DejaVu font registered for its
 //! `ab_glyph` text, and `image` encodes the PNG: no system font, fontconfig or second `image`

@@ -3,17 +3,28 @@
 //! its device against something independent of that device's code (the reference layers, a
 //! brute-force search, the CPU's whole match), so the CPU instance tests the CPU path too.
 //!
+//! The op checks of `nn::parity` (what `wbs gpu-check` runs) are instantiated the same way, one
+//! module per check under `op::` (`op::relu::cpu`, `op::relu::cuda`, ...), on the
+//! `nn::backend::Cpu` and `gpu::backend::Cuda` backends; the checks that only the device has
+//! (training steps, networks, whole matches: `gpu_check::check`) run where a GPU answers.
+//!
 //! Without a GPU the `cuda` instances pass without running, and the binary says so once on
 //! stderr (written past the test harness's capture, so that CI shows it).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
+#[cfg(feature = "cuda")]
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use wbs::device::{self, Device, DeviceKind};
+#[cfg(feature = "cuda")]
+use wbs::gpu::Gpu;
 use wbs::image::{load_gray, GrayImage, LoadOptions};
 use wbs::laf::Laf;
 use wbs::networks::{Models, Networks};
+use wbs::nn::backend::{Backend, Cpu};
+use wbs::nn::parity;
 use wbs::nn::{random_weights, AffNet, HardNet, NetworkKind, OriNet};
 use wbs::patch::{extract_patches, NET_PATCH};
 use wbs::pyramid::ScaleSpace;
@@ -53,6 +64,134 @@ fn cuda_present() -> bool {
             });
             false
         }
+    }
+}
+
+/// The seed of the op checks' random inputs (`wbs gpu-check`'s default).
+const SEED: u64 = 1;
+
+/// The GPU the `cuda` op checks share (one, so that its kernels compile once), behind a lock
+/// (one check at a time on its stream); `None` without a GPU.
+#[cfg(feature = "cuda")]
+fn shared_gpu() -> Option<MutexGuard<'static, Gpu>> {
+    static GPU: OnceLock<Option<Mutex<Gpu>>> = OnceLock::new();
+    let gpu = GPU.get_or_init(|| {
+        cuda_present().then(|| Mutex::new(Gpu::open("device_parity").expect("the GPU opens")))
+    });
+    // A failed check (a panic while locked) must not fail the others.
+    gpu.as_ref()
+        .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+}
+
+/// Runs the op check `id` of `nn::parity` on `backend`; fails with its error.
+fn op_check<B: Backend>(backend: &B, id: &str) {
+    let list = parity::kernel_check_list::<B>();
+    let check = list
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("nn::parity has no check {id}"));
+    let row = check.row(backend, SEED);
+    assert!(
+        row.ok(),
+        "{} ({}) on {}: {:?}, tolerance {:e}",
+        row.name,
+        row.shape,
+        backend.name(),
+        row.outcome,
+        row.tolerance
+    );
+}
+
+/// `op::$id::cpu` and `op::$id::cuda` for each op check, and the list of those instantiated.
+macro_rules! op_checks {
+    ($($id:ident),* $(,)?) => {
+        mod op {
+            $(
+                mod $id {
+                    #[test]
+                    fn cpu() {
+                        crate::op_check(&wbs::nn::backend::Cpu, stringify!($id));
+                    }
+
+                    #[cfg(feature = "cuda")]
+                    #[test]
+                    fn cuda() {
+                        if let Some(gpu) = crate::shared_gpu() {
+                            crate::op_check(&wbs::gpu::backend::Cuda::new(&gpu), stringify!($id));
+                        }
+                    }
+                }
+            )*
+        }
+
+        /// The op checks instantiated here.
+        const OP_CHECKS: &[&str] = &[$(stringify!($id)),*];
+    };
+}
+
+op_checks!(
+    relu,
+    tanh,
+    conv_small,
+    conv_wide,
+    conv_head,
+    conv_backward_small,
+    conv_backward_wide,
+    bn_stats,
+    bn_backward,
+    bn_eval,
+    pool,
+    standardise,
+    l2,
+    normalise_backward,
+    extract,
+    warp_fwd,
+    warp_bwd,
+    sift_fwd,
+    sift_bwd,
+    nearest,
+    hardnegc,
+    hardneg,
+    posdist,
+    sgd,
+    dropout,
+);
+
+#[test]
+fn every_op_check_is_instantiated() {
+    let ids: Vec<&str> = parity::kernel_check_list::<Cpu>()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        ids, OP_CHECKS,
+        "instantiate every check of nn::parity in op_checks!"
+    );
+}
+
+/// The checks `wbs gpu-check` adds on the device (training steps, the HardNet descriptor pass,
+/// the networks), where a GPU answers.
+#[cfg(feature = "cuda")]
+#[test]
+fn device_checks_pass_on_a_gpu() {
+    if let Some(gpu) = shared_gpu() {
+        let rows = wbs::gpu_check::check::device_checks(&gpu, SEED);
+        let failed: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
+        assert!(failed.is_empty(), "failed device checks: {failed:#?}");
+    }
+}
+
+/// `wbs gpu-check`'s end-to-end comparison on the bundled pair (all three settings), where a GPU
+/// answers.
+#[cfg(feature = "cuda")]
+#[test]
+fn match_checks_pass_on_a_gpu() {
+    if cuda_present() {
+        let pairs = [(sample("img1.png"), sample("img2.png"))];
+        let rows = wbs::gpu_check::check::match_checks(&pairs);
+        assert_eq!(rows.len(), 3, "one row per setting");
+        let failed: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
+        assert!(failed.is_empty(), "failed end-to-end checks: {failed:#?}");
     }
 }
 

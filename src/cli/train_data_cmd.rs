@@ -1,5 +1,5 @@
 //! `wbs train-data`: positive pairs of 64×64 patches cut from photographs, for `wbs train
-//! affnet --data`. See `train::photo_pairs` and docs/training.md.
+//! affnet --data`. See `train::data::photo_pairs` and docs/training.md.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

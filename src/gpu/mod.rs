@@ -1,6 +1,6 @@
 //! The CUDA backend: device detection, run-time compilation of `kernels/*.cu` with NVRTC, one safe
-//! wrapper per kernel, the three networks on the device, patch sampling from a device pyramid, the
-//! nearest-neighbour search, and the parity checker.
+//! wrapper per kernel, the same ops behind `nn::backend::Backend` (`backend::Cuda`), the three
+//! networks on the device, patch sampling from a device pyramid, and the nearest-neighbour search.
 //!
 //! No CUDA is needed to build wbs: the driver (`libcuda`) and NVRTC (`libnvrtc`) are opened at run
 //! time through cudarc's dynamic loading. [`probe`] says whether a GPU can be used and why not;
@@ -32,16 +32,18 @@
 //!   the CPU; GEMM-shaped work in f32 FMA. No TF32 anywhere, so the f32 tolerance applies.
 //!
 //! # Tolerance
-//! The parity checker ([`check`], `wbs gpu-check`) compares every kernel with its CPU reference
-//! on random inputs of odd sizes by the normwise relative error `max|gpu − cpu| / max|cpu|`,
-//! which must be ≤ 1e-4. Elementwise relative errors are not used: values near zero (gradients,
-//! centred activations) legitimately differ more than 1e-4 of themselves after a different
-//! summation order.
+//! The parity checks (`nn::parity`, run by `wbs gpu-check`) compare every kernel with its CPU
+//! reference on random inputs of odd sizes by the normwise relative error
+//! `max|gpu − cpu| / max|cpu|`, which must be ≤ 1e-4. Elementwise relative errors are not used:
+//! values near zero (gradients, centred activations) legitimately differ more than 1e-4 of
+//! themselves after a different summation order.
 
 pub mod kernels;
 pub mod nvrtc;
 pub mod shapes;
 
+#[cfg(feature = "cuda")]
+pub mod backend;
 #[cfg(feature = "cuda")]
 mod device;
 #[cfg(feature = "cuda")]

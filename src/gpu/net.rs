@@ -7,7 +7,7 @@
 //! (AffNet, OriNet) or an L2 normalisation (HardNet). Activations are NHWC on the device; a
 //! batch of 16,384 HardNet patches needs about 2.2 GB for the largest pair of buffers.
 
-use super::ops::{self, Buf, Fused, InputMap};
+use super::ops::{self, Buf, InputMap};
 use super::shapes::ConvGeometry;
 use super::Gpu;
 use crate::nn::fold::{fold, FusedAct};
@@ -24,7 +24,7 @@ struct Stage {
     pad: usize,
     weight: Buf,
     bias: Buf,
-    act: Fused,
+    act: FusedAct,
 }
 
 /// A network on the device.
@@ -33,15 +33,6 @@ pub struct GpuNet {
     stages: Vec<Stage>,
     pool: bool,
     input_eps: f32,
-}
-
-/// The device's code for an activation fused into a convolution.
-fn fused(act: FusedAct) -> Fused {
-    match act {
-        FusedAct::None => Fused::None,
-        FusedAct::Relu => Fused::Relu,
-        FusedAct::Tanh => Fused::Tanh,
-    }
 }
 
 impl GpuNet {
@@ -65,7 +56,7 @@ impl GpuNet {
                 pad: conv.pad,
                 weight: gpu.upload(&conv.weight)?,
                 bias: gpu.upload(&conv.bias)?,
-                act: fused(conv.act),
+                act: conv.act,
             });
         }
         Ok(GpuNet {
@@ -176,11 +167,7 @@ mod tests {
                 map: CpuMap::IDENTITY,
             };
             conv2d_forward(&cs, &input, &conv.weight, Some(&conv.bias), &mut y, None);
-            match conv.act {
-                FusedAct::None => {}
-                FusedAct::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
-                FusedAct::Tanh => y.iter_mut().for_each(|v| *v = v.tanh()),
-            }
+            conv.act.apply(&mut y);
             (x, h, wd, c) = (y, oh, ow, conv.cout);
         }
         if folded.pool {

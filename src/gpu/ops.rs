@@ -10,7 +10,10 @@ use super::shapes::{
     channel_reduction, check_int, check_len, gemm_abt_launch, linear, nearest_launch, per_item,
     sift_launch, ConvGeometry, Launch, WarpGeometry, THREADS,
 };
+use crate::matching::TwoNearest;
+pub use crate::nn::fold::FusedAct;
 use crate::nn::ops::loss::{LossKind, LossStats};
+pub use crate::nn::ops::{Activation, BatchStats};
 use crate::{Error, Result};
 
 /// A device buffer of f32.
@@ -134,13 +137,6 @@ pub fn axpy(gpu: &Gpu, a: f32, x: &Buf, y: &mut Buf) -> Result<()> {
     launch!(gpu, "elementwise", "axpy_f32", linear("axpy_f32", x.len())?; &mut *y, x, &a, &n)
 }
 
-/// Which activation: ReLU or tanh.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    Relu,
-    Tanh,
-}
-
 /// `y = act(x)`.
 pub fn activation_forward(gpu: &Gpu, act: Activation, x: &Buf, y: &mut Buf) -> Result<()> {
     check_len("activation", "y", y.len(), x.len())?;
@@ -219,12 +215,8 @@ fn check_dropout(kernel: &str, p: f32) -> Result<()> {
 // Convolution
 
 /// The per-channel input map a convolution applies while reading (the previous layer's batch
-/// norm `(v − shift)·scale` and ReLU), as `InputMap` on the CPU.
-#[derive(Clone, Copy, Default)]
-pub struct InputMap<'a> {
-    pub affine: Option<(&'a Buf, &'a Buf)>,
-    pub relu: bool,
-}
+/// norm `(v − shift)·scale` and ReLU): the CPU's `InputMap` over device buffers.
+pub type InputMap<'a> = crate::nn::ops::InputMap<'a, Buf>;
 
 fn check_map(kernel: &str, map: &InputMap, cin: usize) -> Result<()> {
     if let Some((shift, scale)) = map.affine {
@@ -234,21 +226,12 @@ fn check_map(kernel: &str, map: &InputMap, cin: usize) -> Result<()> {
     Ok(())
 }
 
-/// The activation fused into the convolution's output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fused {
-    None,
-    Relu,
-    Tanh,
-}
-
-impl Fused {
-    fn code(self) -> i32 {
-        match self {
-            Fused::None => 0,
-            Fused::Relu => 1,
-            Fused::Tanh => 2,
-        }
+/// The kernels' code for the activation fused into a convolution's output.
+fn fused_code(act: FusedAct) -> i32 {
+    match act {
+        FusedAct::None => 0,
+        FusedAct::Relu => 1,
+        FusedAct::Tanh => 2,
     }
 }
 
@@ -262,7 +245,7 @@ pub fn conv2d_forward(
     w: &Buf,
     bias: Option<&Buf>,
     map: InputMap,
-    act: Fused,
+    act: FusedAct,
     y: &mut Buf,
 ) -> Result<()> {
     const K: &str = "conv2d_forward";
@@ -278,7 +261,7 @@ pub fn conv2d_forward(
     let dims = dims(g);
     launch_opt!(gpu, "conv2d_forward", "conv2d_forward", l;
         &mut *y, x, w, opt!(bias), opt!(shift), opt!(scale),
-        Scalar(map.relu as i32), Scalar(act.code()),
+        Scalar(map.relu as i32), Scalar(fused_code(act)),
         Scalar(dims[0]), Scalar(dims[1]), Scalar(dims[2]), Scalar(dims[3]), Scalar(dims[4]),
         Scalar(dims[5]), Scalar(dims[6]), Scalar(dims[7]), Scalar(dims[8]), Scalar(dims[9]))
 }
@@ -347,13 +330,9 @@ pub fn conv2d_backward_weight(
 // ---------------------------------------------------------------------------------------------
 // Batch norm
 
-/// Per-channel statistics on the device (`mean`, biased `var`, `inv_std`), as `BatchStats`.
-pub struct DeviceBatchStats {
-    pub mean: Buf,
-    pub var: Buf,
-    pub inv_std: Buf,
-    pub count: usize,
-}
+/// Per-channel statistics on the device (`mean`, biased `var`, `inv_std`): the CPU's
+/// `BatchStats` over device buffers.
+pub type DeviceBatchStats = BatchStats<Buf>;
 
 fn bn_rows(kernel: &str, len: usize, c: usize) -> Result<usize> {
     if c == 0 || !len.is_multiple_of(c) {
@@ -723,12 +702,8 @@ pub fn sift_backward(
 // Nearest neighbours
 
 /// The two nearest database rows of every query, on the device (`nearest` is u32::MAX without a
-/// database row).
-pub struct DeviceTwoNearest {
-    pub nearest: CudaSlice<u32>,
-    pub d1: Buf,
-    pub d2: Buf,
-}
+/// database row): `matching::TwoNearest` over device buffers.
+pub type DeviceTwoNearest = TwoNearest<CudaSlice<u32>, Buf>;
 
 /// Exact two nearest neighbours (rows of `dim` values), as `matching::two_nearest`.
 pub fn two_nearest(

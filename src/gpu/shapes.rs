@@ -3,8 +3,12 @@
 //! so bad shapes give an [`Error::Invalid`] (never a panic or an out-of-bounds launch), and all of
 //! it is tested without a GPU.
 //!
-//! The constants mirror the `#define`s of the kernel files (tile sizes, threads per block).
+//! The geometries themselves ([`ConvGeometry`], [`WarpGeometry`]) are backend-neutral and live in
+//! `nn::backend`; their launch configurations are here. The constants mirror the `#define`s of the
+//! kernel files (tile sizes, threads per block).
 
+use crate::nn::backend::fits_int;
+pub use crate::nn::backend::{ConvGeometry, WarpGeometry};
 use crate::{Error, Result};
 
 /// Threads per block of the one-thread-per-element kernels.
@@ -15,8 +19,6 @@ pub const TILE_K: usize = 16;
 /// CUDA's limits on the grid.
 const MAX_GRID_X: usize = i32::MAX as usize;
 const MAX_GRID_YZ: usize = 65_535;
-/// Kernel `int` arguments must fit.
-const MAX_INT: usize = i32::MAX as usize;
 /// Blocks a split reduction aims for (a few waves on an H100's 132 SMs).
 const TARGET_BLOCKS: usize = 2048;
 /// Default dynamic shared memory limit per block.
@@ -55,14 +57,12 @@ pub fn check_len(kernel: &str, what: &str, got: usize, want: usize) -> Result<()
 
 /// `v` fits the kernel's `int` argument.
 pub fn check_int(kernel: &str, what: &str, v: usize) -> Result<i32> {
-    if v <= MAX_INT {
-        Ok(v as i32)
-    } else {
-        Err(invalid(
+    fits_int(v).ok_or_else(|| {
+        invalid(
             kernel,
             format!("{what} = {v} exceeds the kernel's 32-bit index"),
-        ))
-    }
+        )
+    })
 }
 
 fn grid_x(kernel: &str, blocks: usize) -> Result<u32> {
@@ -133,86 +133,7 @@ pub fn channel_reduction(kernel: &str, rows: usize, c: usize) -> Result<(Launch,
     ))
 }
 
-/// A convolution's geometry (NHWC activations, weights in GEMM layout).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeometry {
-    pub n: usize,
-    pub h: usize,
-    pub w: usize,
-    pub cin: usize,
-    pub cout: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
-    pub oh: usize,
-    pub ow: usize,
-}
-
 impl ConvGeometry {
-    /// Checks the geometry (positive sizes, kernel inside the padded input, 32-bit indices).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        n: usize,
-        h: usize,
-        w: usize,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
-    ) -> Result<ConvGeometry> {
-        const K: &str = "conv2d";
-        if cin == 0 || cout == 0 || k == 0 || stride == 0 || h == 0 || w == 0 {
-            return Err(invalid(
-                K,
-                format!("sizes must be positive (h {h}, w {w}, cin {cin}, cout {cout}, k {k}, stride {stride})"),
-            ));
-        }
-        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
-        if hp < k || wp < k {
-            return Err(invalid(
-                K,
-                format!("input {h}×{w} with padding {pad} is smaller than the {k}×{k} kernel"),
-            ));
-        }
-        let g = ConvGeometry {
-            n,
-            h,
-            w,
-            cin,
-            cout,
-            k,
-            stride,
-            pad,
-            oh: (hp - k) / stride + 1,
-            ow: (wp - k) / stride + 1,
-        };
-        for (what, v) in [
-            ("n", n),
-            ("h", h),
-            ("w", w),
-            ("k·k·cin", g.kk()),
-            ("k·k·cout", k * k * cout),
-        ] {
-            check_int(K, what, v)?;
-        }
-        Ok(g)
-    }
-
-    /// `k·k·cin`, the GEMM's inner dimension.
-    pub fn kk(&self) -> usize {
-        self.k * self.k * self.cin
-    }
-    pub fn in_len(&self) -> usize {
-        self.n * self.h * self.w * self.cin
-    }
-    pub fn out_len(&self) -> usize {
-        self.n * self.oh * self.ow * self.cout
-    }
-    pub fn weight_len(&self) -> usize {
-        self.kk() * self.cout
-    }
-
     fn tiles(kernel: &str, rows: usize, cols: usize) -> Result<Launch> {
         Ok(Launch {
             grid: (
@@ -262,39 +183,8 @@ impl ConvGeometry {
     }
 }
 
-/// Source and output sizes of the batched spatial transformer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WarpGeometry {
-    pub n: usize,
-    pub in_h: usize,
-    pub in_w: usize,
-    pub out_h: usize,
-    pub out_w: usize,
-}
-
 impl WarpGeometry {
-    pub fn new(n: usize, in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Result<Self> {
-        const K: &str = "warp";
-        if in_h == 0 || in_w == 0 {
-            return Err(invalid(K, "empty source"));
-        }
-        check_int(K, "source pixels", in_h * in_w)?;
-        check_int(K, "output pixels", out_h * out_w)?;
-        check_int(K, "items", n)?;
-        Ok(WarpGeometry {
-            n,
-            in_h,
-            in_w,
-            out_h,
-            out_w,
-        })
-    }
-    pub fn src_len(&self) -> usize {
-        self.n * self.in_h * self.in_w
-    }
-    pub fn out_len(&self) -> usize {
-        self.n * self.out_h * self.out_w
-    }
+    /// warp_forward: one thread per output value.
     pub fn forward_launch(&self) -> Result<Launch> {
         linear("warp_forward", self.out_len())
     }
@@ -362,21 +252,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conv_geometry_matches_pytorch_and_rejects_bad_shapes() {
-        let g = ConvGeometry::new(5, 32, 32, 16, 32, 3, 2, 1).unwrap();
-        assert_eq!((g.oh, g.ow), (16, 16));
-        assert_eq!(g.weight_len(), 3 * 3 * 16 * 32);
-        let g = ConvGeometry::new(2, 8, 8, 64, 2, 8, 1, 1).unwrap();
-        assert_eq!((g.oh, g.ow), (3, 3)); // OriNet's last layer
-        assert!(ConvGeometry::new(1, 4, 4, 1, 1, 7, 1, 1).is_err());
-        assert!(ConvGeometry::new(1, 4, 4, 1, 1, 3, 0, 1).is_err());
-        assert!(ConvGeometry::new(1, 4, 4, 0, 1, 3, 1, 1).is_err());
-        assert!(ConvGeometry::new(1, 0, 4, 1, 1, 1, 1, 0).is_err());
-        let e = ConvGeometry::new(1, 1 << 20, 1 << 20, 1 << 12, 1, 1 << 10, 1, 0).unwrap_err();
-        assert!(e.to_string().contains("32-bit"), "{e}");
-    }
-
-    #[test]
     fn conv_launches_cover_the_outputs() {
         let g = ConvGeometry::new(7, 23, 29, 5, 70, 3, 2, 1).unwrap();
         let l = g.forward_launch().unwrap();
@@ -414,7 +289,6 @@ mod tests {
         assert!(sift_launch(10, 97, true).is_err());
         assert_eq!(sift_launch(10, 41, true).unwrap().shared_bytes, 41 * 41 * 4);
         assert!(per_item("x", 1, 256, 64 * 1024).is_err());
-        assert!(WarpGeometry::new(1, 0, 4, 4, 4).is_err());
         assert!(linear("x", 0).unwrap().is_empty());
         assert!(check_len("k", "x", 3, 4)
             .unwrap_err()

@@ -1,6 +1,11 @@
 //! `wbs gpu-check`: every kernel against its CPU reference on random inputs of odd sizes, then
 //! `wbs match` on both devices. Prints a table; any failure makes the command fail.
 //!
+//! The op checks are the generic ones of [`crate::nn::parity`], run on the CUDA backend
+//! ([`Cuda`]); this module adds the checks of what is built from several ops on the device: a
+//! training step of `train::chain::device`, its HardNet descriptor pass, and the three networks
+//! (`gpu::net`).
+//!
 //! Error measure: the normwise relative error `max|gpu − cpu| / max|cpu|` (see the module docs of
 //! [`crate::gpu`]), tolerance [`TOLERANCE`]; the training step through HardNet by the 2-norm ratio
 //! `‖gpu − cpu‖₂ / ‖cpu‖₂`, [`HARDNET_STEP_TOLERANCE`] (its docs say why). End to end: the same verdict, and inlier counts
@@ -10,73 +15,26 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::describe::DescriptorKind;
+use crate::gpu::backend::Cuda;
 use crate::gpu::net::GpuNet;
-use crate::gpu::ops::{self, Activation, Fused, InputMap};
-use crate::gpu::pyramid::GpuPyramid;
-use crate::gpu::shapes::{ConvGeometry, WarpGeometry};
 use crate::gpu::Gpu;
-use crate::image::GrayImage;
-use crate::laf::Laf;
 use crate::matcher::Matcher;
 use crate::networks::Models;
 use crate::nn::gradcheck::random_vec;
-use crate::nn::network::standardise_moments;
-use crate::nn::ops::loss::{descriptor_loss, LossGrads, LossKind, LossWorkspace};
-use crate::nn::ops::sgd::Sgd;
-use crate::nn::ops::sift::{DiffSift, SiftCache};
-use crate::nn::ops::spatial_transformer::{warp_backward, warp_forward, Affine, WarpSize};
-use crate::nn::ops::{self as tl, ConvGrads, ConvInput, ConvShape};
+use crate::nn::ops::loss::LossKind;
+use crate::nn::parity::{self, scalar_error, test_frames, test_image, worst};
+pub use crate::nn::parity::{rel_error, Row, TOLERANCE};
 use crate::nn::{self, AffNet, HardNet, NetworkKind, OriNet, Weights};
 use crate::orient::OrientationMethod;
-use crate::patch::{PatchSpec, NET_PATCH, SIFT_PATCH};
+use crate::patch::NET_PATCH;
 use crate::pipeline::{self, Config, Method};
 use crate::pyramid::ScaleSpace;
 use crate::train::chain::device::DeviceTrainChain;
-use crate::train::chain::hardnet::l2_normalise_rows_backward;
 use crate::train::{Descriptor, FrozenHardNet, Mode, SyntheticBatch, TrainAffNet, TrainChain};
-use crate::{Error, Result};
+use crate::Result;
 
-/// The f32 tolerance (no TF32 is used).
-pub const TOLERANCE: f64 = 1e-4;
 /// End to end: inlier counts may differ by this fraction (and at least one inlier).
 pub const INLIER_TOLERANCE: f64 = 0.02;
-
-/// One line of the table.
-#[derive(Clone, Debug)]
-pub struct Row {
-    pub name: String,
-    pub shape: String,
-    /// The error, or why the check could not run.
-    pub outcome: std::result::Result<f64, String>,
-    pub tolerance: f64,
-}
-
-impl Row {
-    pub fn ok(&self) -> bool {
-        matches!(self.outcome, Ok(e) if e <= self.tolerance)
-    }
-}
-
-/// `max|a − b| / max|b|` (infinite when the lengths differ or a value is not finite).
-pub fn rel_error(gpu: &[f32], cpu: &[f32]) -> f64 {
-    if gpu.len() != cpu.len() {
-        return f64::INFINITY;
-    }
-    let scale = cpu.iter().fold(0f64, |m, v| m.max((*v as f64).abs()));
-    let diff = gpu.iter().zip(cpu).fold(0f64, |m, (a, b)| {
-        let d = (*a as f64 - *b as f64).abs();
-        if d.is_nan() {
-            f64::INFINITY
-        } else {
-            m.max(d)
-        }
-    });
-    if diff == 0.0 {
-        0.0
-    } else {
-        diff / scale.max(1e-30)
-    }
-}
 
 /// `‖gpu − cpu‖₂ / ‖cpu‖₂` (infinite when the lengths differ or a value is not finite).
 pub fn two_norm_error(gpu: &[f32], cpu: &[f32]) -> f64 {
@@ -95,83 +53,19 @@ pub fn two_norm_error(gpu: &[f32], cpu: &[f32]) -> f64 {
     }
 }
 
-fn worst(errors: &[f64]) -> f64 {
-    errors.iter().fold(0.0, |m: f64, e| m.max(*e))
+/// Runs every check: the op checks of [`parity::kernel_checks`] on the CUDA backend, then
+/// [`device_checks`]; `seed` varies the random inputs.
+pub fn kernel_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
+    let mut rows = parity::kernel_checks(&Cuda::new(gpu), seed);
+    rows.extend(device_checks(gpu, seed));
+    rows
 }
 
-/// Runs every kernel check; `seed` varies the random inputs.
-pub fn kernel_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
+/// The checks of what the device builds from several ops: training-chain steps, the HardNet
+/// descriptor pass and the three networks.
+pub fn device_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
     type Check = fn(&Gpu, u64) -> Result<f64>;
     let checks: &[(&str, &str, Check)] = &[
-        ("relu fwd+bwd", "n 100,003", check_relu),
-        ("tanh fwd+bwd", "n 100,003", check_tanh),
-        (
-            "conv2d fwd (BN map, ReLU in; bias, ReLU out)",
-            "3×13×11×5 → 7, k3 s2 p1",
-            check_conv_small,
-        ),
-        ("conv2d fwd", "5×17×15×17 → 70, k3 s1 p1", check_conv_wide),
-        (
-            "conv2d fwd (OriNet head)",
-            "9×8×8×64 → 2, k8 s1 p1, tanh",
-            check_conv_head,
-        ),
-        (
-            "conv2d bwd input+weight+bias",
-            "3×13×11×5 → 7, k3 s2 p1",
-            check_conv_backward_small,
-        ),
-        (
-            "conv2d bwd input+weight+bias",
-            "4×9×9×33 → 65, k3 s1 p1",
-            check_conv_backward_wide,
-        ),
-        (
-            "batch norm batch stats + running",
-            "1,001 × 37",
-            check_bn_stats,
-        ),
-        (
-            "batch norm bwd (batch stats, ReLU)",
-            "1,001 × 37",
-            check_bn_backward,
-        ),
-        ("batch norm eval fwd+bwd", "999 × 19", check_bn_eval),
-        ("global avg pool fwd+bwd", "7 × 25 × 13", check_pool),
-        ("standardise patches", "37 × 1,024", check_standardise),
-        ("L2 normalise rows", "41 × 128", check_l2),
-        (
-            "standardise + L2 normalise bwd",
-            "37 × 1,024; 41 × 128",
-            check_normalise_backward,
-        ),
-        (
-            "patch extraction (pyramid)",
-            "301 frames, 32² and 41²",
-            check_extract,
-        ),
-        ("warp fwd", "13 × 45×39 → 33×31", check_warp_forward),
-        (
-            "warp bwd (source, θ)",
-            "13 × 45×39 → 33×31",
-            check_warp_backward,
-        ),
-        ("SIFT fwd", "29 × 32² and 41²", check_sift_forward),
-        ("SIFT bwd", "29 × 32² and 41²", check_sift_backward),
-        (
-            "two nearest + ratio test",
-            "1,037 × 2,011 × 128",
-            check_nearest,
-        ),
-        ("HardNegC fwd+bwd", "97 × 128", check_hardnegc),
-        ("HardNeg fwd+bwd", "97 × 128", check_hardneg),
-        ("PosDist fwd+bwd", "97 × 128", check_posdist),
-        ("SGD momentum (3 steps)", "n 10,007", check_sgd),
-        (
-            "dropout fwd+bwd (CPU mask, BN map)",
-            "1,563 × 64",
-            check_dropout,
-        ),
         (
             "train chain step (HardNegC, all shape terms)",
             "37 pairs, 64² sources",
@@ -196,21 +90,22 @@ pub fn kernel_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
         ("OriNet (random weights)", "37 patches", check_orinet),
         ("HardNet (random weights)", "37 patches", check_hardnet),
     ];
+    let row = |name: &str, shape: &str, f: Check, tolerance: f64| Row {
+        name: name.to_string(),
+        shape: shape.to_string(),
+        outcome: f(gpu, seed).map_err(|e| e.to_string()),
+        tolerance,
+    };
     let mut rows: Vec<Row> = checks
         .iter()
-        .map(|(name, shape, f)| Row {
-            name: name.to_string(),
-            shape: shape.to_string(),
-            outcome: f(gpu, seed).map_err(|e| e.to_string()),
-            tolerance: TOLERANCE,
-        })
+        .map(|(name, shape, f)| row(name, shape, *f, TOLERANCE))
         .collect();
-    rows.push(Row {
-        name: "train chain step (HardNegC, HardNet)".to_string(),
-        shape: "37 pairs, 64² sources".to_string(),
-        outcome: check_train_chain_hardnet(gpu, seed).map_err(|e| e.to_string()),
-        tolerance: HARDNET_STEP_TOLERANCE,
-    });
+    rows.push(row(
+        "train chain step (HardNegC, HardNet)",
+        "37 pairs, 64² sources",
+        check_train_chain_hardnet,
+        HARDNET_STEP_TOLERANCE,
+    ));
     rows
 }
 
@@ -220,695 +115,6 @@ pub fn kernel_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
 /// sums, so two f32 summation orders differ there by ~2e-3 of the gradients' 2-norm (measured on the CPU
 /// with the device recipe, `train::chain::device` tests). A wrong recipe is off by 5e-2 or more.
 pub const HARDNET_STEP_TOLERANCE: f64 = 1e-2;
-
-fn check_activation(gpu: &Gpu, seed: u64, act: Activation) -> Result<f64> {
-    let x = random_vec(100_003, seed, 3.0);
-    let dy = random_vec(x.len(), seed + 1, 1.0);
-    let (dx_, dy_) = (gpu.upload(&x)?, gpu.upload(&dy)?);
-    let mut y_ = gpu.zeros::<f32>(x.len())?;
-    let mut g_ = gpu.zeros::<f32>(x.len())?;
-    ops::activation_forward(gpu, act, &dx_, &mut y_)?;
-    let mut y = x.clone();
-    let mut g = dy.clone();
-    match act {
-        Activation::Relu => {
-            tl::relu_forward(&x, &mut y);
-            tl::relu_backward(&x, &mut g);
-            ops::activation_backward(gpu, act, &dy_, &dx_, &mut g_)?;
-        }
-        Activation::Tanh => {
-            tl::tanh_forward(&mut y);
-            tl::tanh_backward(&y, &mut g);
-            ops::activation_backward(gpu, act, &dy_, &y_, &mut g_)?;
-        }
-    }
-    Ok(worst(&[
-        rel_error(&gpu.download(&y_)?, &y),
-        rel_error(&gpu.download(&g_)?, &g),
-    ]))
-}
-
-fn check_relu(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_activation(gpu, seed, Activation::Relu)
-}
-
-fn check_tanh(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_activation(gpu, seed, Activation::Tanh)
-}
-
-/// Random conv inputs: x, GEMM-layout weights, bias, and an input map (shift, scale).
-struct ConvCase {
-    g: ConvGeometry,
-    x: Vec<f32>,
-    w: Vec<f32>,
-    b: Vec<f32>,
-    shift: Vec<f32>,
-    scale: Vec<f32>,
-}
-
-impl ConvCase {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        seed: u64,
-        n: usize,
-        h: usize,
-        w: usize,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        s: usize,
-        p: usize,
-    ) -> Result<ConvCase> {
-        let g = ConvGeometry::new(n, h, w, cin, cout, k, s, p)?;
-        Ok(ConvCase {
-            g,
-            x: random_vec(g.in_len(), seed, 1.0),
-            w: random_vec(g.weight_len(), seed + 1, 0.3),
-            b: random_vec(cout, seed + 2, 0.5),
-            shift: random_vec(cin, seed + 3, 0.2),
-            scale: random_vec(cin, seed + 4, 0.5)
-                .iter()
-                .map(|v| 1.0 + v)
-                .collect(),
-        })
-    }
-
-    fn shape(&self) -> ConvShape {
-        ConvShape {
-            cin: self.g.cin,
-            cout: self.g.cout,
-            k: self.g.k,
-            stride: self.g.stride,
-            padding: self.g.pad,
-        }
-    }
-
-    fn input(&self, mapped: bool) -> ConvInput<'_> {
-        ConvInput {
-            data: &self.x,
-            n: self.g.n,
-            h: self.g.h,
-            w: self.g.w,
-            map: if mapped {
-                tl::InputMap {
-                    affine: Some((&self.shift, &self.scale)),
-                    relu: true,
-                }
-            } else {
-                tl::InputMap::IDENTITY
-            },
-        }
-    }
-}
-
-fn check_conv_forward(gpu: &Gpu, c: &ConvCase, mapped: bool, act: Fused) -> Result<f64> {
-    let mut y = vec![0.0; c.g.out_len()];
-    tl::conv2d_forward(&c.shape(), &c.input(mapped), &c.w, Some(&c.b), &mut y, None);
-    match act {
-        Fused::None => {}
-        Fused::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Fused::Tanh => tl::tanh_forward(&mut y),
-    }
-    let (x_, w_, b_) = (gpu.upload(&c.x)?, gpu.upload(&c.w)?, gpu.upload(&c.b)?);
-    let (sh_, sc_) = (gpu.upload(&c.shift)?, gpu.upload(&c.scale)?);
-    let map = if mapped {
-        InputMap {
-            affine: Some((&sh_, &sc_)),
-            relu: true,
-        }
-    } else {
-        InputMap::default()
-    };
-    let mut y_ = gpu.zeros::<f32>(c.g.out_len())?;
-    ops::conv2d_forward(gpu, &c.g, &x_, &w_, Some(&b_), map, act, &mut y_)?;
-    Ok(rel_error(&gpu.download(&y_)?, &y))
-}
-
-fn check_conv_small(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_conv_forward(
-        gpu,
-        &ConvCase::new(seed, 3, 13, 11, 5, 7, 3, 2, 1)?,
-        true,
-        Fused::Relu,
-    )
-}
-
-fn check_conv_wide(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_conv_forward(
-        gpu,
-        &ConvCase::new(seed, 5, 17, 15, 17, 70, 3, 1, 1)?,
-        false,
-        Fused::None,
-    )
-}
-
-fn check_conv_head(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_conv_forward(
-        gpu,
-        &ConvCase::new(seed, 9, 8, 8, 64, 2, 8, 1, 1)?,
-        false,
-        Fused::Tanh,
-    )
-}
-
-fn check_conv_backward(gpu: &Gpu, c: &ConvCase, mapped: bool) -> Result<f64> {
-    let dy = random_vec(c.g.out_len(), 99, 1.0);
-    let (mut dx, mut dw, mut db) = (
-        vec![0.0; c.g.in_len()],
-        vec![0.0; c.g.weight_len()],
-        vec![0.0; c.g.cout],
-    );
-    tl::conv2d_backward(
-        &c.shape(),
-        &c.input(mapped),
-        &c.w,
-        &dy,
-        ConvGrads {
-            input: Some(&mut dx),
-            weight: Some(&mut dw),
-            bias: Some(&mut db),
-        },
-    );
-    let (x_, w_, dy_) = (gpu.upload(&c.x)?, gpu.upload(&c.w)?, gpu.upload(&dy)?);
-    let (sh_, sc_) = (gpu.upload(&c.shift)?, gpu.upload(&c.scale)?);
-    let map = if mapped {
-        InputMap {
-            affine: Some((&sh_, &sc_)),
-            relu: true,
-        }
-    } else {
-        InputMap::default()
-    };
-    let mut dx_ = gpu.zeros::<f32>(c.g.in_len())?;
-    let mut dw_ = gpu.zeros::<f32>(c.g.weight_len())?;
-    let mut db_ = gpu.zeros::<f32>(c.g.cout)?;
-    ops::conv2d_backward_input(gpu, &c.g, &dy_, &w_, &mut dx_)?;
-    ops::conv2d_backward_weight(gpu, &c.g, &x_, &dy_, map, &mut dw_, Some(&mut db_))?;
-    Ok(worst(&[
-        rel_error(&gpu.download(&dx_)?, &dx),
-        rel_error(&gpu.download(&dw_)?, &dw),
-        rel_error(&gpu.download(&db_)?, &db),
-    ]))
-}
-
-fn check_conv_backward_small(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_conv_backward(gpu, &ConvCase::new(seed, 3, 13, 11, 5, 7, 3, 2, 1)?, true)
-}
-
-fn check_conv_backward_wide(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_conv_backward(gpu, &ConvCase::new(seed, 4, 9, 9, 33, 65, 3, 1, 1)?, false)
-}
-
-fn bn_input(seed: u64, rows: usize, c: usize) -> Vec<f32> {
-    // Channels with different means and spreads.
-    let x = random_vec(rows * c, seed, 1.0);
-    x.iter()
-        .enumerate()
-        .map(|(i, v)| v * (1.0 + (i % c) as f32 * 0.3) + (i % c) as f32 - 5.0)
-        .collect()
-}
-
-fn check_bn_stats(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let (rows, c) = (1001, 37);
-    let x = bn_input(seed, rows, c);
-    let mut bn = tl::BatchNorm::new(c);
-    bn.running_mean = random_vec(c, seed + 1, 1.0);
-    let mut rm_ = gpu.upload(&bn.running_mean)?;
-    let mut rv_ = gpu.upload(&bn.running_var)?;
-    let mut y = x.clone();
-    let mut stats = tl::BatchStats::default();
-    bn.forward_train(&mut y, &mut stats, true);
-    let x_ = gpu.upload(&x)?;
-    let s = ops::bn_batch_stats(gpu, &x_, c, bn.eps, bn.momentum, Some((&mut rm_, &mut rv_)))?;
-    let mut y_ = gpu.zeros::<f32>(x.len())?;
-    ops::bn_normalise(gpu, &x_, &s.mean, &s.inv_std, false, &mut y_)?;
-    Ok(worst(&[
-        rel_error(&gpu.download(&s.mean)?, &stats.mean),
-        rel_error(&gpu.download(&s.var)?, &stats.var),
-        rel_error(&gpu.download(&s.inv_std)?, &stats.inv_std),
-        rel_error(&gpu.download(&rm_)?, &bn.running_mean),
-        rel_error(&gpu.download(&rv_)?, &bn.running_var),
-        rel_error(&gpu.download(&y_)?, &y),
-    ]))
-}
-
-fn check_bn_backward(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let (rows, c) = (1001, 37);
-    let x = bn_input(seed, rows, c);
-    let dy = random_vec(x.len(), seed + 2, 1.0);
-    let mut stats = tl::BatchStats::default();
-    tl::batchnorm::batch_statistics(&x, c, crate::nn::layers::BATCHNORM_EPS, &mut stats);
-    let mut dx = dy.clone();
-    tl::batchnorm::backward_train(&x, &mut dx, &stats, true);
-    let (x_, dy_) = (gpu.upload(&x)?, gpu.upload(&dy)?);
-    let s = ops::bn_batch_stats(gpu, &x_, c, crate::nn::layers::BATCHNORM_EPS, 0.1, None)?;
-    let mut dx_ = gpu.zeros::<f32>(x.len())?;
-    ops::bn_backward_train(gpu, &x_, &dy_, &s, true, &mut dx_)?;
-    Ok(rel_error(&gpu.download(&dx_)?, &dx))
-}
-
-fn check_bn_eval(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let (rows, c) = (999, 19);
-    let x = bn_input(seed, rows, c);
-    let dy = random_vec(x.len(), seed + 2, 1.0);
-    let mut bn = tl::BatchNorm::new(c);
-    bn.running_mean = random_vec(c, seed + 3, 2.0);
-    bn.running_var = random_vec(c, seed + 4, 1.0)
-        .iter()
-        .map(|v| v.abs() + 0.5)
-        .collect();
-    let r = bn.running_stats();
-    let mut y = x.clone();
-    bn.forward_eval(&mut y);
-    let mut dx = dy.clone();
-    tl::batchnorm::backward_eval(&x, &mut dx, &r, true);
-    let (x_, dy_, m_, v_) = (
-        gpu.upload(&x)?,
-        gpu.upload(&dy)?,
-        gpu.upload(&bn.running_mean)?,
-        gpu.upload(&bn.running_var)?,
-    );
-    let mut k_ = gpu.zeros::<f32>(c)?;
-    ops::bn_inv_std(gpu, &v_, bn.eps, &mut k_)?;
-    let mut y_ = gpu.zeros::<f32>(x.len())?;
-    ops::bn_normalise(gpu, &x_, &m_, &k_, false, &mut y_)?;
-    let mut dx_ = gpu.zeros::<f32>(x.len())?;
-    ops::bn_backward_eval(gpu, &x_, &dy_, &m_, &k_, true, &mut dx_)?;
-    Ok(worst(&[
-        rel_error(&gpu.download(&y_)?, &y),
-        rel_error(&gpu.download(&dx_)?, &dx),
-    ]))
-}
-
-fn check_pool(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let (n, hw, c) = (7, 25, 13);
-    let x = random_vec(n * hw * c, seed, 1.0);
-    let dy = random_vec(n * c, seed + 1, 1.0);
-    let mut y = vec![0.0; n * c];
-    tl::global_avg_pool_forward(&x, n, c, &mut y);
-    let mut dx = vec![0.0; x.len()];
-    tl::global_avg_pool_backward(&dy, n, c, &mut dx);
-    let (x_, dy_) = (gpu.upload(&x)?, gpu.upload(&dy)?);
-    let mut y_ = gpu.zeros::<f32>(n * c)?;
-    let mut dx_ = gpu.zeros::<f32>(x.len())?;
-    ops::global_avg_pool_forward(gpu, &x_, n, c, &mut y_)?;
-    ops::global_avg_pool_backward(gpu, &dy_, n, c, &mut dx_)?;
-    Ok(worst(&[
-        rel_error(&gpu.download(&y_)?, &y),
-        rel_error(&gpu.download(&dx_)?, &dx),
-    ]))
-}
-
-fn check_standardise(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let x: Vec<f32> = random_vec(37 * 1024, seed, 50.0)
-        .iter()
-        .map(|v| v + 120.0)
-        .collect();
-    let y: Vec<f32> = x
-        .chunks(1024)
-        .flat_map(|p| nn::normalise_patch(p, nn::DEFAULT_INPUT_EPS))
-        .collect();
-    let x_ = gpu.upload(&x)?;
-    let mut y_ = gpu.zeros::<f32>(x.len())?;
-    ops::standardise(gpu, &x_, 1024, nn::DEFAULT_INPUT_EPS, &mut y_)?;
-    Ok(rel_error(&gpu.download(&y_)?, &y))
-}
-
-fn check_l2(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let x = random_vec(41 * nn::HARDNET_DIM, seed, 3.0);
-    let mut y = x.clone();
-    y.chunks_mut(nn::HARDNET_DIM).for_each(nn::l2_normalise);
-    let x_ = gpu.upload(&x)?;
-    let mut y_ = gpu.zeros::<f32>(x.len())?;
-    let eps = nn::L2_NORM_EPS as f32;
-    ops::l2_normalise(gpu, &x_, nn::HARDNET_DIM, eps, &mut y_)?;
-    Ok(rel_error(&gpu.download(&y_)?, &y))
-}
-
-/// The backward passes of the two normalisations against the CPU's formulas: standardisation
-/// with each patch's mean and std held fixed (`Network::backward`), and the L2 normalisation
-/// (`FrozenHardNet::backward`).
-fn check_normalise_backward(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let eps = nn::DEFAULT_INPUT_EPS;
-    let x: Vec<f32> = random_vec(37 * 1024, seed, 50.0)
-        .iter()
-        .map(|v| v + 120.0)
-        .collect();
-    let dy = random_vec(x.len(), seed + 1, 1.0);
-    let mut dx = dy.clone();
-    for (d, p) in dx.chunks_mut(1024).zip(x.chunks(1024)) {
-        let k = standardise_moments(p, eps).1 as f32;
-        d.iter_mut().for_each(|v| *v *= k);
-    }
-    let mut dx_ = gpu.zeros::<f32>(x.len())?;
-    ops::standardise_backward(
-        gpu,
-        &gpu.upload(&x)?,
-        &gpu.upload(&dy)?,
-        1024,
-        eps,
-        &mut dx_,
-    )?;
-
-    let r = random_vec(41 * nn::HARDNET_DIM, seed + 2, 3.0);
-    let dr = random_vec(r.len(), seed + 3, 1.0);
-    let mut dl = vec![0.0f32; r.len()];
-    l2_normalise_rows_backward(&r, &dr, &mut dl);
-    let mut dl_ = gpu.zeros::<f32>(r.len())?;
-    ops::l2_normalise_backward(
-        gpu,
-        &gpu.upload(&r)?,
-        &gpu.upload(&dr)?,
-        nn::HARDNET_DIM,
-        nn::L2_NORM_EPS as f32,
-        &mut dl_,
-    )?;
-    Ok(worst(&[
-        rel_error(&gpu.download(&dx_)?, &dx),
-        rel_error(&gpu.download(&dl_)?, &dl),
-    ]))
-}
-
-/// A textured test image of odd size.
-fn test_image(w: usize, h: usize, seed: u64) -> GrayImage {
-    let phase = seed as f32 * 0.37;
-    GrayImage::from_fn(w, h, |x, y| {
-        let (x, y) = (x as f32, y as f32);
-        128.0
-            + 60.0 * (0.13 * x + phase).sin() * (0.07 * y - 0.2 * phase).cos()
-            + 40.0 * ((x - 70.0) * (y - 40.0) / 700.0 + phase).sin()
-    })
-}
-
-/// Random frames over the image: various scales, shapes, rotations, some over the border.
-fn test_frames(n: usize, w: usize, h: usize, seed: u64) -> Vec<Laf> {
-    let r = random_vec(5 * n, seed, 1.0);
-    r.chunks(5)
-        .map(|v| {
-            let c = [(v[0] + 1.0) * 0.5 * w as f32, (v[1] + 1.0) * 0.5 * h as f32];
-            let s = 2.0 + (v[2] + 1.0) * 30.0;
-            let e = 1.0 + v[3].abs() * 2.0;
-            Laf {
-                a: [[s * e, 0.0], [s * v[3], s / e]],
-                c,
-            }
-            .rotated(v[4] * 3.1)
-        })
-        .collect()
-}
-
-fn check_extract(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let (w, h) = (263, 197);
-    let space = ScaleSpace::build(&test_image(w, h, seed));
-    let lafs = test_frames(301, w, h, seed + 1);
-    let pyramid = GpuPyramid::upload(gpu, &space)?;
-    let mut errors = Vec::new();
-    for spec in [NET_PATCH, SIFT_PATCH] {
-        let cpu = crate::patch::extract_patches(&space, &lafs, &spec);
-        let dev = pyramid.extract(gpu, &space, &lafs, &spec)?;
-        errors.push(rel_error(&gpu.download(&dev)?, &cpu));
-    }
-    Ok(worst(&errors))
-}
-
-fn warp_case(seed: u64) -> (WarpGeometry, Vec<f32>, Vec<Affine>, Vec<f32>) {
-    let g = WarpGeometry {
-        n: 13,
-        in_h: 45,
-        in_w: 39,
-        out_h: 33,
-        out_w: 31,
-    };
-    let src = random_vec(g.src_len(), seed, 1.0);
-    let r = random_vec(6 * g.n, seed + 1, 1.0);
-    // Maps that stay mostly inside and sometimes leave the source (border clamping).
-    let theta: Vec<Affine> = r
-        .chunks(6)
-        .map(|v| {
-            [
-                [0.8 + 0.3 * v[0], 0.4 * v[1], 0.4 * v[2]],
-                [0.4 * v[3], 0.8 + 0.3 * v[4], 0.4 * v[5]],
-            ]
-        })
-        .collect();
-    let flat = theta
-        .iter()
-        .flat_map(|t| t.iter().flatten().copied())
-        .collect();
-    (g, src, theta, flat)
-}
-
-fn warp_size(g: &WarpGeometry) -> WarpSize {
-    WarpSize {
-        in_h: g.in_h,
-        in_w: g.in_w,
-        out_h: g.out_h,
-        out_w: g.out_w,
-    }
-}
-
-fn check_warp_forward(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let (g, src, theta, flat) = warp_case(seed);
-    let mut out = vec![0.0; g.out_len()];
-    warp_forward(&src, &theta, warp_size(&g), &mut out);
-    let (s_, t_) = (gpu.upload(&src)?, gpu.upload(&flat)?);
-    let mut o_ = gpu.zeros::<f32>(g.out_len())?;
-    ops::warp_forward(gpu, &g, &s_, &t_, &mut o_)?;
-    Ok(rel_error(&gpu.download(&o_)?, &out))
-}
-
-fn check_warp_backward(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let (g, src, theta, flat) = warp_case(seed);
-    let d_out = random_vec(g.out_len(), seed + 7, 1.0);
-    let mut d_src = vec![0.0; g.src_len()];
-    let mut d_theta = vec![[[0.0f32; 3]; 2]; g.n];
-    warp_backward(
-        &src,
-        &theta,
-        warp_size(&g),
-        &d_out,
-        Some(&mut d_src),
-        &mut d_theta,
-    );
-    let d_theta: Vec<f32> = d_theta
-        .iter()
-        .flat_map(|t| t.iter().flatten().copied())
-        .collect();
-    let (s_, t_, do_) = (gpu.upload(&src)?, gpu.upload(&flat)?, gpu.upload(&d_out)?);
-    let mut ds_ = gpu.zeros::<f32>(g.src_len())?;
-    let mut dt_ = gpu.zeros::<f32>(6 * g.n)?;
-    ops::warp_backward(gpu, &g, &s_, &t_, &do_, Some(&mut ds_), &mut dt_)?;
-    Ok(worst(&[
-        rel_error(&gpu.download(&ds_)?, &d_src),
-        rel_error(&gpu.download(&dt_)?, &d_theta),
-    ]))
-}
-
-fn sift_patches(size: usize, n: usize, seed: u64) -> Vec<f32> {
-    let space = ScaleSpace::build(&test_image(151, 131, seed));
-    let lafs = test_frames(n, 151, 131, seed + 3);
-    crate::patch::extract_patches(
-        &space,
-        &lafs,
-        &PatchSpec {
-            size,
-            blur_per_step: 1.5,
-        },
-    )
-}
-
-fn check_sift(gpu: &Gpu, seed: u64, backward: bool) -> Result<f64> {
-    let mut errors = Vec::new();
-    for size in [32, 41] {
-        let n = 29;
-        let patches = sift_patches(size, n, seed);
-        let sift = DiffSift::new(size);
-        let mut out = vec![0.0; n * 128];
-        let mut cache = SiftCache::default();
-        sift.forward(&patches, &mut out, &mut cache);
-        let p_ = gpu.upload(&patches)?;
-        let mut o_ = gpu.zeros::<f32>(n * 128)?;
-        let dcache = ops::sift_forward(gpu, &p_, size, &mut o_)?;
-        if !backward {
-            errors.push(rel_error(&gpu.download(&o_)?, &out));
-            continue;
-        }
-        let dd = random_vec(n * 128, seed + 5, 1.0);
-        let mut dp = vec![0.0; patches.len()];
-        sift.backward(&patches, &cache, &dd, &mut dp);
-        let dd_ = gpu.upload(&dd)?;
-        let mut dp_ = gpu.zeros::<f32>(patches.len())?;
-        ops::sift_backward(gpu, &p_, size, &dcache, &dd_, &mut dp_)?;
-        errors.push(rel_error(&gpu.download(&dp_)?, &dp));
-    }
-    Ok(worst(&errors))
-}
-
-fn check_sift_forward(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_sift(gpu, seed, false)
-}
-
-fn check_sift_backward(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_sift(gpu, seed, true)
-}
-
-fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut v = random_vec(n * dim, seed, 1.0);
-    v.chunks_mut(dim).for_each(nn::l2_normalise);
-    v
-}
-
-fn check_nearest(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let (nq, nd, dim) = (1037, 2011, 128);
-    let q = unit_rows(nq, dim, seed);
-    let d = unit_rows(nd, dim, seed + 1);
-    let cpu = crate::matching::two_nearest(&q, &d, dim);
-    let (q_, d_) = (gpu.upload(&q)?, gpu.upload(&d)?);
-    let nn = ops::two_nearest(gpu, &q_, &d_, dim)?;
-    let nearest = gpu.download(&nn.nearest)?;
-    let mismatched = nearest
-        .iter()
-        .zip(&cpu.nearest)
-        .filter(|(a, b)| a != b)
-        .count();
-    if mismatched > 0 {
-        return Err(Error::Device(format!(
-            "{mismatched} of {nq} nearest indices differ from the CPU's"
-        )));
-    }
-    let ratio = ops::ratio_test(gpu, &nn, 0.95)?;
-    let ratio = gpu.download(&ratio)?;
-    let kept: Vec<usize> = (0..nq).filter(|&i| ratio[i] <= 0.95).collect();
-    let cpu_kept: Vec<usize> = crate::matching::ratio_test(&cpu, 0.95)
-        .iter()
-        .map(|t| t.query)
-        .collect();
-    if kept != cpu_kept {
-        return Err(Error::Device(format!(
-            "the ratio test keeps {} queries, the CPU {}",
-            kept.len(),
-            cpu_kept.len()
-        )));
-    }
-    Ok(worst(&[
-        rel_error(&gpu.download(&nn.d1)?, &cpu.d1),
-        rel_error(&gpu.download(&nn.d2)?, &cpu.d2),
-    ]))
-}
-
-fn check_loss(gpu: &Gpu, seed: u64, kind: LossKind) -> Result<f64> {
-    let (n, dim) = (97, 128);
-    let a = unit_rows(n, dim, seed);
-    // Positives near their anchors, so that some margins are active and some not.
-    let noise = random_vec(n * dim, seed + 1, 0.08);
-    let mut p: Vec<f32> = a.iter().zip(&noise).map(|(a, e)| a + e).collect();
-    p.chunks_mut(dim).for_each(nn::l2_normalise);
-    let (mut ga, mut gp) = (vec![0.0; a.len()], vec![0.0; a.len()]);
-    let stats = descriptor_loss(
-        kind,
-        &a,
-        &p,
-        dim,
-        LossGrads {
-            anchor: Some(&mut ga),
-            positive: Some(&mut gp),
-        },
-        &mut LossWorkspace::default(),
-    );
-    let (a_, p_) = (gpu.upload(&a)?, gpu.upload(&p)?);
-    let mut ga_ = gpu.zeros::<f32>(a.len())?;
-    let mut gp_ = gpu.zeros::<f32>(a.len())?;
-    let dev = ops::descriptor_loss(gpu, kind, &a_, &p_, dim, Some(&mut ga_), Some(&mut gp_))?;
-    let scalar = |x: f64, y: f64| (x - y).abs() / y.abs().max(1e-30);
-    let mut errors = vec![
-        scalar(dev.loss, stats.loss),
-        scalar(dev.mean_positive as f64, stats.mean_positive as f64),
-        rel_error(&gpu.download(&ga_)?, &ga),
-        rel_error(&gpu.download(&gp_)?, &gp),
-    ];
-    if kind != LossKind::PosDist {
-        errors.push(scalar(
-            dev.mean_hardest_negative as f64,
-            stats.mean_hardest_negative as f64,
-        ));
-    }
-    Ok(worst(&errors))
-}
-
-fn check_hardnegc(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_loss(gpu, seed, LossKind::HardNegC)
-}
-
-fn check_hardneg(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_loss(gpu, seed, LossKind::HardNeg)
-}
-
-fn check_posdist(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_loss(gpu, seed, LossKind::PosDist)
-}
-
-fn check_sgd(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let n = 10_007;
-    let mut p = random_vec(n, seed, 1.0);
-    let mut opt = Sgd::affnet_recipe();
-    let mut p_ = gpu.upload(&p)?;
-    let mut b_ = gpu.zeros::<f32>(n)?;
-    for step in 0..3 {
-        let g = random_vec(n, seed + 10 + step, 1.0);
-        opt.step(&mut p, &g);
-        let g_ = gpu.upload(&g)?;
-        ops::sgd_step(
-            gpu,
-            &mut p_,
-            &mut b_,
-            &g_,
-            opt.lr,
-            opt.momentum,
-            opt.dampening,
-            opt.weight_decay,
-            step == 0,
-        )?;
-    }
-    let buf = opt.momentum_buffer().unwrap_or(&[]).to_vec();
-    Ok(worst(&[
-        rel_error(&gpu.download(&p_)?, &p),
-        rel_error(&gpu.download(&b_)?, &buf),
-    ]))
-}
-
-fn check_dropout(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let (rows, c, p) = (1_563, 64, 0.25);
-    let x = random_vec(rows * c, seed, 1.0);
-    let shift = random_vec(c, seed + 1, 0.5);
-    let scale: Vec<f32> = random_vec(c, seed + 2, 0.5)
-        .iter()
-        .map(|v| 1.0 + v)
-        .collect();
-    let mask_seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let map = tl::InputMap {
-        affine: Some((&shift, &scale)),
-        relu: true,
-    };
-    let mut y = vec![0.0; x.len()];
-    tl::dropout_forward(&x, p, mask_seed, map, c, &mut y);
-    let mut d = random_vec(x.len(), seed + 3, 1.0);
-    let d_in = d.clone();
-    tl::dropout_backward(&mut d, p, mask_seed);
-
-    let (shift_, scale_) = (gpu.upload(&shift)?, gpu.upload(&scale)?);
-    let map_ = InputMap {
-        affine: Some((&shift_, &scale_)),
-        relu: true,
-    };
-    let mut y_ = gpu.zeros::<f32>(x.len())?;
-    ops::dropout_forward(gpu, &gpu.upload(&x)?, map_, c, p, mask_seed, &mut y_)?;
-    let mut d_ = gpu.upload(&d_in)?;
-    ops::dropout_backward(gpu, &mut d_, p, mask_seed)?;
-    Ok(worst(&[
-        rel_error(&gpu.download(&y_)?, &y),
-        rel_error(&gpu.download(&d_)?, &d),
-    ]))
-}
 
 /// One step of `train::chain::device` against `train::TrainChain` from the same model and batch:
 /// loss and statistics, the gradients of every parameter, the updated running statistics.
@@ -940,7 +146,6 @@ fn check_train_chain(
     let mut g_gpu = g_cpu.clone();
     let c = chain.step(&mut cpu_model, &batch, seed, &mut g_cpu);
     let d = device.step(gpu, &mut gpu_model, &batch, seed, &mut g_gpu)?;
-    let scalar = |x: f64, y: f64| (x - y).abs() / y.abs().max(1e-30);
     let running = |m: &TrainAffNet| -> Vec<f32> {
         m.network()
             .batch_norms()
@@ -949,10 +154,10 @@ fn check_train_chain(
             .collect()
     };
     let mut errors = vec![
-        scalar(d.loss.loss, c.loss.loss),
-        scalar(d.loss.mean_positive as f64, c.loss.mean_positive as f64),
-        scalar(d.mean_anisotropy as f64, c.mean_anisotropy as f64),
-        scalar(
+        scalar_error(d.loss.loss, c.loss.loss),
+        scalar_error(d.loss.mean_positive as f64, c.loss.mean_positive as f64),
+        scalar_error(d.mean_anisotropy as f64, c.mean_anisotropy as f64),
+        scalar_error(
             d.mean_source_anisotropy as f64,
             c.mean_source_anisotropy as f64,
         ),
@@ -960,10 +165,10 @@ fn check_train_chain(
         rel_error(&running(&gpu_model), &running(&cpu_model)),
     ];
     if terms {
-        errors.push(scalar(d.mean_geom as f64, c.mean_geom as f64));
+        errors.push(scalar_error(d.mean_geom as f64, c.mean_geom as f64));
     }
     if kind != LossKind::PosDist {
-        errors.push(scalar(
+        errors.push(scalar_error(
             d.loss.mean_hardest_negative as f64,
             c.loss.mean_hardest_negative as f64,
         ));

@@ -16,6 +16,17 @@ pub enum FusedAct {
     Tanh,
 }
 
+impl FusedAct {
+    /// Applies the activation in place (the CPU's reading of a fused output).
+    pub fn apply(self, y: &mut [f32]) {
+        match self {
+            FusedAct::None => {}
+            FusedAct::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+            FusedAct::Tanh => super::ops::tanh_forward(y),
+        }
+    }
+}
+
 /// One convolution with its batch norm folded in and its activation fused.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FoldedConv {

@@ -70,6 +70,7 @@
 //! or truncated files give one-line errors, never a panic.
 
 pub(crate) mod arch;
+pub mod backend;
 mod bench;
 mod engine;
 pub mod fold;
@@ -81,6 +82,7 @@ mod models;
 pub mod network;
 pub mod ops;
 pub(crate) mod parallel;
+pub mod parity;
 mod pickle;
 mod pth;
 pub mod rng;
@@ -95,8 +97,9 @@ pub use bench::{
 pub use layers::{BatchNorm2d, Conv2d, Layer, Sequential};
 pub use locate::{locate, WEIGHTS_ENV};
 pub use models::{
-    affine_shape, l2_norm, l2_normalise, normalise_patch, orientation_angle, AffNet, HardNet,
-    OriNet, DEFAULT_INPUT_EPS, HARDNET_DIM, KORNIA_INPUT_EPS, L2_NORM_EPS,
+    affine_shape, l2_norm, l2_norm_eps, l2_normalise, l2_normalise_backward, l2_normalise_eps,
+    normalise_patch, orientation_angle, AffNet, HardNet, OriNet, DEFAULT_INPUT_EPS, HARDNET_DIM,
+    KORNIA_INPUT_EPS, L2_NORM_EPS,
 };
 pub use tensor::Tensor;
 pub(crate) use weights::with_sorted_header;

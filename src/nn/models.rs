@@ -115,15 +115,33 @@ pub const L2_NORM_EPS: f64 = 1e-10;
 
 /// The norm HardNet's output normalisation divides by: `sqrt(Σx² + L2_NORM_EPS)`, summed in f64.
 pub fn l2_norm(x: &[f32]) -> f64 {
-    (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + L2_NORM_EPS).sqrt()
+    l2_norm_eps(x, L2_NORM_EPS)
+}
+
+/// `sqrt(Σx² + eps)`, summed in f64.
+pub fn l2_norm_eps(x: &[f32], eps: f64) -> f64 {
+    (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() + eps).sqrt()
 }
 
 /// HardNet's output normalisation, in place: `x / l2_norm(x)`.
 pub fn l2_normalise(descriptor: &mut [f32]) {
-    let norm = l2_norm(descriptor);
-    descriptor
-        .iter_mut()
-        .for_each(|v| *v = (*v as f64 / norm) as f32);
+    l2_normalise_eps(descriptor, L2_NORM_EPS);
+}
+
+/// `x / sqrt(Σx² + eps)` in place ([`l2_normalise`] with another `eps`).
+pub fn l2_normalise_eps(x: &mut [f32], eps: f64) {
+    let norm = l2_norm_eps(x, eps);
+    x.iter_mut().for_each(|v| *v = (*v as f64 / norm) as f32);
+}
+
+/// Backward of [`l2_normalise_eps`] for one row `x` (unnormalised): `d(x/‖x‖)/dx` applied to
+/// `d`, `dx = d/‖x‖ − x·(d·x)/‖x‖³` with `‖x‖ = sqrt(Σx² + eps)`; `dx` is overwritten.
+pub fn l2_normalise_backward(x: &[f32], d: &[f32], eps: f64, dx: &mut [f32]) {
+    let norm = l2_norm_eps(x, eps);
+    let dot: f64 = d.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
+    for ((dr, &x), &dd) in dx.iter_mut().zip(x).zip(d) {
+        *dr = (dd as f64 / norm - x as f64 * dot / (norm * norm * norm)) as f32;
+    }
 }
 
 macro_rules! common_api {

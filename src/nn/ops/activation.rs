@@ -5,6 +5,15 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
+/// Which activation: ReLU or tanh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `max(x, 0)`; its backward reads the forward input.
+    Relu,
+    /// `tanh(x)`; its backward reads the forward output.
+    Tanh,
+}
+
 /// `y = max(x, 0)`.
 pub fn relu_forward(x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());

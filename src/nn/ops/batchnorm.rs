@@ -40,13 +40,17 @@ pub struct BatchNorm {
 
 /// The per-channel statistics a forward pass normalised with (what backward needs besides the
 /// input): the batch's in training mode, the running ones in inference mode.
+///
+/// `T` holds each per-channel vector: a host `Vec<f32>` (the default) or a backend's buffer
+/// (`nn::backend::Backend::Buf`).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct BatchStats {
-    pub mean: Vec<f32>,
+pub struct BatchStats<T = Vec<f32>> {
+    /// Per-channel mean.
+    pub mean: T,
     /// Biased (population) variance (training mode), or the running variance.
-    pub var: Vec<f32>,
+    pub var: T,
     /// `1 / sqrt(var + eps)`.
-    pub inv_std: Vec<f32>,
+    pub inv_std: T,
     /// Values per channel (`m`); 0 for running statistics.
     pub count: usize,
 }
@@ -101,11 +105,7 @@ impl BatchNorm {
         BatchStats {
             mean: self.running_mean.clone(),
             var: self.running_var.clone(),
-            inv_std: self
-                .running_var
-                .iter()
-                .map(|&v| (1.0 / (v as f64 + self.eps as f64).sqrt()) as f32)
-                .collect(),
+            inv_std: inv_std(&self.running_var, self.eps),
             count: 0,
         }
     }
@@ -115,6 +115,13 @@ impl BatchNorm {
         let r = self.running_stats();
         normalise(x, self.channels(), &r.mean, &r.inv_std);
     }
+}
+
+/// `1 / sqrt(var + eps)` per channel, in f64 (inference with running statistics).
+pub fn inv_std(var: &[f32], eps: f32) -> Vec<f32> {
+    var.iter()
+        .map(|&v| (1.0 / (v as f64 + eps as f64).sqrt()) as f32)
+        .collect()
 }
 
 /// Per-channel moments of a stream of rows (`c` values each), for one group of a batch:

@@ -8,11 +8,43 @@
 //! from `z` the same way. With [`InputMap::IDENTITY`] a layer reads its input unchanged.
 
 /// `v ↦ act((v − shift[c])·scale[c])` for channel `c`, `act` the ReLU or the identity.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct InputMap<'a> {
+///
+/// `B` is where the per-channel vectors live: host slices (the default, what the CPU ops here
+/// read) or a backend's buffers (`nn::backend::Backend::Buf`, e.g. a device buffer).
+#[derive(Debug)]
+pub struct InputMap<'a, B: ?Sized = [f32]> {
     /// Per-channel `(shift, scale)`, or `None` for `v` itself.
-    pub affine: Option<(&'a [f32], &'a [f32])>,
+    pub affine: Option<(&'a B, &'a B)>,
+    /// Whether the ReLU follows the affine part.
     pub relu: bool,
+}
+
+impl<B: ?Sized> Clone for InputMap<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: ?Sized> Copy for InputMap<'_, B> {}
+
+impl<B: ?Sized> Default for InputMap<'_, B> {
+    /// The identity.
+    fn default() -> Self {
+        InputMap {
+            affine: None,
+            relu: false,
+        }
+    }
+}
+
+impl<'a, B: AsRef<[f32]> + ?Sized> InputMap<'a, B> {
+    /// The same map over host slices (e.g. from `Vec<f32>` buffers).
+    pub fn as_slices(&self) -> InputMap<'a> {
+        InputMap {
+            affine: self.affine.map(|(s, k)| (s.as_ref(), k.as_ref())),
+            relu: self.relu,
+        }
+    }
 }
 
 impl<'a> InputMap<'a> {

@@ -4,8 +4,9 @@
 //! SIFT, the descriptor losses (HardNegC and its family) and SGD. Each is checked against central
 //! finite differences on odd sizes in its own tests.
 //!
-//! They are the CPU reference that every CUDA kernel (`kernels/`, wrapped in [`crate::gpu::ops`])
-//! must reproduce, and the building blocks of the trainable [`crate::nn::network`].
+//! They are the CPU reference that every CUDA kernel (`kernels/`, wrapped in `gpu::ops`) must
+//! reproduce, and the building blocks of the trainable [`crate::nn::network`]. The
+//! [`crate::nn::backend`] trait puts both behind one interface (`backend::Cpu` calls these).
 
 pub mod activation;
 pub mod batchnorm;
@@ -18,7 +19,7 @@ pub mod sgd;
 pub mod sift;
 pub mod spatial_transformer;
 
-pub use activation::{relu_backward, relu_forward, tanh_backward, tanh_forward};
+pub use activation::{relu_backward, relu_forward, tanh_backward, tanh_forward, Activation};
 pub use batchnorm::{BatchNorm, BatchStats, Moments, BATCHNORM_MOMENTUM};
 pub use conv::{conv2d_backward, conv2d_forward, ConvGrads, ConvInput, ConvShape};
 pub use dropout::{dropout_backward, dropout_forward};

@@ -27,7 +27,7 @@
 
 use std::time::Instant;
 
-use crate::gpu::ops::{self, Buf, DeviceBatchStats, Fused, InputMap};
+use crate::gpu::ops::{self, Buf, DeviceBatchStats, FusedAct, InputMap};
 use crate::gpu::shapes::{ConvGeometry, WarpGeometry};
 use crate::gpu::Gpu;
 use crate::nn::network::{Network, StagePlan};
@@ -568,7 +568,11 @@ fn forward_stages(
             Some(x) => (x, InputMap::default()),
             None => (&z[i - 1], read_map(&stats, i)),
         };
-        let act = if st.tanh { Fused::Tanh } else { Fused::None };
+        let act = if st.tanh {
+            FusedAct::Tanh
+        } else {
+            FusedAct::None
+        };
         let mut y = gpu.zeros::<f32>(g.out_len())?;
         ops::conv2d_forward(
             gpu,

@@ -8,7 +8,9 @@
 //! matter in inference mode.
 
 use crate::nn::network::{Mode, NetGrads, Network, Workspace};
-use crate::nn::{l2_norm, l2_normalise, NetworkKind, Weights, HARDNET_DIM, PATCH_SIZE};
+use crate::nn::{
+    l2_normalise, l2_normalise_backward, NetworkKind, Weights, HARDNET_DIM, L2_NORM_EPS, PATCH_SIZE,
+};
 use crate::Result;
 /// Dropout of ducha-aiki/affnet's HardNet copy.
 pub const HARDNET_TRAIN_DROPOUT: f32 = 0.1;
@@ -93,11 +95,7 @@ pub(crate) fn l2_normalise_rows_backward(raw: &[f32], d: &[f32], d_raw: &mut [f3
         .zip(raw.chunks(HARDNET_DIM))
         .zip(d.chunks(HARDNET_DIM))
     {
-        let norm = l2_norm(x);
-        let dot: f64 = dd.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum();
-        for ((dr, &x), &dd) in dr.iter_mut().zip(x).zip(dd) {
-            *dr = (dd as f64 / norm - x as f64 * dot / (norm * norm * norm)) as f32;
-        }
+        l2_normalise_backward(x, dd, L2_NORM_EPS, dr);
     }
 }
 
@@ -105,7 +103,7 @@ pub(crate) fn l2_normalise_rows_backward(raw: &[f32], d: &[f32], d_raw: &mut [f3
 mod tests {
     use super::*;
     use crate::nn::gradcheck::{directional_error, random_vec};
-    use crate::nn::{random_patches, random_weights, L2_NORM_EPS};
+    use crate::nn::{random_patches, random_weights};
 
     #[test]
     fn eval_equals_nn_hardnet_and_backward_is_consistent() {
