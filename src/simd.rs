@@ -2,7 +2,7 @@
 //!
 //! wbs is built for baseline x86-64 (SSE2) so that the binary runs everywhere; the loops that
 //! dominate a match (patch sampling, SIFT, the orientation histogram, Baumberg's window, blurs) are
-//! compiled a second time with AVX2 + FMA enabled and chosen at run time by [`multiversion!`].
+//! compiled a second time with AVX2 + FMA enabled and chosen at run time by `multiversion!`.
 //! Their bodies are written so that the compiler vectorises them without reordering floating-point
 //! reductions, so both versions give bit-identical results.
 

@@ -571,7 +571,7 @@ fn whole_items(kernel: &str, total: usize, len: usize) -> Result<()> {
 /// Samples `n` patches of `size × size` (row-major, back to back) from the images of a pyramid
 /// buffer. `images`: per image `[offset, width, height]`; `image_of`: the image of each frame;
 /// `frames`: per frame `[a00, a01, a10, a11, c0, c1]` in that image's pixels. Offsets and sizes
-/// are checked against the pyramid on the host by the caller ([`super::pipeline::GpuPyramid`]).
+/// are checked against the pyramid on the host by the caller ([`super::pyramid::GpuPyramid`]).
 pub fn extract_patches(
     gpu: &Gpu,
     pyramid: &Buf,

@@ -157,7 +157,7 @@ impl ConvGeometry {
     }
 
     /// conv2d_backward_weight: 64×64 tiles of (k·k·cin × cout), the pixels split into chunks
-    /// (grid.z) so that about [`TARGET_BLOCKS`] blocks run. Returns the launch and the chunk.
+    /// (grid.z) so that about `TARGET_BLOCKS` blocks run. Returns the launch and the chunk.
     pub fn backward_weight_launch(&self) -> Result<(Launch, usize)> {
         const K: &str = "conv2d_backward_weight";
         let pixels = self.n * self.oh * self.ow;

@@ -1,6 +1,6 @@
 //! Inference networks folded for speed: each batch norm (running statistics) folded into the
 //! convolution before it, each ReLU or tanh fused into that convolution's output, dropout dropped.
-//! One folding for every backend: the CPU engine ([`super::engine`]) and the CUDA networks
+//! One folding for every backend: the CPU engine (`nn::engine`) and the CUDA networks
 //! (`gpu::net`) both start from [`fold`].
 
 use super::layers::{Layer, Sequential};

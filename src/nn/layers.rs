@@ -84,18 +84,18 @@ impl Conv2d {
     /// # Panics
     /// If the padded input is smaller than the kernel.
     pub fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
-        let (hp, wp) = (h + 2 * self.padding, w + 2 * self.padding);
-        assert!(
-            hp >= self.k && wp >= self.k,
-            "input {h}×{w} with padding {} is smaller than the {}×{} kernel",
-            self.padding,
-            self.k,
-            self.k
-        );
-        (
-            (hp - self.k) / self.stride + 1,
-            (wp - self.k) / self.stride + 1,
-        )
+        self.shape().out_size(h, w)
+    }
+
+    /// The convolution's shape as the CPU op takes it.
+    pub fn shape(&self) -> ConvShape {
+        ConvShape {
+            cin: self.cin,
+            cout: self.cout,
+            k: self.k,
+            stride: self.stride,
+            padding: self.padding,
+        }
     }
 
     /// The convolution, by the CPU op every path shares (`nn::ops::conv2d_forward`, NHWC): the
@@ -111,13 +111,7 @@ impl Conv2d {
         if out.data.is_empty() {
             return out;
         }
-        let shape = ConvShape {
-            cin: self.cin,
-            cout: self.cout,
-            k: self.k,
-            stride: self.stride,
-            padding: self.padding,
-        };
+        let shape = self.shape();
         let nhwc = to_nhwc(&x.data, n, self.cin, h * w);
         let input = ConvInput {
             data: &nhwc,

@@ -4,9 +4,9 @@
 //!   the descriptor and the loss, on the CPU and on CUDA (`chain::device`, which shares
 //!   `chain::regions` with it), and its throughput;
 //! - [`run`]: the loop: the trainer, checkpoints and resume, validation, the log and its curves.
-//! The operations it is built
-//! from (layers, losses, the spatial transformer, the differentiable SIFT, SGD) are in
-//! [`crate::nn::ops`], the trainable network in [`crate::nn::network`].
+//!
+//! The operations it is built from (layers, losses, the spatial transformer, the differentiable
+//! SIFT, SGD) are in [`crate::nn::ops`], the trainable network in [`crate::nn::network`].
 
 pub mod chain;
 pub mod data;

@@ -126,7 +126,7 @@ pub fn inv_std(var: &[f32], eps: f32) -> Vec<f32> {
 
 /// Per-channel moments of a stream of rows (`c` values each), for one group of a batch:
 /// sums of `v − shift` and `(v − shift)²` with the shift the group's first row (no
-/// cancellation), accumulated in f32 over at most [`PARTIAL_ROWS`] rows (vectorised over
+/// cancellation), accumulated in f32 over at most `PARTIAL_ROWS` rows (vectorised over
 /// channels) and then in f64.
 #[derive(Clone, Debug, Default)]
 pub struct Moments {

@@ -19,8 +19,8 @@
 //!   its weights are uploaded once, at the first step);
 //! - the loss (`hardnegc`, `hardneg`, `posdist`) and its backward.
 //!
-//! Both networks run through the same two functions, [`forward_stages`] and
-//! [`backward_stages`], from `Network::stage_plan()`.
+//! Both networks run through the same two functions, `forward_stages` and
+//! `backward_stages`, from `Network::stage_plan()`.
 //!
 //! `wbs gpu-check` compares a step of this chain with `TrainChain::step` (loss, gradients,
 //! running statistics) on batches with every option on, with either descriptor.
