@@ -69,9 +69,6 @@ pub mod files;
 pub mod geometry;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod gpu;
-#[cfg(feature = "cuda")]
-#[allow(missing_docs)] // still to document: see the note above
-pub mod gpu_check;
 pub mod image;
 pub mod laf;
 pub mod matcher;

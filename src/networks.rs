@@ -9,7 +9,7 @@
 //! descriptor sets ([`Networks::ratio_matches`]), whatever the device. A
 //! [`crate::matcher::Matcher`] does all of this once, in `Matcher::new`.
 //!
-//! On the CPU the patches are sampled in chunks of [`STAGE_BATCH`] frames and run through the
+//! On the CPU the patches are sampled in chunks of `patch::STAGE_BATCH` frames and run through the
 //! CPU networks. On CUDA the image's scale space is uploaded once ([`Networks::prepare`]), each
 //! stage uploads only its frames and samples all patches on the device, and only the outputs
 //! come back (3 or 2 floats per frame, 128 for HardNet).
@@ -21,7 +21,7 @@ use crate::device::{DeviceKind, ResolvedDevice};
 use crate::laf::Laf;
 use crate::matching::{ratio_test, two_nearest, Tentative};
 use crate::nn::{self, AffNet, HardNet, NetworkKind, OriNet};
-use crate::patch::{extract_patches, NET_PATCH, STAGE_BATCH};
+use crate::patch::on_patches;
 use crate::pyramid::ScaleSpace;
 use crate::{Error, Result};
 
@@ -81,16 +81,6 @@ impl Models {
         self.hardnet
             .as_ref()
             .ok_or_else(|| not_loaded(NetworkKind::HardNet))
-    }
-
-    /// Network `kind`'s outputs on `patches` (32×32, back to back): 3 raw AffNet values, 2 OriNet
-    /// values or a unit-length 128-D HardNet descriptor per patch.
-    fn outputs(&self, kind: NetworkKind, patches: &[f32]) -> Result<Vec<f32>> {
-        Ok(match kind {
-            NetworkKind::AffNet => self.affnet()?.forward_raw(patches).concat(),
-            NetworkKind::OriNet => self.orinet()?.forward_raw(patches).concat(),
-            NetworkKind::HardNet => self.hardnet()?.describe(patches),
-        })
     }
 }
 
@@ -195,12 +185,21 @@ impl Networks {
         if let (Some(c), Some(p)) = (&self.cuda, &image.pyramid) {
             return c.run(kind, p, image.space, lafs);
         }
-        let mut out = Vec::with_capacity(lafs.len() * kind.output_len());
-        for chunk in lafs.chunks(STAGE_BATCH) {
-            let patches = extract_patches(image.space, chunk, &NET_PATCH);
-            out.extend(self.host.outputs(kind, &patches)?);
-        }
-        Ok(out)
+        let space = image.space;
+        Ok(match kind {
+            NetworkKind::AffNet => {
+                let net = self.host.affnet()?;
+                on_patches(space, lafs, |p| net.forward_raw(p).concat())
+            }
+            NetworkKind::OriNet => {
+                let net = self.host.orinet()?;
+                on_patches(space, lafs, |p| net.forward_raw(p).concat())
+            }
+            NetworkKind::HardNet => {
+                let net = self.host.hardnet()?;
+                on_patches(space, lafs, |p| net.describe(p))
+            }
+        })
     }
 
     fn require(&self, kind: NetworkKind) -> Result<()> {
@@ -291,7 +290,7 @@ mod cuda {
             .ok_or_else(|| not_loaded(kind))?;
             let mut out = Vec::with_capacity(lafs.len() * kind.output_len());
             for chunk in lafs.chunks(DEVICE_BATCH) {
-                let patches = pyramid.extract(&self.gpu, space, chunk, &NET_PATCH)?;
+                let patches = pyramid.extract(&self.gpu, space, chunk, &crate::patch::NET_PATCH)?;
                 let mut values = self.gpu.download(&net.run(&self.gpu, &patches)?)?;
                 // Device buffers hold at least one value: keep the real ones.
                 values.truncate(chunk.len() * kind.output_len());

@@ -25,8 +25,6 @@ const LAYERS: &[&str] = &[
     "networks", "pipeline", "matcher",
     // Pictures and plots, then the jobs built on the matcher.
     "viz", "plot", "eval", "train",
-    // The device checks and benchmarks (`wbs gpu-check`), which run matches and training steps.
-    "gpu_check",
     // The command line, and the binary.
     "cli", "main",
 ];

@@ -6,7 +6,7 @@
 //! The op checks of `nn::parity` (what `wbs gpu-check` runs) are instantiated the same way, one
 //! module per check under `op::` (`op::relu::cpu`, `op::relu::cuda`, ...), on the
 //! `nn::backend::Cpu` and `gpu::backend::Cuda` backends; the checks that only the device has
-//! (training steps, networks, whole matches: `gpu_check::check`) run where a GPU answers.
+//! (training steps, networks, whole matches: `cli::device_check`) run where a GPU answers.
 //!
 //! Without a GPU the `cuda` instances pass without running, and the binary says so once on
 //! stderr (written past the test harness's capture, so that CI shows it).
@@ -175,7 +175,7 @@ fn every_op_check_is_instantiated() {
 #[test]
 fn device_checks_pass_on_a_gpu() {
     if let Some(gpu) = shared_gpu() {
-        let rows = wbs::gpu_check::check::device_checks(&gpu, SEED);
+        let rows = wbs::cli::device_check::device_checks(&gpu, SEED);
         let failed: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
         assert!(failed.is_empty(), "failed device checks: {failed:#?}");
     }
@@ -188,7 +188,7 @@ fn device_checks_pass_on_a_gpu() {
 fn match_checks_pass_on_a_gpu() {
     if cuda_present() {
         let pairs = [(sample("img1.png"), sample("img2.png"))];
-        let rows = wbs::gpu_check::check::match_checks(&pairs);
+        let rows = wbs::cli::device_check::match_checks(&pairs);
         assert_eq!(rows.len(), 3, "one row per setting");
         let failed: Vec<_> = rows.iter().filter(|r| !r.ok()).collect();
         assert!(failed.is_empty(), "failed end-to-end checks: {failed:#?}");

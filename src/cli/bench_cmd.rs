@@ -148,7 +148,7 @@ fn run_cuda(args: &BenchArgs) -> Result<()> {
             Some(p) => Some((p[0].clone(), p[1].clone())),
             None => super::gpu_check_cmd::check_pairs(&None).pop(),
         };
-        let text = crate::gpu_check::bench::bench_report(
+        let text = crate::cli::device_bench::bench_report(
             &gpu,
             pair.as_ref().map(|(a, b)| (a.as_path(), b.as_path())),
             args.descriptors,

@@ -53,13 +53,13 @@ pub fn run(args: GpuCheckArgs) -> Result<()> {
     #[cfg(feature = "cuda")]
     {
         let gpu = crate::gpu::Gpu::open("wbs gpu-check")?;
-        let kernels = crate::gpu_check::check::kernel_checks(&gpu, args.seed);
+        let kernels = crate::cli::device_check::kernel_checks(&gpu, args.seed);
         let matches = if args.kernels_only {
             Vec::new()
         } else {
-            crate::gpu_check::check::match_checks(&check_pairs(&args.pair))
+            crate::cli::device_check::match_checks(&check_pairs(&args.pair))
         };
-        let (text, ok) = crate::gpu_check::check::report(&gpu, &kernels, &matches);
+        let (text, ok) = crate::cli::device_check::report(&gpu, &kernels, &matches);
         print!("{text}");
         if ok {
             Ok(())

@@ -5,6 +5,10 @@
 mod bench_cmd;
 mod choice;
 mod detect_cmd;
+#[cfg(feature = "cuda")]
+pub mod device_bench;
+#[cfg(feature = "cuda")]
+pub mod device_check;
 mod eval_cmd;
 mod gpu_check_cmd;
 mod match_cmd;

@@ -1,6 +1,6 @@
 //! The parity checks of a [`Backend`]: every op against the CPU reference code on random inputs of
 //! odd sizes, one generic body per op. `wbs gpu-check` runs them on the CUDA backend
-//! (`gpu_check::check`, which adds the checks of whole networks and training steps), and
+//! (`cli::device_check`, which adds the checks of whole networks and training steps), and
 //! `tests/device_parity.rs` on every backend present, the CPU's included (which checks the
 //! [`super::backend::Cpu`] glue).
 //!
@@ -44,6 +44,23 @@ impl Row {
     /// Whether the check ran and its error is within the tolerance.
     pub fn ok(&self) -> bool {
         matches!(self.outcome, Ok(e) if e <= self.tolerance)
+    }
+}
+
+/// `‖gpu − cpu‖₂ / ‖cpu‖₂` (infinite when the lengths differ or a value is not finite).
+pub fn two_norm_error(gpu: &[f32], cpu: &[f32]) -> f64 {
+    if gpu.len() != cpu.len() {
+        return f64::INFINITY;
+    }
+    let d: f64 = gpu
+        .iter()
+        .zip(cpu)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
+    let n: f64 = cpu.iter().map(|b| (*b as f64).powi(2)).sum();
+    match (d / n.max(1e-60)).sqrt() {
+        e if e.is_nan() => f64::INFINITY,
+        e => e,
     }
 }
 

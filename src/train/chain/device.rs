@@ -384,7 +384,7 @@ impl DeviceDescriptor {
 
 /// The device chain's frozen-HardNet descriptor on its own, for `wbs gpu-check`: descriptors of
 /// `patches` in training mode with `seed`, and `dL/dpatches` from `d_desc`.
-pub(crate) fn hardnet_descriptor_pass(
+pub fn hardnet_descriptor_pass(
     gpu: &Gpu,
     hardnet: &FrozenHardNet,
     patches: &[f32],
@@ -746,7 +746,6 @@ fn unflatten(v: &[f32]) -> Vec<Affine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu_check::check::two_norm_error;
     use crate::nn::network::standardise_moments;
     use crate::nn::ops::batchnorm::{backward_train, batch_statistics};
     use crate::nn::ops::loss::{descriptor_loss, LossGrads, LossWorkspace};
@@ -756,6 +755,7 @@ mod tests {
         conv2d_backward, conv2d_forward, dropout_backward, dropout_forward, BatchStats, ConvGrads,
         ConvInput, InputMap as CpuMap,
     };
+    use crate::nn::parity::two_norm_error;
     use crate::nn::{normalise_patch, random_weights, NetworkKind};
     use crate::train::chain::hardnet::{l2_normalise_rows, l2_normalise_rows_backward};
     use crate::train::{synthetic_pairs, SyntheticBatch};

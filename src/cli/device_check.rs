@@ -1,4 +1,5 @@
-//! `wbs gpu-check`: every kernel against its CPU reference on random inputs of odd sizes, then
+//! `wbs gpu-check` (a CLI runner above the whole library, since it runs whole networks, training
+//! steps and matches; the GPU backend itself knows none of them): every kernel against its CPU reference on random inputs of odd sizes, then
 //! `wbs match` on both devices. Prints a table; any failure makes the command fail.
 //!
 //! The op checks are the generic ones of [`crate::nn::parity`], run on the CUDA backend
@@ -22,7 +23,7 @@ use crate::matcher::Matcher;
 use crate::networks::Models;
 use crate::nn::gradcheck::random_vec;
 use crate::nn::ops::loss::LossKind;
-use crate::nn::parity::{self, scalar_error, test_frames, test_image, worst};
+use crate::nn::parity::{self, scalar_error, test_frames, test_image, two_norm_error, worst};
 pub use crate::nn::parity::{rel_error, Row, TOLERANCE};
 use crate::nn::{self, AffNet, HardNet, NetworkKind, OriNet, Weights};
 use crate::orient::OrientationMethod;
@@ -35,23 +36,6 @@ use crate::Result;
 
 /// End to end: inlier counts may differ by this fraction (and at least one inlier).
 pub const INLIER_TOLERANCE: f64 = 0.02;
-
-/// `‖gpu − cpu‖₂ / ‖cpu‖₂` (infinite when the lengths differ or a value is not finite).
-pub fn two_norm_error(gpu: &[f32], cpu: &[f32]) -> f64 {
-    if gpu.len() != cpu.len() {
-        return f64::INFINITY;
-    }
-    let d: f64 = gpu
-        .iter()
-        .zip(cpu)
-        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
-        .sum();
-    let n: f64 = cpu.iter().map(|b| (*b as f64).powi(2)).sum();
-    match (d / n.max(1e-60)).sqrt() {
-        e if e.is_nan() => f64::INFINITY,
-        e => e,
-    }
-}
 
 /// Runs every check: the op checks of [`parity::kernel_checks`] on the CUDA backend, then
 /// [`device_checks`]; `seed` varies the random inputs.
