@@ -138,7 +138,8 @@ fn pixels<T>(
         [h, w, 3] => (h, w, 3),
         _ => {
             return Err(ImageError::new_err(format!(
-                "{name}: array of shape {shape:?}; wbs takes H×W (gray) or H×W×3 (RGB)"
+                "{name}: array of shape {}; wbs takes H×W (gray) or H×W×3 (RGB)",
+                shape_text(&shape)
             )))
         }
     };
@@ -154,6 +155,21 @@ fn pixels<T>(
         }
     };
     result.map_err(to_py)
+}
+
+/// A shape as numpy writes it: `(64, 64, 4)`, `(64,)`.
+fn shape_text(shape: &[usize]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// The array's values in row-major order (copied, whatever its strides).
@@ -182,7 +198,8 @@ fn rows(arg: &Bound<'_, PyAny>, name: &str, cols: usize) -> PyResult<Vec<Vec<f64
     if !ok {
         let want = if cols == 6 { "N×2×3" } else { "N×2" };
         return Err(PyValueError::new_err(format!(
-            "{name}: array of shape {shape:?}; expected {want}"
+            "{name}: array of shape {}; expected {want}",
+            shape_text(&shape)
         )));
     }
     Ok(flat.chunks_exact(cols).map(<[f64]>::to_vec).collect())
@@ -364,7 +381,8 @@ impl Features {
             [n, d] if n == frames.len() && d > 0 => d,
             ref shape => {
                 return Err(PyValueError::new_err(format!(
-                    "descriptors: array of shape {shape:?}; expected {}×D with D > 0",
+                    "descriptors: array of shape {}; expected {}×D with D > 0",
+                    shape_text(shape),
                     frames.len()
                 )))
             }

@@ -76,9 +76,11 @@ class Matcher(_NativeMatcher):
 
     def __new__(cls, method: str = "hesaff", descriptor: str = "rootsift",
                 geometry: str = "homography", device: str = "auto", **settings: Any) -> "Matcher":
+        # Only where AffNet runs, so that other settings equal the CLI's report exactly.
         shipped = _SHIPPED / "affnet.safetensors"
-        if ("affnet_weights" not in settings and "WBS_WEIGHTS" not in os.environ
-                and shipped.is_file()):
+        shape = settings.get("shape") or ("affnet" if "affnet" in str(method) else "")
+        if (str(shape) == "affnet" and settings.get("affnet_weights") is None
+                and "WBS_WEIGHTS" not in os.environ and shipped.is_file()):
             settings["affnet_weights"] = shipped
         return super().__new__(cls, method, descriptor, geometry, device, **settings)
 
