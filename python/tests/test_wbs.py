@@ -253,33 +253,30 @@ def test_the_gil_is_released_while_matching(matcher, images):
     assert ticks > 1000, f"the main thread ran only {ticks} times while a match ran"
 
 
-def test_two_threads_on_one_matcher_beat_one_thread_doing_both(images):
-    # Features whose frames are shuffled against their descriptors give tentatives at random
-    # places: LO-RANSAC runs to its cap, serial work, so two threads are faster than one only if
-    # they really run at once on one Matcher (GIL released, no lock inside).
-    m = wbs.Matcher(confidence=0.999999, max_iterations=300000)
+def test_two_threads_on_one_matcher_give_the_results_of_one(images):
+    # Two threads share one Matcher (no lock inside, the GIL released): each must get exactly
+    # what one thread alone gets. How much faster two threads are is a benchmark
+    # (python/bench/overhead.py --threads), not a test: CI machines are shared.
+    m = wbs.Matcher()
     f1, f2 = m.detect(images[0]), m.detect(images[1])
-    perm = np.random.default_rng(0).permutation(len(f2))
-    f2 = wbs.Features(f2.lafs[perm], f2.descriptors)
-    assert m.match_features(f1, f2).tentatives > 100
+    alone = m.match_features(f1, f2)
+    assert alone.inliers > 0
+    out = [[], []]
 
-    def both_in_one():
-        m.match_features(f1, f2)
-        m.match_features(f1, f2)
+    def work(k):
+        for _ in range(3):
+            out[k].append(m.match_features(f1, f2))
 
-    def two_threads():
-        ts = [threading.Thread(target=m.match_features, args=(f1, f2)) for _ in range(2)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-
-    one, two = [], []
-    for _ in range(3):
-        t = time.perf_counter(); both_in_one(); one.append(time.perf_counter() - t)
-        t = time.perf_counter(); two_threads(); two.append(time.perf_counter() - t)
-    print(f"one thread both: {min(one):.3f}s, two threads: {min(two):.3f}s")
-    assert min(two) < 0.85 * min(one)
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for r in out[0] + out[1]:
+        assert r.inliers == alone.inliers
+        np.testing.assert_array_equal(r.inlier_mask, alone.inlier_mask)
+        np.testing.assert_array_equal(r.model, alone.model)
+    assert len(out[0]) == len(out[1]) == 3
 
 
 def rss_mb():
