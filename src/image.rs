@@ -11,6 +11,8 @@ use ::image::{DynamicImage, ImageDecoder, ImageError, ImageReader, Limits, RgbIm
 
 use crate::{Error, Result};
 
+pub mod memory;
+
 /// The smallest side wbs accepts: below this no scale-space octave fits and no feature could be
 /// described, so such an image is an input error rather than a silent "no features".
 pub const MIN_SIDE: usize = 16;

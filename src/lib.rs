@@ -84,6 +84,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod protocol;
 pub mod pyramid;
+pub mod settings;
 pub mod shape;
 pub mod simd;
 pub mod synth;

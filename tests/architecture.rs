@@ -22,7 +22,7 @@ const LAYERS: &[&str] = &[
     // The feature stages.
     "shape", "orient", "describe",
     // The networks on a device, the pipeline, the library's entry point.
-    "networks", "pipeline", "matcher",
+    "networks", "pipeline", "settings", "matcher",
     // Pictures and plots, then the jobs built on the matcher.
     "viz", "plot", "eval", "train",
     // The command line, and the binary.
