@@ -542,7 +542,7 @@ impl MatchReport {
     pub fn judge_against(&mut self, truth: &crate::protocol::GroundTruth) {
         let judgement = crate::protocol::judge(
             &self.inlier_matches,
-            self.model.as_ref(),
+            self.model.as_ref().map(|m| (self.geometry, m)),
             truth,
             self.settings.min_inliers,
         );

@@ -4,12 +4,17 @@
 //!   (‖H_gt·x1 − x2‖) is at most 5 px;
 //! - annotated correspondences (WxBS style): at least half of them lie within 5 px of their
 //!   epipolar lines under the estimated F (mean of the two one-sided point-to-line distances).
+//!   A homography estimated on such a pair (`--geometry homography`) is held to the stricter
+//!   test its model allows: at least half of the correspondences within 5 px of their transfer
+//!   under H (mean of ‖H·x1 − x2‖ and ‖H⁻¹·x2 − x1‖); reading an H as an F would be meaningless.
 //!
 //! A pair without ground truth is judged on the inlier count alone. `tools/score.py` in the shared
 //! folder implements the same rules independently; the two must agree.
 
 use nalgebra::{Matrix3, Vector3};
 use serde::{Deserialize, Serialize};
+
+use crate::geometry::Geometry;
 
 /// The median ground-truth error allowed for a homography pair, px.
 pub const MAX_MEDIAN_TRANSFER_ERROR: f64 = 5.0;
@@ -47,14 +52,16 @@ pub struct Judgement {
 }
 
 /// Judges a match result (its inliers as `[x1, y1, x2, y2]` in pixels and its model) against
-/// ground truth. `model` is only read for annotated correspondences, as the fundamental matrix
-/// (row-major, `x2ᵀ·F·x1 = 0`); homography ground truth is checked on the inliers alone.
+/// ground truth. `model` (its kind and row-major matrix: F with `x2ᵀ·F·x1 = 0`, or H mapping
+/// image 1 to image 2) is only read for annotated correspondences; homography ground truth is
+/// checked on the inliers alone.
 pub fn judge(
     inlier_matches: &[[f64; 4]],
-    model: Option<&[[f64; 3]; 3]>,
+    model: Option<(Geometry, &[[f64; 3]; 3])>,
     truth: &GroundTruth,
     min_inliers: usize,
 ) -> Judgement {
+    let model = model.map(|(geometry, m)| (geometry, rows_to_matrix(m)));
     let inliers = inlier_matches.len();
     let enough = inliers >= min_inliers;
     let count_reason = if enough {
@@ -88,7 +95,10 @@ pub fn judge(
             }
         }
         GroundTruth::Correspondences(points) => {
-            let fraction = model.and_then(|f| explained_fraction(points, &rows_to_matrix(f)));
+            let fraction = model.and_then(|(geometry, m)| match geometry {
+                Geometry::Fundamental => explained_fraction(points, &m),
+                Geometry::Homography => transferred_fraction(points, &m),
+            });
             let right = fraction.is_some_and(|f| f >= MIN_EXPLAINED_FRACTION);
             Judgement {
                 registered: enough && right,
@@ -97,14 +107,45 @@ pub fn judge(
                 has_ground_truth: true,
                 reason: match fraction {
                     Some(f) => format!(
-                        "{count_reason}; {:.0} % of the annotated correspondences within {MAX_EPIPOLAR_DISTANCE} px of their epipolar lines",
-                        100.0 * f
+                        "{count_reason}; {:.0} % of the annotated correspondences within {MAX_EPIPOLAR_DISTANCE} px of {}",
+                        100.0 * f,
+                        match model.map(|(g, _)| g) {
+                            Some(Geometry::Homography) => "their transfer under H",
+                            _ => "their epipolar lines",
+                        }
                     ),
                     None => format!("{count_reason}; no model to check"),
                 },
             }
         }
     }
+}
+
+/// The fraction of annotated correspondences whose mean two-way transfer error under the
+/// homography `h` (‖H·x1 − x2‖ and ‖H⁻¹·x2 − x1‖) is at most [`MAX_EPIPOLAR_DISTANCE`]; None
+/// without correspondences or for a singular `h`.
+pub fn transferred_fraction(points: &[[f64; 4]], h: &Matrix3<f64>) -> Option<f64> {
+    let inverse = h.try_inverse()?;
+    if points.is_empty() {
+        return None;
+    }
+    let transfer = |m: &Matrix3<f64>, x: f64, y: f64, u: f64, v: f64| {
+        let p = m * Vector3::new(x, y, 1.0);
+        if p[2].abs() < 1e-15 {
+            f64::INFINITY
+        } else {
+            ((p[0] / p[2] - u).powi(2) + (p[1] / p[2] - v).powi(2)).sqrt()
+        }
+    };
+    let explained = points
+        .iter()
+        .filter(|p| {
+            let forward = transfer(h, p[0], p[1], p[2], p[3]);
+            let backward = transfer(&inverse, p[2], p[3], p[0], p[1]);
+            0.5 * (forward + backward) <= MAX_EPIPOLAR_DISTANCE
+        })
+        .count();
+    Some(explained as f64 / points.len() as f64)
 }
 
 /// The median of ‖H·x1 − x2‖ over the matches; None when there are none.
@@ -264,7 +305,7 @@ mod tests {
         let inliers = shifted(20, 5.0);
         let j = judge(
             &inliers,
-            Some(&f),
+            Some((Geometry::Fundamental, &f)),
             &GroundTruth::Correspondences(good.clone()),
             15,
         );
@@ -273,9 +314,73 @@ mod tests {
             .iter()
             .map(|p| [p[0], p[1], p[2], p[3] + 20.0])
             .collect();
-        let j = judge(&inliers, Some(&f), &GroundTruth::Correspondences(bad), 15);
+        let j = judge(
+            &inliers,
+            Some((Geometry::Fundamental, &f)),
+            &GroundTruth::Correspondences(bad),
+            15,
+        );
         assert!(!j.registered && j.metric == Some(0.0));
         let j = judge(&inliers, None, &GroundTruth::Correspondences(good), 15);
         assert!(!j.registered);
+    }
+
+    #[test]
+    fn a_homography_is_judged_by_transfer_not_as_an_f() {
+        // Correspondences related by a translation (+30, +1): the H of that translation
+        // explains them all. Read as an F (what the judge did before), the same matrix puts
+        // the points far from their "epipolar lines".
+        let h = [[1.0, 0.0, 30.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]];
+        let points: Vec<[f64; 4]> = (0..10)
+            .map(|i| {
+                let (x, y) = (10.0 * i as f64, 7.0 * i as f64 + 3.0);
+                [x, y, x + 30.0, y + 1.0]
+            })
+            .collect();
+        let inliers = shifted(20, 5.0);
+        let truth = GroundTruth::Correspondences(points.clone());
+        let j = judge(&inliers, Some((Geometry::Homography, &h)), &truth, 15);
+        assert!(j.registered && j.metric == Some(1.0), "{j:?}");
+        assert!(j.reason.contains("transfer under H"), "{}", j.reason);
+        let as_f = judge(&inliers, Some((Geometry::Fundamental, &h)), &truth, 15);
+        assert_ne!(as_f.metric, Some(1.0), "{as_f:?}");
+        // Half of the points moved 8 px off: exactly half explained, still registered; more
+        // moved: not.
+        let moved = |n: usize| -> Vec<[f64; 4]> {
+            points
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    if i < n {
+                        [p[0], p[1], p[2] + 8.0, p[3]]
+                    } else {
+                        *p
+                    }
+                })
+                .collect()
+        };
+        let half = judge(
+            &inliers,
+            Some((Geometry::Homography, &h)),
+            &GroundTruth::Correspondences(moved(5)),
+            15,
+        );
+        assert!(half.registered && half.metric == Some(0.5), "{half:?}");
+        let most = judge(
+            &inliers,
+            Some((Geometry::Homography, &h)),
+            &GroundTruth::Correspondences(moved(6)),
+            15,
+        );
+        assert!(!most.registered, "{most:?}");
+        // A singular H explains nothing it can be checked against.
+        let singular = [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]];
+        let j = judge(
+            &inliers,
+            Some((Geometry::Homography, &singular)),
+            &truth,
+            15,
+        );
+        assert!(!j.registered && j.metric.is_none(), "{j:?}");
     }
 }
