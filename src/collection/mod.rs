@@ -131,26 +131,29 @@ pub struct Summary {
 const BATCH_PER_THREAD: usize = 8;
 
 /// The image ids of `names`: the place in the sorted list plus one, unless the database gives
-/// the name another id or the id is taken (added to another collection: then the next free ids).
+/// the name another id or the id is taken (added to another collection: then ids after the
+/// largest).
 fn image_ids(names: &[String], listed: &BTreeMap<String, u32>) -> Vec<u32> {
     let taken: BTreeSet<u32> = listed.values().copied().collect();
-    let mut next = taken.iter().max().map_or(1, |m| m + 1);
-    names
+    let mut ids: Vec<Option<u32>> = names
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            if let Some(&id) = listed.get(name) {
-                return id;
-            }
-            let wanted = i as u32 + 1;
-            if taken.contains(&wanted) {
-                next += 1;
-                next - 1
-            } else {
-                wanted
-            }
+        .map(|(i, name)| match listed.get(name) {
+            Some(&id) => Some(id),
+            None => Some(i as u32 + 1).filter(|id| !taken.contains(id)),
         })
-        .collect()
+        .collect();
+    let mut next = ids
+        .iter()
+        .flatten()
+        .chain(&taken)
+        .max()
+        .map_or(1, |m| m + 1);
+    for id in ids.iter_mut().filter(|id| id.is_none()) {
+        *id = Some(next);
+        next += 1;
+    }
+    ids.into_iter().flatten().collect()
 }
 
 /// Where the features of image `name` are cached.
