@@ -470,20 +470,17 @@ impl Database {
                 )));
             }
         }
-        for key in ["settings"] {
-            let (a, b) = (self.setting(key)?, theirs.setting(key)?);
-            if a.is_some() && b.is_some() && a != b {
+        let (a, b) = (self.setting("settings")?, theirs.setting("settings")?);
+        match (a, b) {
+            (Some(a), Some(b)) if a != b => {
                 return Err(Error::invalid(format!(
                     "{} was made with other settings than {}: not shards of one run",
                     other.display(),
                     self.path.display()
-                )));
+                )))
             }
-            if a.is_none() {
-                if let Some(b) = b {
-                    self.set_setting(key, &b)?;
-                }
-            }
+            (None, Some(b)) => self.set_setting("settings", &b)?,
+            _ => {}
         }
         drop(theirs);
         let path = self.path.clone();

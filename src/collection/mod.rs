@@ -143,15 +143,14 @@ fn image_ids(names: &[String], listed: &BTreeMap<String, u32>) -> Vec<u32> {
             None => Some(i as u32 + 1).filter(|id| !taken.contains(id)),
         })
         .collect();
-    let mut next = ids
+    let next = ids
         .iter()
         .flatten()
         .chain(&taken)
         .max()
         .map_or(1, |m| m + 1);
-    for id in ids.iter_mut().filter(|id| id.is_none()) {
-        *id = Some(next);
-        next += 1;
+    for (id, free) in ids.iter_mut().filter(|id| id.is_none()).zip(next..) {
+        *id = Some(free);
     }
     ids.into_iter().flatten().collect()
 }
