@@ -87,7 +87,7 @@ def main():
     if a.min_points is not None and w["points"] < a.min_points:
         failures.append(f"3D points {w['points']} < {a.min_points}")
     for f in failures:
-        print(f"FAILED: {f}", file=sys.stderr)
+        print(f"FAILED: {f}")  # stdout: stderr holds COLMAP's log
     sys.exit(1 if failures else 0)
 
 
