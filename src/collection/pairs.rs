@@ -40,7 +40,8 @@ impl FromStr for PairSelection {
 }
 
 /// The images under `root` (recursively; every file with an image extension), as names relative
-/// to `root` with `/` separators, sorted. Hidden files and folders are skipped.
+/// to `root` with `/` separators, sorted. Hidden files and folders, and linked folders, are
+/// skipped.
 pub fn list_images(root: &Path) -> Result<Vec<String>> {
     if !root.is_dir() {
         return Err(Error::invalid(format!(
@@ -53,7 +54,10 @@ pub fn list_images(root: &Path) -> Result<Vec<String>> {
     while let Some(folder) = folders.pop() {
         let entries = std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))?;
         for entry in entries {
-            let path = entry.map_err(|e| Error::io(&folder, e))?.path();
+            let entry = entry.map_err(|e| Error::io(&folder, e))?;
+            let path = entry.path();
+            // Linked folders are not followed (a link to a parent would never end).
+            let linked = entry.file_type().is_ok_and(|t| t.is_symlink());
             let hidden = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -62,7 +66,9 @@ pub fn list_images(root: &Path) -> Result<Vec<String>> {
                 continue;
             }
             if path.is_dir() {
-                folders.push(path);
+                if !linked {
+                    folders.push(path);
+                }
             } else if has_image_extension(&path) {
                 let relative = path.strip_prefix(root).expect("found under the root");
                 let parts: Vec<String> = relative
