@@ -21,6 +21,19 @@ pub const MIN_SIDE: usize = 16;
 /// (`--max-megapixels`), because the scale space of a 100 MP photo needs several GB of memory.
 pub const DEFAULT_MAX_MEGAPIXELS: f64 = 40.0;
 
+/// File extensions taken for images when a folder is scanned (compared case-insensitively), in
+/// the order tried when several files share a stem. The content decides the format when loading.
+pub const IMAGE_EXTENSIONS: [&str; 11] = [
+    "png", "jpg", "jpeg", "ppm", "pgm", "pnm", "pbm", "bmp", "tif", "tiff", "webp",
+];
+
+/// Whether `path` ends in one of [`IMAGE_EXTENSIONS`].
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 /// A single-channel f32 image, row-major, values nominally in 0..255.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GrayImage {

@@ -59,6 +59,7 @@ pub mod choice;
 #[cfg(feature = "cli")]
 #[allow(missing_docs)] // still to document: see the note above
 pub mod cli;
+pub mod collection;
 pub mod describe;
 pub mod detect;
 pub mod device;

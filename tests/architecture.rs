@@ -24,7 +24,7 @@ const LAYERS: &[&str] = &[
     // The networks on a device, the pipeline, the library's entry point.
     "networks", "pipeline", "settings", "matcher",
     // Pictures and plots, then the jobs built on the matcher.
-    "viz", "plot", "eval", "train",
+    "viz", "plot", "eval", "train", "collection",
     // The command line, and the binary.
     "cli", "main",
 ];

@@ -236,9 +236,9 @@ fn finish(file: &EvalFile, out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// The evaluation's progress bar on stderr (indicatif hides it when stderr is not a terminal).
+/// The progress bar of `eval` and `collection` on stderr (indicatif hides it when stderr is not a terminal).
 #[derive(Default)]
-struct Bar {
+pub(super) struct Bar {
     bar: std::sync::OnceLock<ProgressBar>,
 }
 

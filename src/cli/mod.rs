@@ -4,6 +4,7 @@
 
 mod bench_cmd;
 mod choice;
+mod collection_cmd;
 mod detect_cmd;
 #[cfg(feature = "cuda")]
 pub mod device_bench;
@@ -57,6 +58,9 @@ pub enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Evaluate methods on datasets as protocol.md says: table, JSON, plots (`eval merge`: shards).
     Eval(eval_cmd::EvalArgs),
+    /// Match an image collection (features once per image, pairs in parallel) into a COLMAP
+    /// database (`collection merge`: shards).
+    Collection(collection_cmd::CollectionArgs),
     /// Network weights: import the authors' PyTorch files, inspect weight files.
     Weights(weights_cmd::WeightsArgs),
     /// Train a network (`train affnet`): checkpoints, resume, log, curves, validation.
@@ -229,6 +233,7 @@ pub fn run() -> i32 {
         Command::Synth(args) => synth_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Collection(args) => collection_cmd::run(args),
         Command::Weights(args) => weights_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::TrainData(args) => train_data_cmd::run(args),

@@ -253,16 +253,8 @@ fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-/// Extensions tried first when several files share a stem.
-const IMAGE_EXTENSIONS: [&str; 11] = [
-    "png", "jpg", "jpeg", "ppm", "pgm", "pnm", "pbm", "bmp", "tif", "tiff", "webp",
-];
-
 fn is_image_name(name: &str) -> bool {
-    Path::new(name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+    crate::image::has_image_extension(Path::new(name))
 }
 
 /// The file `<stem>.<any extension>` among `entries`: an image extension first (in name order),
