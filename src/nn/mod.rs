@@ -79,6 +79,7 @@ pub mod layers;
 mod locate;
 pub(crate) mod matmul;
 mod models;
+pub mod net_pass;
 pub mod network;
 pub mod ops;
 pub(crate) mod parallel;

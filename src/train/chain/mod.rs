@@ -43,9 +43,9 @@
 
 pub mod affnet;
 pub(crate) mod bench;
-#[cfg(feature = "cuda")]
-pub mod device;
 pub mod hardnet;
+pub mod on_backend;
+pub mod parity;
 pub mod regions;
 pub mod shape;
 
@@ -62,14 +62,14 @@ use crate::train::chain::hardnet::{FrozenHardNet, HardNetCache};
 use crate::train::chain::regions::{RegionStage, RegionStats, RegionTerms};
 
 /// The training-mode seed of AffNet's pass on side `k` (0 anchors, 1 positives) of a step with
-/// `seed`: the dropout masks derive from it (`Network::dropout_seed`). Shared with the device
-/// chain so that both drop the same values.
+/// `seed`: the dropout masks derive from it (`Network::dropout_seed`). Shared with the chain over
+/// a backend (`on_backend`) so that both drop the same values.
 pub(crate) fn affnet_side_seed(seed: u64, k: usize) -> u64 {
     mix64(seed ^ (0x100 + k as u64))
 }
 
 /// The training-mode seed of the descriptor's pass on side `k` of a step with `seed` (HardNet's
-/// dropout masks; SIFT has none). Shared with the device chain.
+/// dropout masks; SIFT has none). Shared with the chain over a backend.
 pub(crate) fn descriptor_side_seed(seed: u64, k: usize) -> u64 {
     mix64(seed ^ (0x200 + k as u64))
 }

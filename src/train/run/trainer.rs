@@ -158,7 +158,7 @@ pub struct Trainer {
     #[cfg(feature = "cuda")]
     device: Option<(
         crate::gpu::Gpu,
-        crate::train::chain::device::DeviceTrainChain,
+        crate::train::chain::on_backend::BackendTrainChain<crate::gpu::ops::Buf>,
     )>,
 }
 
@@ -415,7 +415,8 @@ impl Trainer {
         #[cfg(feature = "cuda")]
         let stats = match self.device.as_mut() {
             Some((gpu, chain)) => {
-                chain.step(gpu, &mut self.model, &batch, seed, &mut self.grads)?
+                let cuda = crate::gpu::backend::Cuda::new(gpu);
+                chain.step(&cuda, &mut self.model, &batch, seed, &mut self.grads)?
             }
             None => self
                 .chain
@@ -438,12 +439,13 @@ impl Trainer {
         })
     }
 
-    /// Runs the steps on `gpu` from now on (`train::chain::device`: the same numbers as the CPU
-    /// chain up to f32 summation order; optimiser, checkpoints and validation stay on the host).
-    /// A one-line error for a descriptor network the device chain does not run.
+    /// Runs the steps on `gpu` from now on (`train::chain::on_backend` on the CUDA backend: the
+    /// same numbers as the CPU chain up to f32 summation order; optimiser, checkpoints and
+    /// validation stay on the host). A one-line error for a descriptor network the backend chain
+    /// does not run.
     #[cfg(feature = "cuda")]
     pub fn use_gpu(&mut self, gpu: crate::gpu::Gpu) -> Result<()> {
-        let chain = crate::train::chain::device::DeviceTrainChain::new(&self.chain)?;
+        let chain = crate::train::chain::on_backend::BackendTrainChain::new(&self.chain)?;
         self.device = Some((gpu, chain));
         Ok(())
     }
