@@ -159,12 +159,13 @@ impl<T> BackendTrainChain<T> {
         for k in 0..2 {
             let source = b.upload(sources[k])?;
             let x0 = affnet_input(b, net, &source, s, frames[k])?;
+            lap(&mut times.augment);
             let seed = affnet_side_seed(seed, k);
             let pass = net_pass::forward(b, net, &plan, &mut params, x0, seed)?;
             let raw = b.download(pass.last_stored())?;
             passes.push((pass, raw, source));
+            lap(&mut times.affnet_forward);
         }
-        lap(&mut times.affnet_forward);
 
         let want_grads = grads.is_some();
         let region_stats = self.regions.forward(
@@ -220,6 +221,7 @@ impl<T> BackendTrainChain<T> {
                 let d_patches =
                     self.descriptor
                         .backward(b, &side.patches, &side.descriptor_cache, &d_desc)?;
+                lap(&mut times.descriptor_backward);
                 let mut d_theta = b.zeros(6 * n)?;
                 b.warp_backward(
                     &wg,
@@ -230,7 +232,6 @@ impl<T> BackendTrainChain<T> {
                     &mut d_theta,
                 )?;
                 let d_theta = unflatten(&b.download(&d_theta)?);
-                lap(&mut times.descriptor_backward);
                 let mut d_raw = Vec::with_capacity(3 * n);
                 self.regions.backward(
                     &self.terms,
@@ -244,6 +245,7 @@ impl<T> BackendTrainChain<T> {
                 lap(&mut times.warp_backward);
                 let d_raw = b.upload(&d_raw)?;
                 net_pass::backward(b, &plan, &mut params, &side.affnet, d_raw, false)?;
+                lap(&mut times.affnet_backward);
             }
             params.add_grads(b, net, &plan, grads)?;
             lap(&mut times.affnet_backward);
