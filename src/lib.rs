@@ -57,7 +57,6 @@
 #[macro_use]
 pub mod choice;
 #[cfg(feature = "cli")]
-#[allow(missing_docs)] // still to document: see the note above
 pub mod cli;
 pub mod describe;
 pub mod detect;
@@ -67,7 +66,6 @@ pub mod eval;
 pub mod feature;
 pub mod files;
 pub mod geometry;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod gpu;
 pub mod image;
 pub mod laf;
@@ -75,7 +73,6 @@ pub mod matcher;
 pub mod matching;
 pub mod math;
 pub mod networks;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod nn;
 pub mod orient;
 pub mod patch;

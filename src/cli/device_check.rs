@@ -97,12 +97,18 @@ fn check_hardnet(gpu: &Gpu, seed: u64) -> Result<f64> {
 /// One end-to-end comparison.
 #[derive(Clone, Debug)]
 pub struct MatchRow {
+    /// The image pair's file names.
     pub pair: String,
+    /// The matcher setting compared.
     pub setting: String,
+    /// Per device (CPU, then GPU): registered, inliers and total milliseconds; or why the pair
+    /// could not run.
     pub outcome: std::result::Result<[(bool, usize, f64); 2], String>,
 }
 
 impl MatchRow {
+    /// Whether both devices gave the same verdict and inlier counts within
+    /// [`INLIER_TOLERANCE`].
     pub fn ok(&self) -> bool {
         match &self.outcome {
             Ok([(r1, i1, _), (r2, i2, _)]) => {

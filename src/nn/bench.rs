@@ -77,11 +77,15 @@ pub fn flops_per_patch(kind: NetworkKind) -> f64 {
 /// One network's measured throughput.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchResult {
+    /// The network timed.
     pub kind: NetworkKind,
+    /// Patches per batch.
     pub batch: usize,
     /// Best wall-clock time of one batch.
     pub seconds: f64,
+    /// `batch / seconds`.
     pub patches_per_second: f64,
+    /// Convolution GFLOP/s of the best run (a multiply-add counts as two).
     pub gflops: f64,
     /// Patches per second of CPU time summed over all threads, from the run with the least CPU
     /// time (Linux only). Unlike the wall-clock rate it barely changes when other processes
