@@ -51,8 +51,6 @@
 // `!(x > 0.0)` is used on purpose throughout: it rejects NaN as well as non-positive values.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 #![warn(missing_docs)]
-// Modules marked `allow(missing_docs)` below predate the lint; each loses the mark when its
-// public items are documented.
 
 #[macro_use]
 pub mod choice;
@@ -84,7 +82,6 @@ pub mod pyramid;
 pub mod shape;
 pub mod simd;
 pub mod synth;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod train;
 pub mod viz;
 

@@ -94,13 +94,18 @@ pub fn synthetic_pairs(n: usize, size: usize, max_tilt: f64, seed: u64) -> (Vec<
 /// A batch for tests and checks: `n` synthetic pairs of 64×64 sources (tilt up to 2) with
 /// recipe frames (tilt up to 2, scale 0.5), all from `seed`.
 pub struct SyntheticBatch {
+    /// `N` anchor sources, 64×64 each.
     pub anchors: Vec<f32>,
+    /// `N` positive sources, 64×64 each.
     pub positives: Vec<f32>,
+    /// The anchors' augmentation frames.
     pub anchor_frames: Vec<Affine>,
+    /// The positives' augmentation frames.
     pub positive_frames: Vec<Affine>,
 }
 
 impl SyntheticBatch {
+    /// `n` pairs, everything drawn from `seed`.
     pub fn new(n: usize, seed: u64) -> Self {
         let (anchors, positives) = synthetic_pairs(n, 64, 2.0, seed);
         let (anchor_frames, positive_frames) = recipe_frames(n, 2.0, 0.5, &mut Rng::new(seed + 1));
@@ -112,6 +117,7 @@ impl SyntheticBatch {
         }
     }
 
+    /// The batch as the chains take it.
     pub fn batch(&self) -> PairBatch<'_> {
         PairBatch {
             anchors: &self.anchors,
@@ -144,17 +150,22 @@ pub fn recipe_frames(
 /// Measured training throughput.
 #[derive(Clone, Debug)]
 pub struct TrainBench {
+    /// Pairs per step.
     pub batch: usize,
+    /// Threads of the rayon pool.
     pub threads: usize,
+    /// `sift` or `hardnet`.
     pub descriptor: &'static str,
     /// Best wall-clock time of one step (forward, backward and SGD update).
     pub seconds: f64,
+    /// `batch / seconds`.
     pub pairs_per_second: f64,
     /// Pairs per CPU-second summed over threads, from the step with the least CPU time (Linux):
     /// stays meaningful when other processes share the cores.
     pub pairs_per_cpu_second: Option<f64>,
     /// Stage times of the best step.
     pub times: StepTimes,
+    /// Steps timed (after one warm-up step).
     pub steps: usize,
 }
 
