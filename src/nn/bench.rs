@@ -94,7 +94,7 @@ pub struct BenchResult {
 }
 
 /// CPU time used so far by all threads of this process (Linux: `/proc/self/task/*/schedstat`).
-fn process_cpu_seconds() -> Option<f64> {
+pub(crate) fn process_cpu_seconds() -> Option<f64> {
     let mut ns: u64 = 0;
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;

@@ -92,6 +92,7 @@ mod weights;
 mod zip;
 
 pub use arch::{NetworkKind, PATCH_LEN, PATCH_SIZE};
+pub(crate) use bench::process_cpu_seconds;
 pub use bench::{
     bench, bench_report, flops_per_patch, random_patches, random_weights, BenchResult,
 };

@@ -8,6 +8,7 @@ use crate::nn::backend::Backend;
 use crate::nn::ops::loss::LossKind;
 use crate::nn::ops::sgd::Sgd;
 use crate::nn::ops::spatial_transformer::{warp_forward, Affine, WarpSize};
+use crate::nn::process_cpu_seconds;
 use crate::nn::rng::Rng;
 use crate::train::chain::affnet::TrainAffNet;
 use crate::train::chain::on_backend::BackendTrainChain;
@@ -200,16 +201,6 @@ impl fmt::Display for TrainBench {
             (self.seconds - t.total()).max(0.0) * 1e3
         )
     }
-}
-
-/// CPU time of this process so far (Linux `/proc/self/task/*/schedstat`).
-fn process_cpu_seconds() -> Option<f64> {
-    let mut ns: u64 = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(ns as f64 * 1e-9)
 }
 
 /// Times training steps (chain forward + backward + SGD) at `batch` pairs of 64×64 synthetic
