@@ -51,13 +51,10 @@
 // `!(x > 0.0)` is used on purpose throughout: it rejects NaN as well as non-positive values.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 #![warn(missing_docs)]
-// Modules marked `allow(missing_docs)` below predate the lint; each loses the mark when its
-// public items are documented.
 
 #[macro_use]
 pub mod choice;
 #[cfg(feature = "cli")]
-#[allow(missing_docs)] // still to document: see the note above
 pub mod cli;
 pub mod collection;
 pub mod describe;
@@ -68,7 +65,6 @@ pub mod eval;
 pub mod feature;
 pub mod files;
 pub mod geometry;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod gpu;
 pub mod image;
 pub mod laf;
@@ -76,7 +72,6 @@ pub mod matcher;
 pub mod matching;
 pub mod math;
 pub mod networks;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod nn;
 pub mod orient;
 pub mod patch;
@@ -89,7 +84,6 @@ pub mod settings;
 pub mod shape;
 pub mod simd;
 pub mod synth;
-#[allow(missing_docs)] // still to document: see the note above
 pub mod train;
 pub mod viz;
 

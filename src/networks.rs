@@ -172,9 +172,10 @@ impl Networks {
         })
     }
 
-    /// Network `kind`'s outputs on the network patches ([`NET_PATCH`]) of `lafs` in `image`,
-    /// frame after frame: 3 raw AffNet values, 2 OriNet values or a unit-length 128-D HardNet
-    /// descriptor per frame. The same numbers on every device, up to f32 rounding.
+    /// Network `kind`'s outputs on the network patches
+    /// ([`NET_PATCH`](crate::patch::NET_PATCH)) of `lafs` in `image`, frame after frame: 3 raw
+    /// AffNet values, 2 OriNet values or a unit-length 128-D HardNet descriptor per frame. The
+    /// same numbers on every device, up to f32 rounding.
     pub fn run(&self, kind: NetworkKind, image: &PreparedImage, lafs: &[Laf]) -> Result<Vec<f32>> {
         if lafs.is_empty() {
             // Loaded or not, as on the device path: an error for a network that is missing.

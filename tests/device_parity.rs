@@ -5,8 +5,11 @@
 //!
 //! The op checks of `nn::parity` (what `wbs gpu-check` runs) are instantiated the same way, one
 //! module per check under `op::` (`op::relu::cpu`, `op::relu::cuda`, ...), on the
-//! `nn::backend::Cpu` and `gpu::backend::Cuda` backends; the checks that only the device has
-//! (training steps, networks, whole matches: `cli::device_check`) run where a GPU answers.
+//! `nn::backend::Cpu` and `gpu::backend::Cuda` backends, and so are the training chain's checks
+//! of `train::chain::parity` under `chain::` (`chain::step_hardneg::cpu`, ...: a step of the
+//! chain over a backend against `TrainChain`'s); the checks that only the device has (networks,
+//! whole matches: `cli::device_check`) run where a GPU answers. `--nocapture` prints each
+//! check's error.
 //!
 //! Without a GPU the `cuda` instances pass without running, and the binary says so once on
 //! stderr (written past the test harness's capture, so that CI shows it).
@@ -24,7 +27,7 @@ use wbs::image::{load_gray, GrayImage, LoadOptions};
 use wbs::laf::Laf;
 use wbs::networks::{Models, Networks};
 use wbs::nn::backend::{Backend, Cpu};
-use wbs::nn::parity;
+use wbs::nn::parity::{self, KernelCheck};
 use wbs::nn::{random_weights, AffNet, HardNet, NetworkKind, OriNet};
 use wbs::patch::{extract_patches, NET_PATCH};
 use wbs::pyramid::ScaleSpace;
@@ -83,16 +86,25 @@ fn shared_gpu() -> Option<MutexGuard<'static, Gpu>> {
         .map(|m| m.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
 }
 
-/// Runs the op check `id` of `nn::parity` on `backend`; fails with its error.
-fn op_check<B: Backend>(backend: &B, id: &str) {
-    let list = parity::kernel_check_list::<B>();
+/// The op checks of `nn::parity`.
+fn op_list<B: Backend>() -> Vec<KernelCheck<B>> {
+    parity::kernel_check_list::<B>()
+}
+
+/// The training chain's checks (`train::chain::parity`: a step of the chain over a backend
+/// against `TrainChain`'s, with either descriptor, and its HardNet descriptor pass).
+fn chain_list<B: Backend>() -> Vec<KernelCheck<B>> {
+    wbs::train::chain::parity::chain_check_list::<B>()
+}
+
+/// Runs the check `id` of `list` on `backend`; fails with its error.
+fn run_check<B: Backend>(backend: &B, list: Vec<KernelCheck<B>>, id: &str) {
     let check = list
         .iter()
         .find(|c| c.id == id)
-        .unwrap_or_else(|| panic!("nn::parity has no check {id}"));
+        .unwrap_or_else(|| panic!("no check {id}"));
     let row = check.row(backend, SEED);
-    assert!(
-        row.ok(),
+    let line = format!(
         "{} ({}) on {}: {:?}, tolerance {:e}",
         row.name,
         row.shape,
@@ -100,37 +112,45 @@ fn op_check<B: Backend>(backend: &B, id: &str) {
         row.outcome,
         row.tolerance
     );
+    eprintln!("{line}"); // the error, shown with --nocapture
+    assert!(row.ok(), "{line}");
 }
 
-/// `op::$id::cpu` and `op::$id::cuda` for each op check, and the list of those instantiated.
-macro_rules! op_checks {
-    ($($id:ident),* $(,)?) => {
-        mod op {
+/// `$module::$id::cpu` and `$module::$id::cuda` for each check `$id` of `$list`, and `$ids`, the
+/// list of those instantiated.
+macro_rules! check_instances {
+    ($module:ident, $list:ident, $ids:ident: $($id:ident),* $(,)?) => {
+        mod $module {
             $(
                 mod $id {
                     #[test]
                     fn cpu() {
-                        crate::op_check(&wbs::nn::backend::Cpu, stringify!($id));
+                        use wbs::nn::backend::Cpu;
+                        crate::run_check(&Cpu, crate::$list(), stringify!($id));
                     }
 
                     #[cfg(feature = "cuda")]
                     #[test]
                     fn cuda() {
+                        use wbs::gpu::backend::Cuda;
                         if let Some(gpu) = crate::shared_gpu() {
-                            crate::op_check(&wbs::gpu::backend::Cuda::new(&gpu), stringify!($id));
+                            let cuda = Cuda::new(&gpu);
+                            crate::run_check(&cuda, crate::$list(), stringify!($id));
                         }
                     }
                 }
             )*
         }
 
-        /// The op checks instantiated here.
-        const OP_CHECKS: &[&str] = &[$(stringify!($id)),*];
+        /// The checks of `$list` instantiated here.
+        const $ids: &[&str] = &[$(stringify!($id)),*];
     };
 }
 
-op_checks!(
-    relu,
+check_instances!(
+    op,
+    op_list,
+    OP_CHECKS: relu,
     tanh,
     conv_small,
     conv_wide,
@@ -157,6 +177,18 @@ op_checks!(
     dropout,
 );
 
+check_instances!(
+    chain,
+    chain_list,
+    CHAIN_CHECKS: step_hardnegc_terms,
+    step_hardneg,
+    step_posdist,
+    hardnet_descriptor_fwd,
+    hardnet_descriptor_bwd,
+    step_hardnet,
+    step_hardnet_gradients,
+);
+
 #[test]
 fn every_op_check_is_instantiated() {
     let ids: Vec<&str> = parity::kernel_check_list::<Cpu>()
@@ -166,6 +198,15 @@ fn every_op_check_is_instantiated() {
     assert_eq!(
         ids, OP_CHECKS,
         "instantiate every check of nn::parity in op_checks!"
+    );
+}
+
+#[test]
+fn every_chain_check_is_instantiated() {
+    let ids: Vec<&str> = chain_list::<Cpu>().iter().map(|c| c.id).collect();
+    assert_eq!(
+        ids, CHAIN_CHECKS,
+        "instantiate every check of train::chain::parity in check_instances!(chain, ...)"
     );
 }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::describe::DescriptorKind;
+use crate::gpu::backend::Cuda;
 use crate::gpu::net::GpuNet;
 use crate::gpu::search::device_tentatives;
 use crate::gpu::Gpu;
@@ -17,7 +18,7 @@ use crate::nn::ops::loss::LossKind;
 use crate::nn::ops::spatial_transformer::Affine;
 use crate::nn::{self, NetworkKind, Weights, PATCH_LEN};
 use crate::pipeline::{Config, Method};
-use crate::train::chain::device::DeviceTrainChain;
+use crate::train::chain::on_backend::BackendTrainChain;
 use crate::train::{Descriptor, PairBatch, Sgd, TrainAffNet, TrainChain};
 use crate::Result;
 
@@ -157,13 +158,14 @@ pub fn bench_report(
         }
     }
 
-    // Training: a step as `wbs train affnet --device cuda` runs it (the device chain, then SGD on
+    // Training: a step as `wbs train affnet --device cuda` runs it (the chain on CUDA, then SGD on
     // the host), with the sources uploaded per step; the trainer's batch sampling is not timed.
     let s = 64;
     let (w, source) = weights(NetworkKind::AffNet);
     let mut model = TrainAffNet::from_weights(&w)?;
     let mut chain =
-        DeviceTrainChain::new(&TrainChain::new(Descriptor::sift(), LossKind::HardNegC))?;
+        BackendTrainChain::new(&TrainChain::new(Descriptor::sift(), LossKind::HardNegC))?;
+    let cuda = Cuda::new(gpu);
     let anchors = nn::random_patches(TRAIN_BATCH * s * s / PATCH_LEN, 5);
     let positives = nn::random_patches(TRAIN_BATCH * s * s / PATCH_LEN, 6);
     let (frames, frames_p) = (frames_from(TRAIN_BATCH, 7), frames_from(TRAIN_BATCH, 8));
@@ -179,7 +181,7 @@ pub fn bench_report(
     let mut step = 0u64;
     let (min, median) = time(gpu, repeat, || {
         grads.fill(0.0);
-        chain.step(gpu, &mut model, &batch, step, &mut grads)?;
+        chain.step(&cuda, &mut model, &batch, step, &mut grads)?;
         sgd.step(model.params_mut(), &grads);
         step += 1;
         Ok(())

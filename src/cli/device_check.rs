@@ -3,9 +3,9 @@
 //! `wbs match` on both devices. Prints a table; any failure makes the command fail.
 //!
 //! The op checks are the generic ones of [`crate::nn::parity`], run on the CUDA backend
-//! ([`Cuda`]); this module adds the checks of what is built from several ops on the device: a
-//! training step of `train::chain::device`, its HardNet descriptor pass, and the three networks
-//! (`gpu::net`).
+//! ([`Cuda`]); this module adds the checks of what is built from several ops on the device: the
+//! training chain's checks (`train::chain::parity`: a step of `train::chain::on_backend` on CUDA,
+//! its HardNet descriptor pass) and the three networks (`gpu::net`).
 //!
 //! Error measure: the normwise relative error `max|gpu − cpu| / max|cpu|` (see the module docs of
 //! [`crate::gpu`]), tolerance [`TOLERANCE`]; the training step through HardNet by the 2-norm ratio
@@ -21,17 +21,12 @@ use crate::gpu::net::GpuNet;
 use crate::gpu::Gpu;
 use crate::matcher::Matcher;
 use crate::networks::Models;
-use crate::nn::gradcheck::random_vec;
-use crate::nn::ops::loss::LossKind;
-use crate::nn::parity::{self, scalar_error, test_frames, test_image, two_norm_error, worst};
+use crate::nn::parity::{self, net_patches};
 pub use crate::nn::parity::{rel_error, Row, TOLERANCE};
 use crate::nn::{self, AffNet, HardNet, NetworkKind, OriNet, Weights};
 use crate::orient::OrientationMethod;
-use crate::patch::NET_PATCH;
 use crate::pipeline::{self, Config, Method};
-use crate::pyramid::ScaleSpace;
-use crate::train::chain::device::DeviceTrainChain;
-use crate::train::{Descriptor, FrozenHardNet, Mode, SyntheticBatch, TrainAffNet, TrainChain};
+pub use crate::train::chain::parity::{chain_checks, HARDNET_STEP_TOLERANCE};
 use crate::Result;
 
 /// End to end: inlier counts may differ by this fraction (and at least one inlier).
@@ -45,173 +40,23 @@ pub fn kernel_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
     rows
 }
 
-/// The checks of what the device builds from several ops: training-chain steps, the HardNet
-/// descriptor pass and the three networks.
+/// The checks of what the device builds from several ops: training-chain steps and the HardNet
+/// descriptor pass ([`chain_checks`] on the CUDA backend), and the three networks.
 pub fn device_checks(gpu: &Gpu, seed: u64) -> Vec<Row> {
     type Check = fn(&Gpu, u64) -> Result<f64>;
     let checks: &[(&str, &str, Check)] = &[
-        (
-            "train chain step (HardNegC, all shape terms)",
-            "37 pairs, 64² sources",
-            check_train_chain_terms,
-        ),
-        (
-            "train chain step (HardNeg, recipe)",
-            "37 pairs, 64² sources",
-            check_train_chain_hardneg,
-        ),
-        (
-            "train chain step (PosDist, recipe)",
-            "37 pairs, 64² sources",
-            check_train_chain_posdist,
-        ),
-        (
-            "HardNet descriptor fwd+bwd (training mode)",
-            "37 patches",
-            check_hardnet_descriptor,
-        ),
         ("AffNet (random weights)", "37 patches", check_affnet),
         ("OriNet (random weights)", "37 patches", check_orinet),
         ("HardNet (random weights)", "37 patches", check_hardnet),
     ];
-    let row = |name: &str, shape: &str, f: Check, tolerance: f64| Row {
+    let mut rows = chain_checks(&Cuda::new(gpu), seed);
+    rows.extend(checks.iter().map(|(name, shape, f)| Row {
         name: name.to_string(),
         shape: shape.to_string(),
         outcome: f(gpu, seed).map_err(|e| e.to_string()),
-        tolerance,
-    };
-    let mut rows: Vec<Row> = checks
-        .iter()
-        .map(|(name, shape, f)| row(name, shape, *f, TOLERANCE))
-        .collect();
-    rows.push(row(
-        "train chain step (HardNegC, HardNet)",
-        "37 pairs, 64² sources",
-        check_train_chain_hardnet,
-        HARDNET_STEP_TOLERANCE,
-    ));
+        tolerance: TOLERANCE,
+    }));
     rows
-}
-
-/// A whole step through a frozen HardNet, with AffNet's gradients compared by the 2-norm ratio: HardNet's
-/// descriptor-patch gradients (checked at [`TOLERANCE`] by their own row) alternate in sign from
-/// pixel to pixel and cancel by orders of magnitude in the warp's and batch norm's backward
-/// sums, so two f32 summation orders differ there by ~2e-3 of the gradients' 2-norm (measured on the CPU
-/// with the device recipe, `train::chain::device` tests). A wrong recipe is off by 5e-2 or more.
-pub const HARDNET_STEP_TOLERANCE: f64 = 1e-2;
-
-/// One step of `train::chain::device` against `train::TrainChain` from the same model and batch:
-/// loss and statistics, the gradients of every parameter, the updated running statistics.
-fn check_train_chain(
-    gpu: &Gpu,
-    seed: u64,
-    kind: LossKind,
-    terms: bool,
-    descriptor: Descriptor,
-) -> Result<f64> {
-    let data = SyntheticBatch::new(37, seed);
-    let batch = data.batch();
-    // By the 2-norm through a HardNet (see HARDNET_STEP_TOLERANCE), else the largest difference.
-    let gradient_error = match descriptor {
-        Descriptor::Sift(_) => rel_error,
-        Descriptor::HardNet(_) => two_norm_error,
-    };
-    let mut chain = TrainChain::new(descriptor, kind);
-    if terms {
-        chain.elongation_penalty = 0.5;
-        chain.geom_weight = 1.0;
-        chain.source_elongation_penalty = 1.0;
-        chain.upright_descriptors = true;
-    }
-    let mut cpu_model = TrainAffNet::new(seed);
-    let mut gpu_model = cpu_model.clone();
-    let mut device = DeviceTrainChain::new(&chain)?;
-    let mut g_cpu = vec![0.0; cpu_model.params().len()];
-    let mut g_gpu = g_cpu.clone();
-    let c = chain.step(&mut cpu_model, &batch, seed, &mut g_cpu);
-    let d = device.step(gpu, &mut gpu_model, &batch, seed, &mut g_gpu)?;
-    let running = |m: &TrainAffNet| -> Vec<f32> {
-        m.network()
-            .batch_norms()
-            .iter()
-            .flat_map(|b| b.running_mean.iter().chain(&b.running_var).copied())
-            .collect()
-    };
-    let mut errors = vec![
-        scalar_error(d.loss.loss, c.loss.loss),
-        scalar_error(d.loss.mean_positive as f64, c.loss.mean_positive as f64),
-        scalar_error(d.mean_anisotropy as f64, c.mean_anisotropy as f64),
-        scalar_error(
-            d.mean_source_anisotropy as f64,
-            c.mean_source_anisotropy as f64,
-        ),
-        gradient_error(&g_gpu, &g_cpu),
-        rel_error(&running(&gpu_model), &running(&cpu_model)),
-    ];
-    if terms {
-        errors.push(scalar_error(d.mean_geom as f64, c.mean_geom as f64));
-    }
-    if kind != LossKind::PosDist {
-        errors.push(scalar_error(
-            d.loss.mean_hardest_negative as f64,
-            c.loss.mean_hardest_negative as f64,
-        ));
-    }
-    Ok(worst(&errors))
-}
-
-fn check_train_chain_terms(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_train_chain(gpu, seed, LossKind::HardNegC, true, Descriptor::sift())
-}
-
-fn check_train_chain_hardneg(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_train_chain(gpu, seed, LossKind::HardNeg, false, Descriptor::sift())
-}
-
-fn check_train_chain_posdist(gpu: &Gpu, seed: u64) -> Result<f64> {
-    check_train_chain(gpu, seed, LossKind::PosDist, false, Descriptor::sift())
-}
-
-fn random_frozen_hardnet(seed: u64) -> Result<FrozenHardNet> {
-    FrozenHardNet::from_weights(&nn::random_weights(NetworkKind::HardNet, seed))
-}
-
-/// A step with a frozen HardNet (random weights) as the descriptor, every shape term on.
-fn check_train_chain_hardnet(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let descriptor = Descriptor::hardnet(random_frozen_hardnet(seed + 5)?);
-    check_train_chain(gpu, seed, LossKind::HardNegC, true, descriptor)
-}
-
-/// The device chain's HardNet descriptor against `FrozenHardNet`: descriptors and the gradient
-/// w.r.t. the patches, same patches, seed and descriptor gradients.
-fn check_hardnet_descriptor(gpu: &Gpu, seed: u64) -> Result<f64> {
-    let mut hardnet = random_frozen_hardnet(seed + 6)?;
-    let patches = net_patches(seed);
-    let n = patches.len() / nn::PATCH_LEN;
-    let d_desc = random_vec(n * nn::HARDNET_DIM, seed + 7, 1.0);
-    let mode_seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut cache = crate::train::chain::hardnet::HardNetCache::default();
-    let mut desc = vec![0.0; d_desc.len()];
-    hardnet.forward(
-        &patches,
-        Mode::Train { seed: mode_seed },
-        &mut cache,
-        &mut desc,
-    );
-    let mut d_patches = vec![0.0; patches.len()];
-    hardnet.backward(&mut cache, &d_desc, &mut d_patches);
-    let (desc_, d_patches_) = crate::train::chain::device::hardnet_descriptor_pass(
-        gpu, &hardnet, &patches, mode_seed, &d_desc,
-    )?;
-    Ok(worst(&[
-        rel_error(&desc_, &desc),
-        rel_error(&d_patches_, &d_patches),
-    ]))
-}
-
-fn net_patches(seed: u64) -> Vec<f32> {
-    let space = ScaleSpace::build(&test_image(181, 163, seed));
-    crate::patch::extract_patches(&space, &test_frames(37, 181, 163, seed + 9), &NET_PATCH)
 }
 
 fn check_net(gpu: &Gpu, seed: u64, kind: NetworkKind) -> Result<f64> {
@@ -252,12 +97,18 @@ fn check_hardnet(gpu: &Gpu, seed: u64) -> Result<f64> {
 /// One end-to-end comparison.
 #[derive(Clone, Debug)]
 pub struct MatchRow {
+    /// The image pair's file names.
     pub pair: String,
+    /// The matcher setting compared.
     pub setting: String,
+    /// Per device (CPU, then GPU): registered, inliers and total milliseconds; or why the pair
+    /// could not run.
     pub outcome: std::result::Result<[(bool, usize, f64); 2], String>,
 }
 
 impl MatchRow {
+    /// Whether both devices gave the same verdict and inlier counts within
+    /// [`INLIER_TOLERANCE`].
     pub fn ok(&self) -> bool {
         match &self.outcome {
             Ok([(r1, i1, _), (r2, i2, _)]) => {

@@ -41,11 +41,14 @@ use crate::Result;
     long_about = "Wide-baseline stereo matching with Hessian-Affine / AffNet features and LO-RANSAC.\n\n\
                   The common case:  wbs match a.jpg b.jpg --viz matches.png"
 )]
+/// The parsed command line (its help text comes from the `about` above).
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands, one per variant (their doc comments are the help texts).
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Match two images: verdict, inliers, the model, timings; optional JSON and picture.
@@ -203,6 +206,7 @@ pub struct VerifyArgs {
 }
 
 impl VerifyArgs {
+    /// Sets `config`'s verification settings from these flags.
     pub fn apply(&self, config: &mut Config) {
         config.set_geometry(self.geometry);
         config.ransac_method = self.ransac;

@@ -73,14 +73,17 @@ impl Gpu {
         })
     }
 
+    /// What the GPU offers (name, compute capability, memory).
     pub fn info(&self) -> &GpuInfo {
         &self.info
     }
 
+    /// The stream every op is queued on.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }
 
+    /// The CUDA context the stream and buffers belong to.
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
     }

@@ -60,9 +60,11 @@ pub use device::Gpu;
 /// What the machine offers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GpuInfo {
+    /// The device's name, as the driver reports it.
     pub name: String,
     /// (major, minor), e.g. (9, 0) for an H100.
     pub compute_capability: (i32, i32),
+    /// Total device memory.
     pub memory_bytes: usize,
 }
 

@@ -72,6 +72,7 @@ impl GpuNet {
         GpuNet::new(gpu, kind, &Weights::load(path)?)
     }
 
+    /// Which network this is.
     pub fn kind(&self) -> NetworkKind {
         self.kind
     }

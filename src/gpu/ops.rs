@@ -647,7 +647,9 @@ pub fn warp_backward(
 
 /// What [`sift_forward`] keeps for [`sift_backward`]: raw histograms and their two norms.
 pub struct SiftCache {
+    /// The raw (unnormalised) histograms, `N × 128`.
     pub hist: Buf,
+    /// Per descriptor, the 2-norms of the histogram and of the clipped histogram.
     pub norms: CudaSlice<f64>,
 }
 

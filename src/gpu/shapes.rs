@@ -15,6 +15,7 @@ use crate::{Error, Result};
 pub const THREADS: u32 = 256;
 /// Output tile of the GEMM-shaped kernels (conv2d_*.cu, nearest_neighbours.cu): 64×64, K step 16.
 pub const TILE: usize = 64;
+/// The K step of those kernels' tiles (`BK` in the kernels).
 pub const TILE_K: usize = 16;
 /// CUDA's limits on the grid.
 const MAX_GRID_X: usize = i32::MAX as usize;
@@ -27,8 +28,11 @@ const MAX_SHARED_BYTES: usize = 48 * 1024;
 /// A kernel launch: grid and block dimensions and dynamic shared memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Launch {
+    /// Blocks per grid dimension (x, y, z).
     pub grid: (u32, u32, u32),
+    /// Threads per block dimension (x, y, z).
     pub block: (u32, u32, u32),
+    /// Dynamic shared memory per block, in bytes.
     pub shared_bytes: u32,
 }
 

@@ -45,12 +45,14 @@ pub(crate) enum LayerSpec {
 }
 
 impl NetworkKind {
+    /// The three networks, in the order of the paper's pipeline (shape, orientation, descriptor).
     pub const ALL: [NetworkKind; 3] = [
         NetworkKind::AffNet,
         NetworkKind::OriNet,
         NetworkKind::HardNet,
     ];
 
+    /// The network's name as printed ("AffNet", "OriNet", "HardNet").
     pub fn name(self) -> &'static str {
         match self {
             NetworkKind::AffNet => "AffNet",

@@ -77,11 +77,15 @@ pub fn flops_per_patch(kind: NetworkKind) -> f64 {
 /// One network's measured throughput.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BenchResult {
+    /// The network timed.
     pub kind: NetworkKind,
+    /// Patches per batch.
     pub batch: usize,
     /// Best wall-clock time of one batch.
     pub seconds: f64,
+    /// `batch / seconds`.
     pub patches_per_second: f64,
+    /// Convolution GFLOP/s of the best run (a multiply-add counts as two).
     pub gflops: f64,
     /// Patches per second of CPU time summed over all threads, from the run with the least CPU
     /// time (Linux only). Unlike the wall-clock rate it barely changes when other processes
@@ -90,7 +94,7 @@ pub struct BenchResult {
 }
 
 /// CPU time used so far by all threads of this process (Linux: `/proc/self/task/*/schedstat`).
-fn process_cpu_seconds() -> Option<f64> {
+pub(crate) fn process_cpu_seconds() -> Option<f64> {
     let mut ns: u64 = 0;
     for task in std::fs::read_dir("/proc/self/task").ok()? {
         let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;

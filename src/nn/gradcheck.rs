@@ -33,9 +33,13 @@ pub struct GradReport {
     pub checked: usize,
     /// The worst coordinate, its error and both gradients there.
     pub worst_index: usize,
+    /// The worst coordinate's error, relative to the larger of its gradients and the floor.
     pub worst_error: f64,
+    /// The central-difference gradient at the worst coordinate.
     pub numeric: f64,
+    /// The analytic gradient at the worst coordinate.
     pub analytic: f64,
+    /// The largest error that passes.
     pub tolerance: f64,
     /// Largest |analytic| (the scale of the floor).
     pub scale: f64,

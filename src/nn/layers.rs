@@ -12,10 +12,15 @@ pub const BATCHNORM_EPS: f32 = 1e-5;
 /// A 2-D convolution with a square `k × k` kernel (PyTorch `Conv2d`, zero padding).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv2d {
+    /// Input channels.
     pub cin: usize,
+    /// Output channels.
     pub cout: usize,
+    /// Kernel size (`k × k`).
     pub k: usize,
+    /// Stride in both directions.
     pub stride: usize,
+    /// Zero padding on every side.
     pub padding: usize,
     /// `[cout, cin, k, k]`, row-major.
     pub weight: Vec<f32>,
@@ -157,8 +162,11 @@ fn to_nchw(x: &[f32], n: usize, c: usize, pixels: usize) -> Vec<f32> {
 /// Inference-mode `BatchNorm2d(affine=False)`: `(x − running_mean) / sqrt(running_var + eps)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchNorm2d {
+    /// Per-channel running mean.
     pub running_mean: Vec<f32>,
+    /// Per-channel running (unbiased) variance.
     pub running_var: Vec<f32>,
+    /// Added to the variance before the square root.
     pub eps: f32,
 }
 
@@ -178,6 +186,7 @@ impl BatchNorm2d {
         }
     }
 
+    /// The number of channels normalised.
     pub fn channels(&self) -> usize {
         self.running_mean.len()
     }
@@ -219,9 +228,13 @@ impl BatchNorm2d {
 /// names (`features.<index>.weight`) map straight onto positions.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
+    /// `Conv2d`.
     Conv2d(Conv2d),
+    /// `BatchNorm2d` with running statistics.
     BatchNorm2d(BatchNorm2d),
+    /// `ReLU`: `max(x, 0)`.
     Relu,
+    /// `Tanh`.
     Tanh,
     /// Dropout with its training probability; the identity at inference.
     Dropout(f32),
@@ -230,6 +243,7 @@ pub enum Layer {
 }
 
 impl Layer {
+    /// The layer applied to an NCHW tensor (inference mode).
     pub fn forward(&self, x: &Tensor) -> Tensor {
         match self {
             Layer::Conv2d(conv) => conv.forward(x),
@@ -259,10 +273,12 @@ pub fn global_avg_pool(x: &Tensor) -> Tensor {
 /// Layers applied in order (PyTorch `nn.Sequential`).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Sequential {
+    /// The layers, at their PyTorch indices.
     pub layers: Vec<Layer>,
 }
 
 impl Sequential {
+    /// The layers applied to `x` in order (inference mode).
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let mut y = x.clone();
         for layer in &self.layers {

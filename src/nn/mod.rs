@@ -79,6 +79,7 @@ pub mod layers;
 mod locate;
 pub(crate) mod matmul;
 mod models;
+pub mod net_pass;
 pub mod network;
 pub mod ops;
 pub(crate) mod parallel;
@@ -91,6 +92,7 @@ mod weights;
 mod zip;
 
 pub use arch::{NetworkKind, PATCH_LEN, PATCH_SIZE};
+pub(crate) use bench::process_cpu_seconds;
 pub use bench::{
     bench, bench_report, flops_per_patch, random_patches, random_weights, BenchResult,
 };

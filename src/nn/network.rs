@@ -77,17 +77,22 @@ impl Stage {
 pub struct ParamSpec {
     /// State-dict name, e.g. `features.0.weight`.
     pub name: String,
+    /// Shape in PyTorch order.
     pub shape: Vec<usize>,
+    /// Offset of the first value in `params()`.
     pub offset: usize,
 }
 
 impl ParamSpec {
+    /// Number of values, the product of the shape.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    /// Whether the parameter holds no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Where its values are in `params()`.
     pub fn range(&self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.len()
     }
@@ -97,18 +102,25 @@ impl ParamSpec {
 /// [batch norm] → [ReLU | tanh]`, NHWC activations, PyTorch-layout weights in `params()`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StagePlan {
+    /// The convolution.
     pub conv: ConvShape,
     /// Input size (unpadded) and output size.
     pub h: usize,
+    /// Input width (unpadded).
     pub w: usize,
+    /// Output height.
     pub oh: usize,
+    /// Output width.
     pub ow: usize,
     /// Where the weights and the bias are in `params()`.
     pub weights: std::ops::Range<usize>,
+    /// Where the bias is in `params()` (`None`: no bias).
     pub bias: Option<std::ops::Range<usize>>,
     /// Index into `batch_norms()` of the batch norm after the convolution.
     pub batch_norm: Option<usize>,
+    /// ReLU after the batch norm.
     pub relu: bool,
+    /// tanh after the convolution.
     pub tanh: bool,
     /// Dropout probability on the stage's input (training mode only).
     pub dropout: Option<f32>,
@@ -120,7 +132,10 @@ pub enum Mode {
     /// Running statistics, no dropout.
     Eval,
     /// Batch statistics; dropout masks drawn from `seed` (the same seed gives the same masks).
-    Train { seed: u64 },
+    Train {
+        /// Seed of the dropout masks.
+        seed: u64,
+    },
 }
 
 /// A trainable sequential network.
@@ -371,6 +386,7 @@ impl Network {
         }
     }
 
+    /// Which of the three networks this is.
     pub fn kind(&self) -> NetworkKind {
         self.kind
     }
@@ -390,14 +406,17 @@ impl Network {
         }
     }
 
+    /// The parameters' names, shapes and offsets, in state-dict order.
     pub fn param_specs(&self) -> &[ParamSpec] {
         &self.specs
     }
 
+    /// Every parameter, back to back in state-dict order (PyTorch layouts).
     pub fn params(&self) -> &[f32] {
         &self.params
     }
 
+    /// The parameters, for an optimiser step.
     pub fn params_mut(&mut self) -> &mut [f32] {
         &mut self.params
     }
@@ -407,6 +426,7 @@ impl Network {
         &self.bns
     }
 
+    /// The batch-norm layers, to set their running statistics.
     pub fn batch_norms_mut(&mut self) -> &mut [BatchNorm] {
         &mut self.bns
     }

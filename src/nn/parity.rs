@@ -95,7 +95,9 @@ pub(crate) fn scalar_error(got: f64, want: f64) -> f64 {
     (got - want).abs() / want.abs().max(1e-30)
 }
 
-/// One check: a name for the tests (`id`), the table's name and shape, and the body.
+/// One check: a name for the tests (`id`), the table's name and shape, the body and the largest
+/// error that passes. The op checks here and the training chain's (`train::chain::parity`) are
+/// lists of these.
 pub struct KernelCheck<B: Backend> {
     /// A unique identifier (a Rust identifier: the tests name their instances by it).
     pub id: &'static str,
@@ -103,8 +105,10 @@ pub struct KernelCheck<B: Backend> {
     pub name: &'static str,
     /// The sizes it runs on.
     pub shape: &'static str,
-    /// Runs the check with a seed; the error, to compare with [`TOLERANCE`].
+    /// Runs the check with a seed; the error, to compare with `tolerance`.
     pub run: fn(&B, u64) -> Result<f64>,
+    /// The largest error that passes ([`TOLERANCE`] for every op check).
+    pub tolerance: f64,
 }
 
 impl<B: Backend> KernelCheck<B> {
@@ -114,7 +118,7 @@ impl<B: Backend> KernelCheck<B> {
             name: self.name.to_string(),
             shape: self.shape.to_string(),
             outcome: (self.run)(backend, seed).map_err(|e| e.to_string()),
-            tolerance: TOLERANCE,
+            tolerance: self.tolerance,
         }
     }
 }
@@ -128,6 +132,7 @@ pub fn kernel_check_list<B: Backend>() -> Vec<KernelCheck<B>> {
                 name: $name,
                 shape: $shape,
                 run: $id::<B>,
+                tolerance: TOLERANCE,
             }),*]
         };
     }
@@ -533,6 +538,13 @@ pub(crate) fn test_frames(n: usize, w: usize, h: usize, seed: u64) -> Vec<Laf> {
             .rotated(v[4] * 3.1)
         })
         .collect()
+}
+
+/// 37 network patches (32×32) of a test image, varied by `seed`: the inputs of the network and
+/// training-chain checks.
+pub(crate) fn net_patches(seed: u64) -> Vec<f32> {
+    let space = ScaleSpace::build(&test_image(181, 163, seed));
+    extract_patches(&space, &test_frames(37, 181, 163, seed + 9), &NET_PATCH)
 }
 
 fn extract<B: Backend>(b: &B, seed: u64) -> Result<f64> {

@@ -25,6 +25,7 @@ pub struct Rng {
 }
 
 impl Rng {
+    /// A generator seeded with `seed` (the same seed, the same sequence).
     pub fn new(seed: u64) -> Self {
         Rng {
             state: mix64(seed ^ 0x5851_F42D_4C95_7F2D),
@@ -36,10 +37,12 @@ impl Rng {
         self.state
     }
 
+    /// A generator resumed from [`Rng::state`].
     pub fn from_state(state: u64) -> Self {
         Rng { state }
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         mix64(self.state)

@@ -9,6 +9,7 @@
 pub struct Tensor {
     /// `[n, c, h, w]`.
     pub shape: [usize; 4],
+    /// The values, NCHW row-major.
     pub data: Vec<f32>,
 }
 
@@ -48,15 +49,19 @@ impl Tensor {
         Tensor::from_vec([patches.len() / area, 1, side, side], patches.to_vec())
     }
 
+    /// Batch size.
     pub fn n(&self) -> usize {
         self.shape[0]
     }
+    /// Channels.
     pub fn c(&self) -> usize {
         self.shape[1]
     }
+    /// Height.
     pub fn h(&self) -> usize {
         self.shape[2]
     }
+    /// Width.
     pub fn w(&self) -> usize {
         self.shape[3]
     }
@@ -73,6 +78,7 @@ impl Tensor {
     }
 
     #[inline]
+    /// The value at `(n, c, y, x)`.
     pub fn at(&self, n: usize, c: usize, y: usize, x: usize) -> f32 {
         self.data[self.index(n, c, y, x)]
     }

@@ -25,14 +25,18 @@ pub const META_EPOCH: &str = "wbs.epoch";
 /// One named float32 tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {
+    /// Shape in PyTorch order.
     pub shape: Vec<usize>,
+    /// The values, row-major.
     pub data: Vec<f32>,
 }
 
 /// Named float32 tensors plus string metadata: the in-memory form of a weights file.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Weights {
+    /// The tensors by state-dict name.
     pub tensors: BTreeMap<String, Param>,
+    /// String metadata (safetensors `__metadata__`).
     pub metadata: BTreeMap<String, String>,
     /// Where the weights came from (a path or a description), used to prefix error messages.
     pub source: String,
@@ -60,10 +64,12 @@ impl Weights {
         self.tensors.insert(name.into(), Param { shape, data });
     }
 
+    /// The tensor `name`, if present.
     pub fn get(&self, name: &str) -> Option<&Param> {
         self.tensors.get(name)
     }
 
+    /// The tensors' names, in sorted order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }
@@ -274,13 +280,19 @@ fn from_checkpoint(bytes: &[u8], source: &str) -> Result<(Weights, pth::Checkpoi
 /// What [`import_pth`] did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImportReport {
+    /// The network the weights were checked against.
     pub kind: NetworkKind,
+    /// The `.pth` file read.
     pub input: PathBuf,
+    /// The `.safetensors` file written.
     pub output: PathBuf,
     /// `"legacy torch (< 1.6)"` or `"zip torch (>= 1.6)"`.
     pub source_format: String,
+    /// Tensors written.
     pub tensors: usize,
+    /// Values written, over all tensors.
     pub values: usize,
+    /// The checkpoint's epoch, when it records one.
     pub epoch: Option<i64>,
     /// Entries that were present but are not weights (`num_batches_tracked`).
     pub skipped: Vec<String>,
@@ -353,8 +365,11 @@ pub fn import_pth(input: &Path, output: &Path, kind: Option<NetworkKind>) -> Res
 /// Summary statistics of a tensor's values.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TensorStats {
+    /// Smallest value.
     pub min: f32,
+    /// Largest value.
     pub max: f32,
+    /// Mean value.
     pub mean: f32,
     /// Population standard deviation.
     pub std: f32,
@@ -380,10 +395,13 @@ impl TensorStats {
 /// One line of `wbs weights inspect`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorInfo {
+    /// State-dict name.
     pub name: String,
+    /// Shape in PyTorch order.
     pub shape: Vec<usize>,
     /// `"float32"`, `"int64"`, ...
     pub dtype: String,
+    /// Number of values.
     pub count: usize,
     /// For float32 tensors.
     pub stats: Option<TensorStats>,
@@ -394,9 +412,11 @@ pub struct TensorInfo {
 pub struct Inspection {
     /// `"safetensors"`, `"legacy torch (< 1.6)"` or `"zip torch (>= 1.6)"`.
     pub format: String,
+    /// String metadata (safetensors `__metadata__`, or the checkpoint's epoch).
     pub metadata: BTreeMap<String, String>,
     /// The network the tensors fit, if any.
     pub model: Option<NetworkKind>,
+    /// The tensors, names in natural order.
     pub tensors: Vec<TensorInfo>,
 }
 

@@ -18,7 +18,8 @@ pub use crate::nn::ops::sgd::{linear_decay, recipe_lr, Sgd};
 pub use crate::nn::ops::spatial_transformer::{Affine, WarpSize};
 pub use chain::affnet::TrainAffNet;
 pub use chain::bench::{
-    bench_report, bench_step, recipe_frames, synthetic_pairs, SyntheticBatch, TrainBench,
+    bench_report, bench_step, bench_step_on, recipe_frames, synthetic_pairs, SyntheticBatch,
+    TrainBench,
 };
 pub use chain::hardnet::FrozenHardNet;
 pub use chain::{Descriptor, PairBatch, StepStats, StepTimes, TrainChain};

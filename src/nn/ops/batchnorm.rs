@@ -32,9 +32,13 @@ pub const BATCHNORM_MOMENTUM: f32 = 0.1;
 /// A batch-norm layer's state: running statistics and constants.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchNorm {
+    /// Per-channel running mean.
     pub running_mean: Vec<f32>,
+    /// Per-channel running (unbiased) variance.
     pub running_var: Vec<f32>,
+    /// Added to the variance before the square root.
     pub eps: f32,
+    /// Weight of the batch statistic in the running-statistics update (PyTorch's momentum).
     pub momentum: f32,
 }
 
@@ -66,6 +70,7 @@ impl BatchNorm {
         }
     }
 
+    /// The number of channels normalised.
     pub fn channels(&self) -> usize {
         self.running_mean.len()
     }
@@ -140,6 +145,7 @@ pub struct Moments {
 }
 
 impl Moments {
+    /// Empty moments of `c` channels.
     pub fn new(c: usize) -> Self {
         Moments {
             count: 0,

@@ -34,10 +34,15 @@ const MAP_BUDGET: usize = 1 << 16;
 /// The geometry of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
+    /// Input channels.
     pub cin: usize,
+    /// Output channels.
     pub cout: usize,
+    /// Kernel size (`k × k`).
     pub k: usize,
+    /// Stride in both directions.
     pub stride: usize,
+    /// Zero padding on every side.
     pub padding: usize,
 }
 
@@ -101,9 +106,13 @@ impl ConvShape {
 /// A convolution's input: `n` NHWC items of `h × w × cin`.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvInput<'a> {
+    /// The `n × h × w × cin` values.
     pub data: &'a [f32],
+    /// Items.
     pub n: usize,
+    /// Item height.
     pub h: usize,
+    /// Item width.
     pub w: usize,
     /// What is read: `map(x)` (the previous layer's fused batch norm and ReLU).
     pub map: InputMap<'a>,

@@ -60,7 +60,9 @@ pub struct LossWorkspace {
 /// Where the gradients go; `None` skips one. Both are overwritten.
 #[derive(Debug, Default)]
 pub struct LossGrads<'a> {
+    /// `dL/d(anchors)`, `N × dim`.
     pub anchor: Option<&'a mut [f32]>,
+    /// `dL/d(positives)`, `N × dim`.
     pub positive: Option<&'a mut [f32]>,
 }
 

@@ -16,15 +16,20 @@ use rayon::prelude::*;
 /// SGD with momentum, dampening and weight decay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sgd {
+    /// Learning rate.
     pub lr: f32,
+    /// Momentum factor (0: none).
     pub momentum: f32,
+    /// Dampening of the gradient in the momentum update.
     pub dampening: f32,
+    /// L2 weight decay added to the gradient.
     pub weight_decay: f32,
     /// The momentum buffer; `None` before the first step (PyTorch's lazily created state).
     buffer: Option<Vec<f32>>,
 }
 
 impl Sgd {
+    /// SGD with these settings and no momentum buffer yet.
     pub fn new(lr: f32, momentum: f32, dampening: f32, weight_decay: f32) -> Self {
         Sgd {
             lr,

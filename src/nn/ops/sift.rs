@@ -109,6 +109,7 @@ impl DiffSift {
         DiffSift { size, mask, bins }
     }
 
+    /// The side of the patches it describes.
     pub fn patch_size(&self) -> usize {
         self.size
     }

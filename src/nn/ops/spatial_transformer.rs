@@ -37,9 +37,13 @@ pub const IDENTITY: Affine = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
 /// Source and output sizes of a batched warp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WarpSize {
+    /// Source height.
     pub in_h: usize,
+    /// Source width.
     pub in_w: usize,
+    /// Output height.
     pub out_h: usize,
+    /// Output width.
     pub out_w: usize,
 }
 

@@ -10,6 +10,7 @@ use crate::Result;
 
 /// Orthogonal-init gain and bias of ducha-aiki/affnet's `weights_init`.
 pub const INIT_GAIN: f32 = 0.8;
+/// See [`INIT_GAIN`].
 pub const INIT_BIAS: f32 = 0.01;
 
 /// AffNet with trainable weights. Inputs are 32×32 patches, outputs the raw `(y0, y1, y2)`.
@@ -49,22 +50,27 @@ impl TrainAffNet {
         Ok(nn::AffNet::from_weights(&self.to_weights())?.with_input_eps(self.net.input_eps))
     }
 
+    /// The network (training-mode forward and backward, running statistics).
     pub fn network(&self) -> &Network {
         &self.net
     }
 
+    /// The network, to change its parameters or running statistics.
     pub fn network_mut(&mut self) -> &mut Network {
         &mut self.net
     }
 
+    /// Every parameter, in state-dict order (PyTorch layouts).
     pub fn params(&self) -> &[f32] {
         self.net.params()
     }
 
+    /// The parameters, for an optimiser step.
     pub fn params_mut(&mut self) -> &mut [f32] {
         self.net.params_mut()
     }
 
+    /// The parameters' names, shapes and offsets.
     pub fn param_specs(&self) -> &[ParamSpec] {
         self.net.param_specs()
     }

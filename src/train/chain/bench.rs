@@ -4,13 +4,17 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::nn::backend::Backend;
 use crate::nn::ops::loss::LossKind;
 use crate::nn::ops::sgd::Sgd;
 use crate::nn::ops::spatial_transformer::{warp_forward, Affine, WarpSize};
+use crate::nn::process_cpu_seconds;
 use crate::nn::rng::Rng;
 use crate::train::chain::affnet::TrainAffNet;
-use crate::train::chain::{Descriptor, PairBatch, StepTimes, TrainChain};
+use crate::train::chain::on_backend::BackendTrainChain;
+use crate::train::chain::{Descriptor, PairBatch, StepStats, StepTimes, TrainChain};
 use crate::train::data::augment::{max_tilt_for_epoch, random_frame, rotation, tilt_shape};
+use crate::Result;
 
 /// A smooth random texture of `size × size` (a few Gaussian blobs and sinusoids, values 0..1):
 /// structured enough for SIFT, cheap to make.
@@ -91,13 +95,18 @@ pub fn synthetic_pairs(n: usize, size: usize, max_tilt: f64, seed: u64) -> (Vec<
 /// A batch for tests and checks: `n` synthetic pairs of 64×64 sources (tilt up to 2) with
 /// recipe frames (tilt up to 2, scale 0.5), all from `seed`.
 pub struct SyntheticBatch {
+    /// `N` anchor sources, 64×64 each.
     pub anchors: Vec<f32>,
+    /// `N` positive sources, 64×64 each.
     pub positives: Vec<f32>,
+    /// The anchors' augmentation frames.
     pub anchor_frames: Vec<Affine>,
+    /// The positives' augmentation frames.
     pub positive_frames: Vec<Affine>,
 }
 
 impl SyntheticBatch {
+    /// `n` pairs, everything drawn from `seed`.
     pub fn new(n: usize, seed: u64) -> Self {
         let (anchors, positives) = synthetic_pairs(n, 64, 2.0, seed);
         let (anchor_frames, positive_frames) = recipe_frames(n, 2.0, 0.5, &mut Rng::new(seed + 1));
@@ -109,6 +118,7 @@ impl SyntheticBatch {
         }
     }
 
+    /// The batch as the chains take it.
     pub fn batch(&self) -> PairBatch<'_> {
         PairBatch {
             anchors: &self.anchors,
@@ -141,17 +151,22 @@ pub fn recipe_frames(
 /// Measured training throughput.
 #[derive(Clone, Debug)]
 pub struct TrainBench {
+    /// Pairs per step.
     pub batch: usize,
+    /// Threads of the rayon pool.
     pub threads: usize,
+    /// `sift` or `hardnet`.
     pub descriptor: &'static str,
     /// Best wall-clock time of one step (forward, backward and SGD update).
     pub seconds: f64,
+    /// `batch / seconds`.
     pub pairs_per_second: f64,
     /// Pairs per CPU-second summed over threads, from the step with the least CPU time (Linux):
     /// stays meaningful when other processes share the cores.
     pub pairs_per_cpu_second: Option<f64>,
     /// Stage times of the best step.
     pub times: StepTimes,
+    /// Steps timed (after one warm-up step).
     pub steps: usize,
 }
 
@@ -188,24 +203,48 @@ impl fmt::Display for TrainBench {
     }
 }
 
-/// CPU time of this process so far (Linux `/proc/self/task/*/schedstat`).
-fn process_cpu_seconds() -> Option<f64> {
-    let mut ns: u64 = 0;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(ns as f64 * 1e-9)
-}
-
 /// Times training steps (chain forward + backward + SGD) at `batch` pairs of 64×64 synthetic
 /// patches with the recipe's augmentation: one warm-up step, then at least 3 steps and
 /// `min_time`.
 pub fn bench_step(batch: usize, descriptor: Descriptor, min_time: Duration) -> TrainBench {
-    let name = match descriptor {
+    let name = descriptor_name(&descriptor);
+    let mut chain = TrainChain::new(descriptor, LossKind::HardNegC);
+    let step = |model: &mut TrainAffNet, b: &PairBatch, seed: u64, grads: &mut [f32]| {
+        Ok(chain.step(model, b, seed, grads))
+    };
+    time_steps(batch, name, min_time, step).expect("the CPU chain does not fail")
+}
+
+/// [`bench_step`] with the chain over backend `b` (`train::chain::on_backend`): the same steps,
+/// for comparing the two chains, or the backends.
+pub fn bench_step_on<B: Backend>(
+    b: &B,
+    batch: usize,
+    descriptor: Descriptor,
+    min_time: Duration,
+) -> Result<TrainBench> {
+    let name = descriptor_name(&descriptor);
+    let mut chain = BackendTrainChain::new(&TrainChain::new(descriptor, LossKind::HardNegC))?;
+    let step = |model: &mut TrainAffNet, batch: &PairBatch, seed: u64, grads: &mut [f32]| {
+        chain.step(b, model, batch, seed, grads)
+    };
+    time_steps(batch, name, min_time, step)
+}
+
+fn descriptor_name(descriptor: &Descriptor) -> &'static str {
+    match descriptor {
         Descriptor::Sift(_) => "sift",
         Descriptor::HardNet(_) => "hardnet",
-    };
+    }
+}
+
+/// The timing loop of [`bench_step`] around `step`, a chain's step.
+fn time_steps(
+    batch: usize,
+    name: &'static str,
+    min_time: Duration,
+    mut step: impl FnMut(&mut TrainAffNet, &PairBatch, u64, &mut [f32]) -> Result<StepStats>,
+) -> Result<TrainBench> {
     // Few distinct textures, repeated: generating textures is not what is measured.
     let distinct = batch.min(64);
     let (a, p) = synthetic_pairs(distinct, 64, 2.0, 1);
@@ -213,10 +252,9 @@ pub fn bench_step(batch: usize, descriptor: Descriptor, min_time: Duration) -> T
     let positives: Vec<f32> = p.iter().cycle().take(batch * 4096).copied().collect();
     let mut rng = Rng::new(2);
     let mut model = TrainAffNet::new(3);
-    let mut chain = TrainChain::new(descriptor, LossKind::HardNegC);
     let mut sgd = Sgd::affnet_recipe();
     let mut grads = vec![0.0; model.params().len()];
-    let mut run = |step: u64| {
+    let mut run = |seed: u64| -> Result<_> {
         let (fa, fp) = recipe_frames(batch, max_tilt_for_epoch(0), 0.5, &mut rng);
         let b = PairBatch {
             anchors: &anchors,
@@ -227,20 +265,20 @@ pub fn bench_step(batch: usize, descriptor: Descriptor, min_time: Duration) -> T
         };
         let (t, cpu) = (Instant::now(), process_cpu_seconds());
         grads.fill(0.0);
-        let stats = chain.step(&mut model, &b, step, &mut grads);
+        let stats = step(&mut model, &b, seed, &mut grads)?;
         sgd.step(model.params_mut(), &grads);
         let cpu = match (cpu, process_cpu_seconds()) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         };
-        (t.elapsed().as_secs_f64(), cpu, stats.times)
+        Ok((t.elapsed().as_secs_f64(), cpu, stats.times))
     };
-    run(0);
+    run(0)?;
     let start = Instant::now();
     let (mut best, mut best_cpu, mut best_times, mut steps) =
         (f64::INFINITY, f64::INFINITY, StepTimes::default(), 0);
     while steps < 3 || start.elapsed() < min_time {
-        let (t, cpu, times) = run(steps as u64 + 1);
+        let (t, cpu, times) = run(steps as u64 + 1)?;
         if t < best {
             best = t;
             best_times = times;
@@ -250,7 +288,7 @@ pub fn bench_step(batch: usize, descriptor: Descriptor, min_time: Duration) -> T
         }
         steps += 1;
     }
-    TrainBench {
+    Ok(TrainBench {
         batch,
         threads: rayon::current_num_threads(),
         descriptor: name,
@@ -260,7 +298,7 @@ pub fn bench_step(batch: usize, descriptor: Descriptor, min_time: Duration) -> T
             .then(|| batch as f64 / best_cpu),
         times: best_times,
         steps,
-    }
+    })
 }
 
 /// Training throughput at batch 1,024 with the default chain (differentiable SIFT, HardNegC),

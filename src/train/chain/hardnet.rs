@@ -38,10 +38,12 @@ impl FrozenHardNet {
         Ok(FrozenHardNet { net })
     }
 
+    /// The network (training mode, running statistics frozen).
     pub fn network(&self) -> &Network {
         &self.net
     }
 
+    /// The network, to change its settings.
     pub fn network_mut(&mut self) -> &mut Network {
         &mut self.net
     }

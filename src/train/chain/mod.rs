@@ -43,9 +43,9 @@
 
 pub mod affnet;
 pub(crate) mod bench;
-#[cfg(feature = "cuda")]
-pub mod device;
 pub mod hardnet;
+pub mod on_backend;
+pub mod parity;
 pub mod regions;
 pub mod shape;
 
@@ -62,14 +62,14 @@ use crate::train::chain::hardnet::{FrozenHardNet, HardNetCache};
 use crate::train::chain::regions::{RegionStage, RegionStats, RegionTerms};
 
 /// The training-mode seed of AffNet's pass on side `k` (0 anchors, 1 positives) of a step with
-/// `seed`: the dropout masks derive from it (`Network::dropout_seed`). Shared with the device
-/// chain so that both drop the same values.
+/// `seed`: the dropout masks derive from it (`Network::dropout_seed`). Shared with the chain over
+/// a backend (`on_backend`) so that both drop the same values.
 pub(crate) fn affnet_side_seed(seed: u64, k: usize) -> u64 {
     mix64(seed ^ (0x100 + k as u64))
 }
 
 /// The training-mode seed of the descriptor's pass on side `k` of a step with `seed` (HardNet's
-/// dropout masks; SIFT has none). Shared with the device chain.
+/// dropout masks; SIFT has none). Shared with the chain over a backend.
 pub(crate) fn descriptor_side_seed(seed: u64, k: usize) -> u64 {
     mix64(seed ^ (0x200 + k as u64))
 }
@@ -85,14 +85,17 @@ pub enum Descriptor {
 }
 
 impl Descriptor {
+    /// The differentiable SIFT on 32×32 patches.
     pub fn sift() -> Self {
         Descriptor::Sift(DiffSift::new(PATCH_SIZE))
     }
 
+    /// A frozen HardNet.
     pub fn hardnet(net: FrozenHardNet) -> Self {
         Descriptor::HardNet(Box::new(net))
     }
 
+    /// Values per descriptor (128 for either).
     pub fn dim(&self) -> usize {
         match self {
             Descriptor::Sift(_) => SIFT_DIM,
@@ -106,20 +109,24 @@ impl Descriptor {
 pub struct PairBatch<'a> {
     /// `N` source patches of `source_size²` values (row-major, back to back).
     pub anchors: &'a [f32],
+    /// The positives, as `anchors`: pair `i` is `(anchors[i], positives[i])`.
     pub positives: &'a [f32],
     /// Side of the square source patches (64 for UBC Phototour).
     pub source_size: usize,
     /// Per patch, the augmentation frame on its source (normalised coordinates, see
     /// `spatial_transformer`): the 64×64 warp's map, before the centre crop.
     pub anchor_frames: &'a [Affine],
+    /// The positives' frames, as `anchor_frames`.
     pub positive_frames: &'a [Affine],
 }
 
 impl PairBatch<'_> {
+    /// Pairs in the batch.
     pub fn len(&self) -> usize {
         self.anchor_frames.len()
     }
 
+    /// Whether the batch has no pairs.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -143,17 +150,26 @@ impl PairBatch<'_> {
 /// Wall-clock seconds per stage of the last step, forward and backward summed over both sides.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepTimes {
+    /// The input warp: sources through their augmentation frames to AffNet's 32×32 inputs.
     pub augment: f64,
+    /// AffNet's forward pass.
     pub affnet_forward: f64,
+    /// The region stage and the descriptor-patch warp.
     pub warp_forward: f64,
+    /// The descriptor's forward pass.
     pub descriptor_forward: f64,
+    /// The descriptor loss and its gradients.
     pub loss: f64,
+    /// The descriptor's backward pass.
     pub descriptor_backward: f64,
+    /// The warp's and the region stage's backward passes.
     pub warp_backward: f64,
+    /// AffNet's backward pass.
     pub affnet_backward: f64,
 }
 
 impl StepTimes {
+    /// The sum of the stages.
     pub fn total(&self) -> f64 {
         self.augment
             + self.affnet_forward
@@ -169,6 +185,7 @@ impl StepTimes {
 /// The outcome of one step.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepStats {
+    /// The descriptor loss and its statistics; `loss.loss` includes the shape terms.
     pub loss: LossStats,
     /// Mean of `max(s1/s2, s2/s1)` of the predicted shapes (singular values), a sanity signal:
     /// 1 for circles.
@@ -179,6 +196,7 @@ pub struct StepStats {
     /// Mean singular-value ratio of the regions in their source patches (`θ`'s 2×2 part): how
     /// far from round the network makes what the source shows.
     pub mean_source_anisotropy: f32,
+    /// Where the step's time went.
     pub times: StepTimes,
 }
 
@@ -202,7 +220,9 @@ struct Side {
 /// The training chain with its reusable buffers.
 #[derive(Clone, Debug)]
 pub struct TrainChain {
+    /// What describes the descriptor patches.
     pub descriptor: Descriptor,
+    /// The descriptor loss.
     pub loss: LossKind,
     /// Weight of the elongation penalty (`shape::elongation_penalty`, mean over each side's
     /// patches, added to the loss); 0 is the paper's recipe.
@@ -233,6 +253,7 @@ fn timed<R>(acc: &mut f64, f: impl FnOnce() -> R) -> R {
 }
 
 impl TrainChain {
+    /// A chain with `descriptor` and `loss`, every shape term off (the paper's recipe).
     pub fn new(descriptor: Descriptor, loss: LossKind) -> Self {
         TrainChain {
             descriptor,

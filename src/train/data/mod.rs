@@ -51,14 +51,17 @@ fn data_error(path: &Path, message: impl std::fmt::Display) -> Error {
 }
 
 impl PairSet {
+    /// Pairs in the set.
     pub fn len(&self) -> usize {
         self.pairs.len()
     }
 
+    /// Whether the set has no pairs.
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
 
+    /// Source patches stored (two per pair unless pairs share patches).
     pub fn patch_count(&self) -> usize {
         self.patches.len() / SOURCE_LEN
     }

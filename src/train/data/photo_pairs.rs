@@ -41,6 +41,7 @@ use crate::{Error, Result};
 pub struct PhotoPairParams {
     /// Pairs to make in total (split evenly over the photos).
     pub pairs: usize,
+    /// Seed of every random choice.
     pub seed: u64,
     /// Half-width of the 64×64 patch in measurement-region radii (mrSize·σ).
     pub support: f32,
@@ -74,6 +75,7 @@ impl Default for PhotoPairParams {
 /// The range `--zoom` accepts: below it features shrink under the detector's smallest scale,
 /// above it a view of a large photo takes gigabytes.
 pub const MIN_VIEW_ZOOM: f64 = 0.1;
+/// See [`MIN_VIEW_ZOOM`].
 pub const MAX_VIEW_ZOOM: f64 = 4.0;
 
 /// The anti-aliasing blur of the stored patches, in sampling steps (see the module docs).

@@ -15,6 +15,7 @@ use std::path::Path;
 use crate::nn::{NetworkKind, Weights};
 use crate::{Error, Result};
 
+/// The `kind` metadata of a checkpoint file.
 pub const KIND_CHECKPOINT: &str = "train-checkpoint";
 const MOMENTUM: &str = "sgd.momentum";
 
@@ -23,10 +24,13 @@ const MOMENTUM: &str = "sgd.momentum";
 pub struct Checkpoint {
     /// AffNet's state dict.
     pub weights: Weights,
+    /// The SGD momentum buffer (`None` before the first step).
     pub momentum: Option<Vec<f32>>,
     /// Steps done.
     pub step: u64,
+    /// The epoch of the next step.
     pub epoch: u64,
+    /// The run's seed.
     pub seed: u64,
     /// The run's settings (JSON).
     pub run: String,
@@ -37,6 +41,7 @@ fn bad(path: &Path, message: impl std::fmt::Display) -> Error {
 }
 
 impl Checkpoint {
+    /// Writes the checkpoint to `path` (safetensors, atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut w = self.weights.clone();
         if let Some(m) = &self.momentum {
@@ -64,6 +69,7 @@ impl Checkpoint {
         })
     }
 
+    /// Reads a checkpoint written by [`Checkpoint::save`]; one-line errors for other files.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let mut w = Weights::load(path)?;
         if w.metadata

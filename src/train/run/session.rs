@@ -26,9 +26,13 @@ use crate::train::run::trainer::{RunSettings, Trainer};
 use crate::train::run::validate::{validate, Validation, ValidationPair};
 use crate::{Error, Result};
 
+/// The checkpoint in a run's output folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// The training log (CSV) in a run's output folder.
 pub const LOG_FILE: &str = "log.csv";
+/// The training curves (PNG) in a run's output folder.
 pub const CURVES_FILE: &str = "curves.png";
+/// The final weights in a run's output folder.
 pub const WEIGHTS_FILE: &str = "affnet.safetensors";
 /// The weights of the checkpoint with the most correct validation matches so far (written only
 /// with `--validate`; on a tie the earlier one stays).
@@ -42,23 +46,32 @@ const HEADER: &str = "step,epoch,lr,loss,mean_positive,mean_hardest_negative,mea
 pub struct LogRow {
     /// Steps done when the row was written.
     pub step: u64,
+    /// The epoch of the last step done.
     pub epoch: u64,
+    /// Training means (a training row).
     pub train: Option<TrainMeans>,
+    /// Validation results (a validation row).
     pub validation: Option<Validation>,
 }
 
 /// Means over the steps of one log interval.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TrainMeans {
+    /// Learning rate of the last step.
     pub lr: f32,
+    /// Mean loss.
     pub loss: f64,
+    /// Mean distance of the positive pairs.
     pub mean_positive: f32,
+    /// Mean distance of the hardest negatives.
     pub mean_hardest_negative: f32,
+    /// Mean anisotropy of the predicted shapes.
     pub mean_anisotropy: f32,
     /// Mean singular-value ratio of the regions in their source patches.
     pub mean_source_anisotropy: f32,
     /// Mean geometric disagreement (0 when the term is off).
     pub mean_geom: f32,
+    /// Training throughput over the interval.
     pub pairs_per_s: f64,
 }
 
@@ -144,6 +157,7 @@ pub fn read_log(path: &Path) -> Result<Vec<LogRow>> {
 /// How a session runs.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
+    /// The run's output folder (checkpoint, log, curves, weights).
     pub out: PathBuf,
     /// Continue from `out/checkpoint.safetensors`.
     pub resume: bool,
@@ -151,6 +165,7 @@ pub struct SessionOptions {
     pub checkpoint_every: u64,
     /// Steps per log row.
     pub log_every: u64,
+    /// The pair validated at each checkpoint, if any.
     pub validation: Option<ValidationPair>,
     /// Stop (with a checkpoint) after this many steps of this session; resume later.
     pub stop_after: Option<u64>,
@@ -163,24 +178,35 @@ pub struct SessionOptions {
 pub enum Event {
     /// The run starts or resumes at `step` of `total`.
     Started {
+        /// Steps already done.
         step: u64,
+        /// Steps in the whole run.
         total: u64,
     },
     /// A step finished.
     Step {
+        /// The step number (0-based).
         step: u64,
+        /// Its loss.
         loss: f64,
+        /// Its learning rate.
         lr: f32,
     },
+    /// A row was written to `log.csv`.
     Logged(LogRow),
+    /// A checkpoint was written.
     Checkpointed {
+        /// Steps done.
         step: u64,
     },
     /// The session stopped before the end (`stop_after`).
     Paused {
+        /// Steps done.
         step: u64,
     },
+    /// The run finished and wrote its weights.
     Finished {
+        /// The final weights file.
         weights: PathBuf,
     },
 }

@@ -38,7 +38,9 @@ pub struct RunSettings {
     pub sources: Vec<String>,
     /// Pairs per epoch (the recipe's `--n-pairs`).
     pub pairs_per_epoch: u64,
+    /// Epochs to train.
     pub epochs: u64,
+    /// Pairs per step.
     pub batch: usize,
     /// `hardnegc`, `hardneg` or `posdist`.
     pub loss: String,
@@ -46,6 +48,7 @@ pub struct RunSettings {
     pub descriptor: String,
     /// Initial learning rate (f64 so that the JSON shows what was typed).
     pub lr: f64,
+    /// Seed of every random choice: the initial weights, batches, augmentation, dropout.
     pub seed: u64,
     /// The same random transpose and flip on both patches of a pair.
     pub fliprot: bool,
@@ -85,14 +88,17 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
+    /// Steps per epoch (at least 1).
     pub fn steps_per_epoch(&self) -> u64 {
         self.pairs_per_epoch.div_ceil(self.batch as u64).max(1)
     }
 
+    /// Steps in the whole run.
     pub fn total_steps(&self) -> u64 {
         self.steps_per_epoch() * self.epochs
     }
 
+    /// The loss, parsed from `loss` (one-line error for an unknown name).
     pub fn loss_kind(&self) -> Result<LossKind> {
         self.loss.parse()
     }
@@ -134,14 +140,19 @@ impl RunSettings {
 pub struct StepReport {
     /// The step number (0-based) that was run.
     pub step: u64,
+    /// Its epoch.
     pub epoch: u64,
+    /// Its learning rate.
     pub lr: f32,
+    /// The augmentation's largest tilt at this epoch.
     pub max_tilt: f64,
+    /// The chain's statistics and stage times.
     pub stats: StepStats,
 }
 
 /// A training run in memory.
 pub struct Trainer {
+    /// The run's settings (saved in checkpoints).
     pub settings: RunSettings,
     data: PairSet,
     model: TrainAffNet,
@@ -158,7 +169,7 @@ pub struct Trainer {
     #[cfg(feature = "cuda")]
     device: Option<(
         crate::gpu::Gpu,
-        crate::train::chain::device::DeviceTrainChain,
+        crate::train::chain::on_backend::BackendTrainChain<crate::gpu::ops::Buf>,
     )>,
 }
 
@@ -292,10 +303,12 @@ impl Trainer {
         self.step
     }
 
+    /// Steps in the whole run.
     pub fn total_steps(&self) -> u64 {
         self.settings.total_steps()
     }
 
+    /// Whether every step is done.
     pub fn finished(&self) -> bool {
         self.step >= self.total_steps()
     }
@@ -310,10 +323,12 @@ impl Trainer {
         self.step.saturating_sub(1) / self.settings.steps_per_epoch()
     }
 
+    /// The model being trained.
     pub fn model(&self) -> &TrainAffNet {
         &self.model
     }
 
+    /// The training pairs.
     pub fn data(&self) -> &PairSet {
         &self.data
     }
@@ -415,7 +430,8 @@ impl Trainer {
         #[cfg(feature = "cuda")]
         let stats = match self.device.as_mut() {
             Some((gpu, chain)) => {
-                chain.step(gpu, &mut self.model, &batch, seed, &mut self.grads)?
+                let cuda = crate::gpu::backend::Cuda::new(gpu);
+                chain.step(&cuda, &mut self.model, &batch, seed, &mut self.grads)?
             }
             None => self
                 .chain
@@ -438,12 +454,13 @@ impl Trainer {
         })
     }
 
-    /// Runs the steps on `gpu` from now on (`train::chain::device`: the same numbers as the CPU
-    /// chain up to f32 summation order; optimiser, checkpoints and validation stay on the host).
-    /// A one-line error for a descriptor network the device chain does not run.
+    /// Runs the steps on `gpu` from now on (`train::chain::on_backend` on the CUDA backend: the
+    /// same numbers as the CPU chain up to f32 summation order; optimiser, checkpoints and
+    /// validation stay on the host). A one-line error for a descriptor network the backend chain
+    /// does not run.
     #[cfg(feature = "cuda")]
     pub fn use_gpu(&mut self, gpu: crate::gpu::Gpu) -> Result<()> {
-        let chain = crate::train::chain::device::DeviceTrainChain::new(&self.chain)?;
+        let chain = crate::train::chain::on_backend::BackendTrainChain::new(&self.chain)?;
         self.device = Some((gpu, chain));
         Ok(())
     }

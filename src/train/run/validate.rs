@@ -26,10 +26,15 @@ pub const CORRECT_PX: f64 = 6.0;
 /// A validation pair: two images and the homography image 1 → image 2.
 #[derive(Clone, Debug)]
 pub struct ValidationPair {
+    /// Image 1.
     pub image1: GrayImage,
+    /// Image 2.
     pub image2: GrayImage,
+    /// The homography image 1 → image 2.
     pub h: Matrix3<f64>,
+    /// Its inverse.
     pub h_inv: Matrix3<f64>,
+    /// The files it was loaded from (image 1, image 2, homography).
     pub files: [PathBuf; 3],
 }
 
@@ -57,6 +62,7 @@ impl ValidationPair {
 /// The outcome of one validation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
+    /// Tentative correspondences of the match.
     pub tentatives: usize,
     /// Tentatives within [`CORRECT_PX`] of the ground truth.
     pub correct: usize,
