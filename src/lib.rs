@@ -74,6 +74,7 @@ pub mod laf;
 pub mod matcher;
 pub mod matching;
 pub mod math;
+pub mod mods;
 pub mod networks;
 #[allow(missing_docs)] // still to document: see the note above
 pub mod nn;
@@ -84,6 +85,7 @@ pub mod pipeline;
 pub mod plot;
 pub mod protocol;
 pub mod pyramid;
+pub mod schedule;
 pub mod shape;
 pub mod simd;
 pub mod synth;

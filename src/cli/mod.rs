@@ -128,6 +128,18 @@ pub struct FeatureArgs {
     /// pass, the paper's). More inliers, `N` times AffNet's time (docs/affnet.md).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub affnet_turns: u8,
+    /// MODS schedule for --method mods/modsnet: a built-in name (cviu, wxbs) or a JSON file
+    /// (format: docs/mods.md). Default: cviu.
+    #[arg(long, value_name = "NAME|FILE", value_parser = parse_schedule)]
+    pub schedule: Option<crate::schedule::Schedule>,
+    /// The LAF check after verification (MODS; on for mods/modsnet through their schedule).
+    #[arg(long)]
+    pub laf_check: bool,
+}
+
+/// `--schedule`: a built-in schedule or a JSON file, read and checked while parsing the flags.
+fn parse_schedule(spec: &str) -> std::result::Result<crate::schedule::Schedule, String> {
+    crate::schedule::Schedule::load(spec).map_err(|e| e.to_string())
 }
 
 impl FeatureArgs {
@@ -162,6 +174,12 @@ impl FeatureArgs {
         config.weights.hardnet = self.hardnet_weights.clone();
         config.affnet_turns = self.affnet_turns as usize;
         config.device = self.device;
+        if let Some(schedule) = &self.schedule {
+            config.schedule = Some(schedule.clone());
+        }
+        if self.laf_check {
+            config.laf_check = Some(crate::geometry::LafCheck::default());
+        }
         config
     }
 }
