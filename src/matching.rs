@@ -481,6 +481,87 @@ mod tests {
         assert!(fginn(&nn, &pos, 0.8, 2.0).is_empty());
     }
 
+    /// FGINN by brute force: every distance, sorted, walked as reference §4.2 says.
+    fn fginn_brute_force(
+        q: &[f32],
+        d: &[f32],
+        dim: usize,
+        k: usize,
+        pos: &[[f32; 2]],
+        r: f32,
+        far: f32,
+    ) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (i, qr) in q.chunks_exact(dim).enumerate() {
+            let mut all: Vec<(f32, usize)> = d
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(j, dr)| {
+                    let d2: f32 = qr.iter().zip(dr).map(|(a, b)| (a - b).powi(2)).sum();
+                    (d2.sqrt(), j)
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (d0, j0) = all[0];
+            for &(dj, j) in all.iter().take(k).skip(1) {
+                if d0 / dj <= r {
+                    out.push((i, j0));
+                    break;
+                }
+                let (a, b) = (pos[j], pos[j0]);
+                if (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) > far * far {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fginn_equals_brute_force_on_regions_seen_in_several_views() {
+        // 60 regions in image 2, each seen in 1–4 "views": copies of one descriptor with small
+        // noise at nearly the same position; 40 queries near some of them, and 10 random ones.
+        let dim = 16;
+        let base = random_unit_rows(60, dim, 11);
+        let noise = random_unit_rows(400, dim, 12);
+        let (mut d, mut pos) = (Vec::new(), Vec::new());
+        let mut n = 0;
+        for (r, row) in base.chunks_exact(dim).enumerate() {
+            for copy in 0..(1 + r % 4) {
+                let e = &noise[n * dim..(n + 1) * dim];
+                d.extend(row.iter().zip(e).map(|(a, b)| a + 0.05 * b));
+                pos.push([(r * 37 % 500) as f32 + copy as f32, (r * 91 % 400) as f32]);
+                n += 1;
+            }
+        }
+        let mut q = Vec::new();
+        for r in 0..40 {
+            let e = &noise[(n + r) * dim..(n + r + 1) * dim];
+            q.extend(
+                base[r * dim..(r + 1) * dim]
+                    .iter()
+                    .zip(e)
+                    .map(|(a, b)| a + 0.2 * b),
+            );
+        }
+        q.extend(random_unit_rows(10, dim, 13));
+        for (k, ratio, far) in [(50, 0.8, 10.0), (5, 0.9, 2.0), (3, 0.8, 100.0)] {
+            let nn = k_nearest(&q, &d, dim, k);
+            let mut got: Vec<(usize, usize)> = fginn(&nn, &pos, ratio, far)
+                .iter()
+                .map(|t| (t.query, t.train))
+                .collect();
+            got.sort();
+            let want = fginn_brute_force(&q, &d, dim, k, &pos, ratio, far);
+            assert_eq!(got, want, "k {k}, ratio {ratio}, contradiction {far}");
+            // Views of one region are not rivals: FGINN accepts more than the plain ratio test.
+            if k == 50 {
+                let plain = ratio_test(&two_nearest(&q, &d, dim), ratio).len();
+                assert!(got.len() > plain, "FGINN {} vs 2-NN {plain}", got.len());
+            }
+        }
+    }
+
     #[test]
     fn single_database_row_has_no_second_neighbour_and_fails_the_ratio_test() {
         let q = random_unit_rows(3, 16, 3);

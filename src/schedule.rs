@@ -225,7 +225,12 @@ impl Schedule {
             return Ok(s);
         }
         let path = Path::new(spec);
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(format!(
+                "--schedule {spec}: neither a built-in schedule ({}) nor a readable file ({e})",
+                Schedule::BUILTIN.join(", ")
+            ))
+        })?;
         Schedule::from_json(&text).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
     }
 

@@ -130,21 +130,18 @@ pub struct FeatureArgs {
     pub affnet_turns: u8,
     /// MODS schedule for --method mods/modsnet: a built-in name (cviu, wxbs) or a JSON file
     /// (format: docs/mods.md). Default: cviu.
-    #[arg(long, value_name = "NAME|FILE", value_parser = parse_schedule)]
-    pub schedule: Option<crate::schedule::Schedule>,
+    #[arg(long, value_name = "NAME|FILE")]
+    pub schedule: Option<String>,
     /// The LAF check after verification (MODS; on for mods/modsnet through their schedule).
     #[arg(long)]
     pub laf_check: bool,
 }
 
-/// `--schedule`: a built-in schedule or a JSON file, read and checked while parsing the flags.
-fn parse_schedule(spec: &str) -> std::result::Result<crate::schedule::Schedule, String> {
-    crate::schedule::Schedule::load(spec).map_err(|e| e.to_string())
-}
-
 impl FeatureArgs {
-    /// The pipeline configuration these flags describe (verification settings at defaults).
-    pub fn config(&self) -> Config {
+    /// The pipeline configuration these flags describe (verification settings at defaults);
+    /// fails with a one-line message when `--schedule` names neither a built-in schedule nor a
+    /// readable, valid schedule file, or is given with a method that runs no schedule.
+    pub fn config(&self) -> Result<Config> {
         let mut config = Config::preset(self.method);
         let adaptive = match self.detector {
             Some(DetectorChoice::Adaptive) => true,
@@ -174,13 +171,19 @@ impl FeatureArgs {
         config.weights.hardnet = self.hardnet_weights.clone();
         config.affnet_turns = self.affnet_turns as usize;
         config.device = self.device;
-        if let Some(schedule) = &self.schedule {
-            config.schedule = Some(schedule.clone());
+        if let Some(spec) = &self.schedule {
+            if !self.method.is_mods() {
+                return Err(crate::Error::invalid(format!(
+                    "--schedule needs --method mods or modsnet, not {}",
+                    self.method
+                )));
+            }
+            config.schedule = Some(crate::schedule::Schedule::load(spec)?);
         }
         if self.laf_check {
             config.laf_check = Some(crate::geometry::LafCheck::default());
         }
-        config
+        Ok(config)
     }
 }
 

@@ -331,15 +331,30 @@ mod tests {
         let networks = Networks::place(Models::none(), &ResolvedDevice::cpu()).unwrap();
         let config = Config::preset(Method::Mods);
         let image = blob_image();
-        for spec in [
-            ViewSpec {
-                tilt: 4.0,
-                phi_deg: 30.0,
-            },
-            ViewSpec {
-                tilt: 2.0,
-                phi_deg: 120.0,
-            },
+        // The last case is a small image upsampled 2× before the view is made: the regions
+        // still come back in the image's own pixels.
+        for (spec, zoom) in [
+            (
+                ViewSpec {
+                    tilt: 4.0,
+                    phi_deg: 30.0,
+                },
+                1.0,
+            ),
+            (
+                ViewSpec {
+                    tilt: 2.0,
+                    phi_deg: 120.0,
+                },
+                1.0,
+            ),
+            (
+                ViewSpec {
+                    tilt: 2.0,
+                    phi_deg: 45.0,
+                },
+                2.0,
+            ),
         ] {
             let job = Job {
                 image: 0,
@@ -347,7 +362,7 @@ mod tests {
                 spec,
                 init_sigma: 1.6,
             };
-            let view = make_view(&image, 1.0, &job, &config, &networks).unwrap();
+            let view = make_view(&image, zoom, &job, &config, &networks).unwrap();
             let best = view
                 .described
                 .features
