@@ -113,9 +113,20 @@ impl Matcher {
     }
 
     /// Matches two loaded images. Both images' stages run in parallel where the device allows
-    /// (the CPU); the report's time of a stage is its wall time over both images.
+    /// (the CPU); the report's time of a stage is its wall time over both images. With a MODS
+    /// schedule in the settings, the schedule runs ([`crate::mods`]): the report's `mods` says
+    /// what each step did.
     pub fn match_images(&self, image1: &GrayImage, image2: &GrayImage) -> Result<MatchReport> {
         let start = Instant::now();
+        if let Some(schedule) = &self.config.schedule {
+            return crate::mods::match_images(
+                image1,
+                image2,
+                &self.config,
+                schedule,
+                &self.networks,
+            );
+        }
         let parallel = self.networks.runs_images_in_parallel();
         let (f1, f2) = if parallel {
             rayon::join(

@@ -42,34 +42,92 @@ pub struct Tentative {
 /// Exact two nearest neighbours of each query (row-major `dim`-vectors) in the database. Panics
 /// when `dim` is 0 or does not divide both lengths.
 pub fn two_nearest(queries: &[f32], database: &[f32], dim: usize) -> TwoNearest {
+    let rows = blocked_scan(
+        queries,
+        database,
+        dim,
+        || (f32::INFINITY, f32::INFINITY, u32::MAX),
+        |best, scores, offset| scan_two_smallest(scores, offset, best),
+    );
+    let mut result: TwoNearest = TwoNearest::default();
+    for ((s1, s2, index), qn) in rows {
+        result.nearest.push(index);
+        result.d1.push(distance(qn, s1));
+        result.d2.push(distance(qn, s2));
+    }
+    result
+}
+
+/// The `k` nearest database rows of every query row, nearest first: `indices[i·k + j]` is the
+/// j-th neighbour of query i (u32::MAX past the end of the database) and `distances` its L2
+/// distance (infinite past the end).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KNearest {
+    /// Neighbours per query.
+    pub k: usize,
+    /// Database row indices, `k` per query.
+    pub indices: Vec<u32>,
+    /// L2 distances, `k` per query, ascending.
+    pub distances: Vec<f32>,
+}
+
+/// Exact `k` nearest neighbours of each query, by the same blocked search as [`two_nearest`].
+/// Panics when `dim` is 0 or does not divide both lengths.
+pub fn k_nearest(queries: &[f32], database: &[f32], dim: usize, k: usize) -> KNearest {
+    let k = k.max(1);
+    let rows = blocked_scan(
+        queries,
+        database,
+        dim,
+        || Vec::<(f32, u32)>::with_capacity(k + 1),
+        |best, scores, offset| scan_k_smallest(scores, offset, k, best),
+    );
+    let mut result = KNearest {
+        k,
+        ..Default::default()
+    };
+    for (best, qn) in rows {
+        for j in 0..k {
+            let (s, index) = best.get(j).copied().unwrap_or((f32::INFINITY, u32::MAX));
+            result.indices.push(index);
+            result.distances.push(distance(qn, s));
+        }
+    }
+    result
+}
+
+/// The L2 distance from `‖q‖²` and the score `‖d‖² − 2·q·d`.
+fn distance(query_norm: f32, score: f32) -> f32 {
+    (query_norm + score).max(0.0).sqrt()
+}
+
+/// Runs `scan(state, scores, first_database_row)` over blocks of `‖d‖² − 2·q·d` scores for every
+/// query (see the module documentation) and returns each query's final state with `‖q‖²`.
+fn blocked_scan<S: Send>(
+    queries: &[f32],
+    database: &[f32],
+    dim: usize,
+    init: impl Fn() -> S + Sync,
+    scan: impl Fn(&mut S, &[f32], u32) + Sync,
+) -> Vec<(S, f32)> {
     assert!(dim > 0 && queries.len().is_multiple_of(dim) && database.len().is_multiple_of(dim));
     let n_queries = queries.len() / dim;
     let n_database = database.len() / dim;
-    let mut result = TwoNearest {
-        nearest: vec![u32::MAX; n_queries],
-        d1: vec![f32::INFINITY; n_queries],
-        d2: vec![f32::INFINITY; n_queries],
-    };
-    if n_queries == 0 || n_database == 0 {
-        return result;
+    let norm = |row: &[f32]| row.iter().map(|v| v * v).sum::<f32>();
+    if n_database == 0 {
+        return queries
+            .chunks_exact(dim)
+            .map(|q| (init(), norm(q)))
+            .collect();
     }
-    let database_norms: Vec<f32> = database
-        .chunks_exact(dim)
-        .map(|row| row.iter().map(|v| v * v).sum())
-        .collect();
-
-    result
-        .nearest
-        .par_chunks_mut(QUERY_BLOCK)
-        .zip(result.d1.par_chunks_mut(QUERY_BLOCK))
-        .zip(result.d2.par_chunks_mut(QUERY_BLOCK))
-        .enumerate()
-        .for_each(|(block, ((nearest, d1), d2))| {
+    let database_norms: Vec<f32> = database.chunks_exact(dim).map(norm).collect();
+    let blocks: Vec<Vec<(S, f32)>> = (0..n_queries.div_ceil(QUERY_BLOCK))
+        .into_par_iter()
+        .map(|block| {
             let first = block * QUERY_BLOCK;
-            let rows = nearest.len();
+            let rows = QUERY_BLOCK.min(n_queries - first);
             let q = &queries[first * dim..(first + rows) * dim];
-            // Per query: the two smallest of ‖d‖² − 2·q·d so far, with the nearest's index.
-            let mut best = vec![(f32::INFINITY, f32::INFINITY, u32::MAX); rows];
+            let mut best: Vec<S> = (0..rows).map(|_| init()).collect();
             let mut scores = vec![0f32; rows * DATABASE_BLOCK.min(n_database)];
             for start in (0..n_database).step_by(DATABASE_BLOCK) {
                 let cols = DATABASE_BLOCK.min(n_database - start);
@@ -104,17 +162,41 @@ pub fn two_nearest(queries: &[f32], database: &[f32], dim: usize) -> TwoNearest 
                     );
                 }
                 for (r, b) in best.iter_mut().enumerate() {
-                    scan_two_smallest(&scores[r * cols..(r + 1) * cols], start as u32, b);
+                    scan(b, &scores[r * cols..(r + 1) * cols], start as u32);
                 }
             }
-            for (r, (s1, s2, index)) in best.into_iter().enumerate() {
-                let qn: f32 = q[r * dim..(r + 1) * dim].iter().map(|v| v * v).sum();
-                nearest[r] = index;
-                d1[r] = (qn + s1).max(0.0).sqrt();
-                d2[r] = (qn + s2).max(0.0).sqrt();
+            best.into_iter()
+                .zip(q.chunks_exact(dim))
+                .map(|(b, row)| (b, norm(row)))
+                .collect()
+        })
+        .collect();
+    blocks.into_iter().flatten().collect()
+}
+
+/// Keeps the `k` smallest (score, index) pairs, ascending, in `best`. Chunks whose minimum cannot
+/// enter the list are skipped with one vectorisable pass.
+fn scan_k_smallest(scores: &[f32], offset: u32, k: usize, best: &mut Vec<(f32, u32)>) {
+    const CHUNK: usize = 16;
+    for (c, chunk) in scores.chunks(CHUNK).enumerate() {
+        let worst = if best.len() < k {
+            f32::INFINITY
+        } else {
+            best[k - 1].0
+        };
+        let min = chunk.iter().fold(f32::INFINITY, |m, &v| m.min(v));
+        if min >= worst {
+            continue;
+        }
+        for (j, &v) in chunk.iter().enumerate() {
+            if best.len() == k && v >= best[k - 1].0 {
+                continue;
             }
-        });
-    result
+            let at = best.partition_point(|&(s, _)| s <= v);
+            best.insert(at, (v, offset + (c * CHUNK + j) as u32));
+            best.truncate(k);
+        }
+    }
 }
 
 /// Updates (smallest, second smallest, index of smallest) with a row of scores. Chunks whose
@@ -172,6 +254,55 @@ pub fn ratio_test(nn: &TwoNearest, max_ratio: f32) -> Vec<Tentative> {
                 train: nn.nearest[i] as usize,
                 ratio,
             })
+        })
+        .collect()
+}
+
+/// The first-geometrically-inconsistent-nearest-neighbour ratio test of MODS (FGINN; reference
+/// §4.2). For each query, walk its neighbours j = 1, 2, … nearest first: accept with ratio
+/// `d₀/d_j` as soon as it is ≤ `max_ratio`; otherwise stop and reject at the first neighbour whose
+/// image-2 position (`positions2`) lies more than `contradiction_px` from the nearest one's. So
+/// neighbours that sit on top of the nearest (the same region in another synthetic view, or with
+/// another orientation) do not make a match ambiguous. A query none of whose k neighbours decides
+/// is rejected.
+pub fn fginn(
+    nn: &KNearest,
+    positions2: &[[f32; 2]],
+    max_ratio: f32,
+    contradiction_px: f32,
+) -> Vec<Tentative> {
+    let k = nn.k;
+    let far2 = contradiction_px * contradiction_px;
+    (0..nn.indices.len() / k.max(1))
+        .filter_map(|i| {
+            let idx = &nn.indices[i * k..(i + 1) * k];
+            let dist = &nn.distances[i * k..(i + 1) * k];
+            if idx[0] == u32::MAX {
+                return None;
+            }
+            let p0 = positions2[idx[0] as usize];
+            for j in 1..k {
+                if idx[j] == u32::MAX {
+                    return None;
+                }
+                let ratio = if dist[j] > 0.0 {
+                    dist[0] / dist[j]
+                } else {
+                    f32::INFINITY
+                };
+                if ratio <= max_ratio {
+                    return Some(Tentative {
+                        query: i,
+                        train: idx[0] as usize,
+                        ratio,
+                    });
+                }
+                let p = positions2[idx[j] as usize];
+                if (p[0] - p0[0]).powi(2) + (p[1] - p0[1]).powi(2) > far2 {
+                    return None;
+                }
+            }
+            None
         })
         .collect()
 }
@@ -274,6 +405,160 @@ mod tests {
                 }
             }
             assert!(index_mismatch <= n / 100);
+        }
+    }
+
+    #[test]
+    fn k_nearest_equals_a_sort_of_all_distances() {
+        for &(n, m, dim, k) in &[
+            (7usize, 3000usize, 32usize, 50usize),
+            (130, 40, 16, 5),
+            (3, 4, 8, 6),
+        ] {
+            let q = random_unit_rows(n, dim, 5);
+            let d = random_unit_rows(m, dim, 6);
+            let nn = k_nearest(&q, &d, dim, k);
+            assert_eq!(nn.indices.len(), n * k);
+            for (i, qr) in q.chunks_exact(dim).enumerate() {
+                let mut all: Vec<f32> = d
+                    .chunks_exact(dim)
+                    .map(|dr| {
+                        qr.iter()
+                            .zip(dr)
+                            .map(|(a, b)| (a - b).powi(2))
+                            .sum::<f32>()
+                            .sqrt()
+                    })
+                    .collect();
+                all.sort_by(f32::total_cmp);
+                for j in 0..k {
+                    let got = nn.distances[i * k + j];
+                    match all.get(j) {
+                        Some(&want) => {
+                            assert!((got - want).abs() < 1e-3, "query {i} neighbour {j}");
+                            let index = nn.indices[i * k + j] as usize;
+                            let direct: f32 = qr
+                                .iter()
+                                .zip(&d[index * dim..(index + 1) * dim])
+                                .map(|(a, b)| (a - b).powi(2))
+                                .sum::<f32>()
+                                .sqrt();
+                            assert!((direct - want).abs() < 1e-3);
+                        }
+                        None => assert!(got.is_infinite() && nn.indices[i * k + j] == u32::MAX),
+                    }
+                }
+            }
+            // The first two agree with two_nearest.
+            let two = two_nearest(&q, &d, dim);
+            for i in 0..n {
+                assert!((two.d1[i] - nn.distances[i * k]).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn fginn_skips_neighbours_on_top_of_the_nearest() {
+        // Query 0: neighbours 0 (d 1.0), 1 (d 1.05, 3 px from 0: the same region in another
+        // view), 2 (d 2.0, far away). The 2-NN ratio 0.95 rejects; FGINN's 1/2 accepts.
+        // Query 1: the same distances but neighbour 1 is far away: rejected as ambiguous.
+        let nn = KNearest {
+            k: 3,
+            indices: vec![0, 1, 2, 0, 3, 2],
+            distances: vec![1.0, 1.05, 2.0, 1.0, 1.05, 2.0],
+        };
+        let pos = vec![
+            [100.0, 100.0],
+            [102.0, 102.2],
+            [300.0, 10.0],
+            [150.0, 100.0],
+        ];
+        let t = fginn(&nn, &pos, 0.8, 10.0);
+        assert_eq!(t.len(), 1);
+        assert_eq!((t[0].query, t[0].train), (0, 0));
+        assert!((t[0].ratio - 0.5).abs() < 1e-6);
+        // With a contradiction distance under 3 px, neighbour 1 contradicts: rejected too.
+        assert!(fginn(&nn, &pos, 0.8, 2.0).is_empty());
+    }
+
+    /// FGINN by brute force: every distance, sorted, walked as reference §4.2 says.
+    fn fginn_brute_force(
+        q: &[f32],
+        d: &[f32],
+        dim: usize,
+        k: usize,
+        pos: &[[f32; 2]],
+        r: f32,
+        far: f32,
+    ) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (i, qr) in q.chunks_exact(dim).enumerate() {
+            let mut all: Vec<(f32, usize)> = d
+                .chunks_exact(dim)
+                .enumerate()
+                .map(|(j, dr)| {
+                    let d2: f32 = qr.iter().zip(dr).map(|(a, b)| (a - b).powi(2)).sum();
+                    (d2.sqrt(), j)
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (d0, j0) = all[0];
+            for &(dj, j) in all.iter().take(k).skip(1) {
+                if d0 / dj <= r {
+                    out.push((i, j0));
+                    break;
+                }
+                let (a, b) = (pos[j], pos[j0]);
+                if (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) > far * far {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fginn_equals_brute_force_on_regions_seen_in_several_views() {
+        // 60 regions in image 2, each seen in 1–4 "views": copies of one descriptor with small
+        // noise at nearly the same position; 40 queries near some of them, and 10 random ones.
+        let dim = 16;
+        let base = random_unit_rows(60, dim, 11);
+        let noise = random_unit_rows(400, dim, 12);
+        let (mut d, mut pos) = (Vec::new(), Vec::new());
+        let mut n = 0;
+        for (r, row) in base.chunks_exact(dim).enumerate() {
+            for copy in 0..(1 + r % 4) {
+                let e = &noise[n * dim..(n + 1) * dim];
+                d.extend(row.iter().zip(e).map(|(a, b)| a + 0.05 * b));
+                pos.push([(r * 37 % 500) as f32 + copy as f32, (r * 91 % 400) as f32]);
+                n += 1;
+            }
+        }
+        let mut q = Vec::new();
+        for r in 0..40 {
+            let e = &noise[(n + r) * dim..(n + r + 1) * dim];
+            q.extend(
+                base[r * dim..(r + 1) * dim]
+                    .iter()
+                    .zip(e)
+                    .map(|(a, b)| a + 0.2 * b),
+            );
+        }
+        q.extend(random_unit_rows(10, dim, 13));
+        for (k, ratio, far) in [(50, 0.8, 10.0), (5, 0.9, 2.0), (3, 0.8, 100.0)] {
+            let nn = k_nearest(&q, &d, dim, k);
+            let mut got: Vec<(usize, usize)> = fginn(&nn, &pos, ratio, far)
+                .iter()
+                .map(|t| (t.query, t.train))
+                .collect();
+            got.sort();
+            let want = fginn_brute_force(&q, &d, dim, k, &pos, ratio, far);
+            assert_eq!(got, want, "k {k}, ratio {ratio}, contradiction {far}");
+            // Views of one region are not rivals: FGINN accepts more than the plain ratio test.
+            if k == 50 {
+                let plain = ratio_test(&two_nearest(&q, &d, dim), ratio).len();
+                assert!(got.len() > plain, "FGINN {} vs 2-NN {plain}", got.len());
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use crate::describe::{describe_sift, Described, DescriptorKind};
 use crate::detect::{detect, Detection, Threshold, DEFAULT_THRESHOLD};
 use crate::device::{Device, DeviceKind};
 use crate::feature::Feature;
-use crate::geometry::{self, Geometry, RansacConfig, RansacMethod};
+use crate::geometry::{self, Geometry, LafCheck, RansacConfig, RansacMethod};
 use crate::image::{GrayImage, LoadOptions, DEFAULT_MAX_MEGAPIXELS};
 use crate::laf::Laf;
 use crate::matching::{remove_duplicates, Tentative};
@@ -27,6 +27,7 @@ use crate::networks::{Networks, PreparedImage};
 use crate::nn::{NetworkKind, HARDNET_DIM};
 use crate::orient::{orient_by_histogram, orient_from_orinet_outputs, OrientationMethod};
 use crate::pyramid::ScaleSpace;
+use crate::schedule::{ModsReport, Schedule};
 use crate::shape::{
     shape_classical, shape_from_affnet_outputs, turned_circles, ShapeFailures, ShapeMethod,
 };
@@ -43,6 +44,10 @@ choices! {
         Hesaffnet = "hesaffnet",
         /// Adaptive-threshold Hessian + AffNet + dominant orientation.
         Adhesaffnet = "adhesaffnet",
+        /// MODS: Hessian + Baumberg on synthesised affine views, on demand (`docs/mods.md`).
+        Mods = "mods",
+        /// MODS with AffNet shapes in the Hessian steps.
+        Modsnet = "modsnet",
     }
 }
 
@@ -55,9 +60,14 @@ impl Method {
     /// The preset's shape method.
     pub fn shape(self) -> ShapeMethod {
         match self {
-            Method::Hesaff | Method::Adhesaff => ShapeMethod::Baumberg,
-            Method::Hesaffnet | Method::Adhesaffnet => ShapeMethod::Affnet,
+            Method::Hesaff | Method::Adhesaff | Method::Mods => ShapeMethod::Baumberg,
+            Method::Hesaffnet | Method::Adhesaffnet | Method::Modsnet => ShapeMethod::Affnet,
         }
+    }
+
+    /// Whether the preset runs a MODS schedule.
+    pub fn is_mods(self) -> bool {
+        matches!(self, Method::Mods | Method::Modsnet)
     }
 }
 
@@ -111,6 +121,12 @@ pub struct Config {
     /// The device that runs the networks and the nearest-neighbour search.
     #[serde(default)]
     pub device: Device,
+    /// The LAF check after verification (None: off; MODS schedules bring their own).
+    #[serde(default)]
+    pub laf_check: Option<LafCheck>,
+    /// The MODS schedule (`--method mods`/`modsnet`, `--schedule`); None for single-view methods.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
 }
 
 fn one_turn() -> usize {
@@ -143,6 +159,8 @@ impl Config {
             weights: WeightPaths::default(),
             affnet_turns: 1,
             device: Device::Auto,
+            laf_check: None,
+            schedule: method.is_mods().then(Schedule::cviu),
         }
     }
 
@@ -198,7 +216,18 @@ impl Config {
         if !(t > 0.0) {
             return Err(Error::invalid("--threshold must be positive"));
         }
-        Ok(())
+        match &self.schedule {
+            Some(_) if !self.method.is_mods() => Err(Error::invalid(format!(
+                "--schedule needs --method mods or modsnet, not {}",
+                self.method
+            ))),
+            None if self.method.is_mods() => Err(Error::invalid(format!(
+                "--method {} needs a schedule",
+                self.method
+            ))),
+            Some(schedule) => schedule.validate(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -414,6 +443,9 @@ pub struct MatchReport {
     pub device_note: Option<String>,
     /// The image files (empty for images matched from memory).
     pub images: [String; 2],
+    /// What each step of a MODS schedule did (`--method mods`/`modsnet`), else absent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mods: Option<ModsReport>,
     /// Every setting used.
     pub settings: Config,
     /// The wbs version that produced the report.
@@ -445,34 +477,87 @@ pub(crate) fn match_features(
     networks: &Networks,
 ) -> Result<MatchReport> {
     let (d1, d2) = (&f1.described, &f2.described);
-    let mut timings = BTreeMap::new();
-
     let t = Instant::now();
     let tentatives = if d1.is_empty() || d2.is_empty() {
         Vec::new()
     } else {
         let raw = networks.ratio_matches(d1, d2, config.ratio)?;
-        let centres = |d: &Described| d.features.iter().map(|f| f.laf.c).collect::<Vec<_>>();
-        remove_duplicates(&raw, &centres(d1), &centres(d2), config.duplicate_radius)
+        remove_duplicates(
+            &raw,
+            &centres(&d1.features),
+            &centres(&d2.features),
+            config.duplicate_radius,
+        )
     };
-    timings.insert("match".to_string(), ms(t));
+    let match_ms = ms(t);
+    let pooled = Pooled {
+        features: [&d1.features, &d2.features],
+        image_sizes: [[f1.width, f1.height], [f2.width, f2.height]],
+        detections: [f1.detections, f2.detections],
+        shaped: [f1.shaped, f2.shaped],
+    };
+    let mut report = verify_tentatives(&pooled, tentatives, config, networks);
+    report.timings_ms.insert("match".to_string(), match_ms);
+    Ok(report)
+}
 
+/// The centres of features' frames.
+pub(crate) fn centres(features: &[Feature]) -> Vec<[f32; 2]> {
+    features.iter().map(|f| f.laf.c).collect()
+}
+
+/// Both images' features as verification sees them, with the counts the report gives.
+pub(crate) struct Pooled<'a> {
+    /// Image 1's and image 2's features.
+    pub features: [&'a [Feature]; 2],
+    /// [width, height] of both images.
+    pub image_sizes: [[usize; 2]; 2],
+    /// Detections per image.
+    pub detections: [usize; 2],
+    /// Shaped regions per image.
+    pub shaped: [usize; 2],
+}
+
+/// Verification of `tentatives` (indices into the pooled features), the LAF check when
+/// `config.laf_check` asks for it, and the verdict. The report's times hold "verify".
+pub(crate) fn verify_tentatives(
+    pooled: &Pooled,
+    tentatives: Vec<Tentative>,
+    config: &Config,
+    networks: &Networks,
+) -> MatchReport {
+    let [features1, features2] = pooled.features;
+    let mut timings = BTreeMap::new();
     let t = Instant::now();
     let pts1: Vec<[f64; 2]> = tentatives
         .iter()
-        .map(|m| point(d1.features[m.query].laf.c))
+        .map(|m| point(features1[m.query].laf.c))
         .collect();
     let pts2: Vec<[f64; 2]> = tentatives
         .iter()
-        .map(|m| point(d2.features[m.train].laf.c))
+        .map(|m| point(features2[m.train].laf.c))
         .collect();
     let verification = geometry::verify(&pts1, &pts2, &config.ransac, config.ransac_method);
-    timings.insert("verify".to_string(), ms(t));
-
-    let (model, inlier_indices, iterations) = match &verification {
-        Some(v) => (Some(matrix_rows(&v.model)), v.inliers.clone(), v.iterations),
+    let (model, mut inlier_indices, iterations) = match &verification {
+        Some(v) => (Some(v.model), v.inliers.clone(), v.iterations),
         None => (None, Vec::new(), 0),
     };
+    if let (Some(check), Some(m)) = (&config.laf_check, &model) {
+        let pairs: Vec<(Laf, Laf)> = tentatives
+            .iter()
+            .map(|t| (features1[t.query].laf, features2[t.train].laf))
+            .collect();
+        inlier_indices = check.survivors(
+            config.ransac.kind,
+            m,
+            config.ransac.threshold_px,
+            &pairs,
+            &inlier_indices,
+            config.descriptor.wants_half_orientation(),
+        );
+    }
+    timings.insert("verify".to_string(), ms(t));
+    let model = model.as_ref().map(matrix_rows);
     let inlier_matches: Vec<[f64; 4]> = inlier_indices
         .iter()
         .map(|&i| [pts1[i][0], pts1[i][1], pts2[i][0], pts2[i][1]])
@@ -482,8 +567,8 @@ pub(crate) fn match_features(
         Geometry::Homography => 4,
         Geometry::Fundamental => 7,
     };
-    let (registered, verdict) = if d1.is_empty() || d2.is_empty() {
-        let which = if d1.is_empty() { 1 } else { 2 };
+    let (registered, verdict) = if features1.is_empty() || features2.is_empty() {
+        let which = if features1.is_empty() { 1 } else { 2 };
         (
             false,
             format!("no features in image {which} (uniform or featureless image?)"),
@@ -507,15 +592,15 @@ pub(crate) fn match_features(
             ),
         )
     };
-    Ok(MatchReport {
+    MatchReport {
         registered,
         verdict,
         inliers,
         tentatives: tentatives.len(),
-        features: [d1.len(), d2.len()],
-        detections: [f1.detections, f2.detections],
-        shaped: [f1.shaped, f2.shaped],
-        image_sizes: [[f1.width, f1.height], [f2.width, f2.height]],
+        features: [features1.len(), features2.len()],
+        detections: pooled.detections,
+        shaped: pooled.shaped,
+        image_sizes: pooled.image_sizes,
         geometry: config.ransac.kind,
         model,
         inlier_matches,
@@ -526,15 +611,16 @@ pub(crate) fn match_features(
         device: networks.device().kind,
         device_note: networks.device().note.clone(),
         images: [String::new(), String::new()],
+        mods: None,
         settings: config.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         details: Some(Box::new(MatchDetails {
-            features1: d1.features.clone(),
-            features2: d2.features.clone(),
+            features1: features1.to_vec(),
+            features2: features2.to_vec(),
             tentatives,
             inliers: inlier_indices,
         })),
-    })
+    }
 }
 
 impl MatchReport {

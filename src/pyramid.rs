@@ -143,6 +143,21 @@ pub fn gaussian_blur(image: &GrayImage, sigma: f32) -> GrayImage {
     convolve_columns(&horizontal, &kernel)
 }
 
+/// Anisotropic separable Gaussian blur: σ_x along rows, σ_y along columns (σ ≤ 0: that
+/// direction untouched).
+pub fn gaussian_blur_xy(image: &GrayImage, sigma_x: f32, sigma_y: f32) -> GrayImage {
+    let rows = if sigma_x > 0.0 {
+        convolve_rows(image, &gaussian_kernel(sigma_x))
+    } else {
+        image.clone()
+    };
+    if sigma_y > 0.0 {
+        convolve_columns(&rows, &gaussian_kernel(sigma_y))
+    } else {
+        rows
+    }
+}
+
 /// Convolves each row with `kernel` (odd length), replicating the end pixels.
 fn convolve_rows(image: &GrayImage, kernel: &[f32]) -> GrayImage {
     let (w, h) = (image.width(), image.height());

@@ -20,9 +20,9 @@ const LAYERS: &[&str] = &[
     // choice over both.
     "nn", "gpu", "device",
     // The feature stages.
-    "shape", "orient", "describe",
-    // The networks on a device, the pipeline, the library's entry point.
-    "networks", "pipeline", "settings", "matcher",
+    "shape", "orient", "describe", "schedule",
+    // The networks on a device, the pipeline, MODS's views on it, the library's entry point.
+    "networks", "pipeline", "mods", "settings", "matcher",
     // Pictures and plots, then the jobs built on the matcher.
     "viz", "plot", "eval", "train", "collection",
     // The command line, and the binary.

@@ -30,7 +30,7 @@ pub struct DetectArgs {
 }
 
 pub fn run(args: DetectArgs) -> Result<()> {
-    let config = args.features.config();
+    let config = args.features.config()?;
     let matcher = Matcher::new(config.clone())?;
     let image = load_gray(&args.image, &config.load_options())?;
 

@@ -123,8 +123,12 @@ fn methods(args: &EvalArgs) -> Result<Vec<MethodConfig>> {
     for &method in &args.features.methods {
         let mut features = args.features.features.clone();
         features.method = method;
+        if !method.is_mods() {
+            // One --schedule for the MODS methods of a comparison; the others run without.
+            features.schedule = None;
+        }
         let with = |kind: Geometry| {
-            let mut config = features.config();
+            let mut config = features.config()?;
             let mut verify = args.verify.clone();
             verify.geometry = kind;
             verify.apply(&mut config);

@@ -40,7 +40,7 @@ pub struct MatchArgs {
 }
 
 pub fn run(args: MatchArgs) -> Result<()> {
-    let mut config = args.features.config();
+    let mut config = args.features.config()?;
     args.verify.apply(&mut config);
     let truth = args
         .ground_truth
@@ -141,9 +141,33 @@ pub fn summary(report: &MatchReport) -> String {
     } else {
         out += &format!("  {}    none found\n", report.geometry);
     }
+    if let Some(mods) = &report.mods {
+        out += &format!(
+            "  mods        schedule {}, zoom {:.2} / {:.2}, {}\n",
+            mods.schedule,
+            mods.zoom[0],
+            mods.zoom[1],
+            match mods.registered_at {
+                Some(step) => format!("registered at step {step}"),
+                None => "no step registered".to_string(),
+            }
+        );
+        for (i, step) in mods.steps.iter().enumerate() {
+            out += &format!(
+                "    step {i}: views {} / {}, features {} / {}, tentatives {}, inliers {}, {:.0} ms\n",
+                step.views[0],
+                step.views[1],
+                step.features[0],
+                step.features[1],
+                step.tentatives,
+                step.inliers,
+                step.timings_ms.get("total").copied().unwrap_or(0.0)
+            );
+        }
+    }
     let order = [
-        "models", "load", "pyramid", "detect", "shape", "orient", "describe", "match", "verify",
-        "total",
+        "models", "load", "pyramid", "detect", "shape", "orient", "describe", "views", "match",
+        "verify", "total",
     ];
     let times: Vec<String> = order
         .iter()

@@ -135,11 +135,20 @@ pub struct FeatureArgs {
     /// pass, the paper's). More inliers, `N` times AffNet's time (docs/affnet.md).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
     pub affnet_turns: u8,
+    /// MODS schedule for --method mods/modsnet: a built-in name (cviu, wxbs) or a JSON file
+    /// (format: docs/mods.md). Default: cviu.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub schedule: Option<String>,
+    /// The LAF check after verification (MODS; on for mods/modsnet through their schedule).
+    #[arg(long)]
+    pub laf_check: bool,
 }
 
 impl FeatureArgs {
-    /// The pipeline configuration these flags describe (verification settings at defaults).
-    pub fn config(&self) -> Config {
+    /// The pipeline configuration these flags describe (verification settings at defaults);
+    /// fails with a one-line message when `--schedule` names neither a built-in schedule nor a
+    /// readable, valid schedule file, or is given with a method that runs no schedule.
+    pub fn config(&self) -> Result<Config> {
         let mut config = Config::preset(self.method);
         let adaptive = match self.detector {
             Some(DetectorChoice::Adaptive) => true,
@@ -169,7 +178,19 @@ impl FeatureArgs {
         config.weights.hardnet = self.hardnet_weights.clone();
         config.affnet_turns = self.affnet_turns as usize;
         config.device = self.device;
-        config
+        if let Some(spec) = &self.schedule {
+            if !self.method.is_mods() {
+                return Err(crate::Error::invalid(format!(
+                    "--schedule needs --method mods or modsnet, not {}",
+                    self.method
+                )));
+            }
+            config.schedule = Some(crate::schedule::Schedule::load(spec)?);
+        }
+        if self.laf_check {
+            config.laf_check = Some(crate::geometry::LafCheck::default());
+        }
+        Ok(config)
     }
 }
 

@@ -17,8 +17,9 @@
 //! Two deliberate departures from pydegensac, both for speed at the protocol's settings: hypotheses
 //! of the main loop are verified with a conservative SPRT (see `sprt.rs`), and DEGENSAC ranks
 //! candidate epipoles on a random subset of the off-plane points (see `degeneracy.rs`).
-//! pydegensac's symmetric-transfer and LAF checks are not implemented (use
-//! [`HomographyError::SymmetricMax`] for a symmetric criterion).
+//! The LAF check of MODS runs after verification ([`LafCheck`], `laf_check`); pydegensac's
+//! symmetric-transfer check is not implemented (use [`HomographyError::SymmetricMax`] for a
+//! symmetric criterion).
 
 mod arrsac_baseline;
 mod correspondences;
@@ -26,6 +27,7 @@ mod degeneracy;
 mod families;
 mod fundamental;
 mod homography;
+mod laf_check;
 mod linalg;
 mod normalise;
 mod ransac;
@@ -42,6 +44,7 @@ pub use arrsac_baseline::{
 };
 pub use fundamental::{epipolar_distance, fundamental_7pt, fundamental_lsq, sampson_distance};
 pub use homography::{homography_lsq, transfer_error};
+pub use laf_check::LafCheck;
 
 use correspondences::Correspondences;
 use families::{FundamentalFamily, HomographyFamily};

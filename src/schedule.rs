@@ -1,0 +1,362 @@
+//! MODS schedules (`--method mods`, `--schedule FILE`): matching on demand as data.
+//!
+//! A [`Schedule`] is a list of steps of growing cost. Each step names a detector, the affine
+//! views to synthesise (tilts, and the rotation step Φ that sets how many rotations per tilt), and
+//! the descriptors with their ratio thresholds. The pair is matched after each step with the
+//! regions of every view made so far pooled per descriptor, and the schedule stops at the first
+//! step that registers it. The recipe and its constants are those of MODS (Mishkin, Matas,
+//! Perdoch, CVIU 2015); `docs/mods.md` documents the file format and the built-in schedules.
+//!
+//! The file format is JSON:
+//!
+//! ```json
+//! {
+//!   "name": "mine",
+//!   "fginn": { "neighbours": 50, "contradiction_px": 30 },
+//!   "duplicate_radius": 2,
+//!   "laf_check": { "homography_coef": 12, "fundamental_coef": 2, "min_survivors": 8, "frame_factor": 2 },
+//!   "upsample_below": 500,
+//!   "steps": [
+//!     { "detector": "hessian", "tilts": [1], "descriptors": [{ "descriptor": "rootsift", "ratio": 0.8 }] },
+//!     { "detector": "hessian", "tilts": [1, 2, 4, 6, 8], "rotation_step_deg": 360, "init_sigma": 1.6,
+//!       "descriptors": [{ "descriptor": "rootsift", "ratio": 0.8 }] }
+//!   ]
+//! }
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::describe::DescriptorKind;
+use crate::geometry::LafCheck;
+use crate::{Error, Result};
+
+choices! {
+    /// The detector of a step.
+    pub enum StepDetector {
+        /// Hessian-Affine: the method's detector and shape (Baumberg, or AffNet for `modsnet`).
+        Hessian = "hessian",
+    }
+}
+
+/// One descriptor of a step and its ratio threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDescriptor {
+    /// The descriptor.
+    pub descriptor: DescriptorKind,
+    /// Its ratio threshold (2-NN for single views, FGINN across views).
+    pub ratio: f32,
+}
+
+/// One step of a schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// The detector.
+    pub detector: StepDetector,
+    /// Tilts t ≥ 1 of the synthesised views (1: the image itself).
+    pub tilts: Vec<f32>,
+    /// Φ in degrees: a tilt t gets `floor(180·t/Φ)` rotations `r·180°/n` (360: the reference's
+    /// coarsest, 60 its finest).
+    #[serde(default = "full_turn")]
+    pub rotation_step_deg: f32,
+    /// The anti-aliasing blur before shrinking by 1/t: σ_x = init_sigma·t/2, σ_y = init_sigma/2
+    /// (pixels of the rotated image).
+    #[serde(default = "default_init_sigma")]
+    pub init_sigma: f32,
+    /// The descriptors, each matched in its own pool.
+    pub descriptors: Vec<StepDescriptor>,
+}
+
+fn full_turn() -> f32 {
+    360.0
+}
+
+/// The anti-aliasing constant of the built-in schedules (ASIFT's 0.8·t in x).
+pub const DEFAULT_INIT_SIGMA: f32 = 1.6;
+
+fn default_init_sigma() -> f32 {
+    DEFAULT_INIT_SIGMA
+}
+
+/// FGINN's settings (reference §4.2).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FginnSettings {
+    /// Neighbours searched per query (50).
+    pub neighbours: usize,
+    /// A neighbour further than this from the nearest one in image 2 is "geometrically
+    /// inconsistent" (30 px CVIU, 10 px WxBS).
+    pub contradiction_px: f32,
+}
+
+/// A synthesised view: a rotation, then a tilt.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewSpec {
+    /// Tilt t ≥ 1: the rotated image is shrunk by 1/t along x.
+    pub tilt: f32,
+    /// Rotation in degrees before the tilt.
+    pub phi_deg: f32,
+}
+
+/// A MODS schedule; see the [module documentation](self).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// A name for reports.
+    pub name: String,
+    /// FGINN's settings, used whenever a pool holds more than one view.
+    pub fginn: FginnSettings,
+    /// The duplicate filter's radius in px at both ends (2 CVIU, 3 WxBS).
+    pub duplicate_radius: f32,
+    /// The LAF check after verification (None: off).
+    #[serde(default)]
+    pub laf_check: Option<LafCheck>,
+    /// Images whose longer side is shorter than this are upsampled to it before detection
+    /// (0: never).
+    #[serde(default)]
+    pub upsample_below: usize,
+    /// The steps, cheapest first.
+    pub steps: Vec<Step>,
+}
+
+impl Step {
+    /// The views of this step, each once: tilt 1 unrotated, tilt t with `floor(180·t/Φ)`
+    /// rotations (at least one).
+    pub fn views(&self) -> Vec<ViewSpec> {
+        let mut out: Vec<ViewSpec> = Vec::new();
+        for &tilt in &self.tilts {
+            let n = if tilt <= 1.0 {
+                1
+            } else {
+                ((180.0 * tilt / self.rotation_step_deg).floor() as usize).max(1)
+            };
+            for r in 0..n {
+                let view = ViewSpec {
+                    tilt,
+                    phi_deg: r as f32 * 180.0 / n as f32,
+                };
+                if !out.contains(&view) {
+                    out.push(view);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Schedule {
+    /// A built-in schedule by name: `cviu` or `wxbs`.
+    pub fn builtin(name: &str) -> Option<Schedule> {
+        match name {
+            "cviu" => Some(Schedule::cviu()),
+            "wxbs" => Some(Schedule::wxbs()),
+            _ => None,
+        }
+    }
+
+    /// The names of the built-in schedules.
+    pub const BUILTIN: [&'static str; 2] = ["cviu", "wxbs"];
+
+    /// The Hessian steps of MODS's CVIU schedule (reference §4.1, steps 4–6), preceded by one
+    /// step on the image alone (the `hesaff` pipeline): FGINN with 30 px, duplicates within
+    /// 2 px, the LAF check with the CVIU constants.
+    pub fn cviu() -> Schedule {
+        let rootsift = |ratio| {
+            vec![StepDescriptor {
+                descriptor: DescriptorKind::Rootsift,
+                ratio,
+            }]
+        };
+        Schedule {
+            name: "cviu".into(),
+            fginn: FginnSettings {
+                neighbours: 50,
+                contradiction_px: 30.0,
+            },
+            duplicate_radius: 2.0,
+            laf_check: Some(LafCheck::default()),
+            upsample_below: 500,
+            steps: hessian_steps(rootsift(0.8), rootsift(0.8)),
+        }
+    }
+
+    /// The WxBS variant: RootSIFT and HalfRootSIFT in every step (0.8; 0.9 in the last step),
+    /// FGINN with 10 px, duplicates within 3 px, the LAF check with the WxBS constants.
+    pub fn wxbs() -> Schedule {
+        let both = |ratio| {
+            vec![
+                StepDescriptor {
+                    descriptor: DescriptorKind::Rootsift,
+                    ratio,
+                },
+                StepDescriptor {
+                    descriptor: DescriptorKind::Halfrootsift,
+                    ratio,
+                },
+            ]
+        };
+        Schedule {
+            name: "wxbs".into(),
+            fginn: FginnSettings {
+                neighbours: 50,
+                contradiction_px: 10.0,
+            },
+            duplicate_radius: 3.0,
+            laf_check: Some(LafCheck {
+                homography_coef: 13.0,
+                fundamental_coef: 3.0,
+                ..LafCheck::default()
+            }),
+            upsample_below: 500,
+            steps: hessian_steps(both(0.8), both(0.9)),
+        }
+    }
+
+    /// Parses a schedule from JSON and checks it.
+    pub fn from_json(text: &str) -> Result<Schedule> {
+        let schedule: Schedule =
+            serde_json::from_str(text).map_err(|e| Error::invalid(format!("bad schedule: {e}")))?;
+        schedule.validate()?;
+        Ok(schedule)
+    }
+
+    /// A built-in schedule's name, or a JSON schedule file.
+    pub fn load(spec: &str) -> Result<Schedule> {
+        if let Some(s) = Schedule::builtin(spec) {
+            return Ok(s);
+        }
+        let path = Path::new(spec);
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid(format!(
+                "--schedule {spec}: neither a built-in schedule ({}) nor a readable file ({e})",
+                Schedule::BUILTIN.join(", ")
+            ))
+        })?;
+        Schedule::from_json(&text).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Rejects schedules that cannot run.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(Error::invalid(format!("schedule {}: {what}", self.name)));
+        if self.steps.is_empty() {
+            return bad("no steps".into());
+        }
+        if self.fginn.neighbours < 2 || self.fginn.contradiction_px.is_nan() {
+            return bad("fginn needs at least 2 neighbours and a contradiction distance".into());
+        }
+        if !(self.duplicate_radius >= 0.0) {
+            return bad("duplicate_radius must be ≥ 0".into());
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if step.tilts.is_empty() || step.tilts.iter().any(|t| !(*t >= 1.0 && *t <= 32.0)) {
+                return bad(format!("step {i}: tilts must be in [1, 32]"));
+            }
+            if !(step.rotation_step_deg >= 1.0 && step.rotation_step_deg <= 360.0) {
+                return bad(format!("step {i}: rotation_step_deg must be in [1, 360]"));
+            }
+            if !(step.init_sigma >= 0.0 && step.init_sigma <= 10.0) {
+                return bad(format!("step {i}: init_sigma must be in [0, 10]"));
+            }
+            if step.descriptors.is_empty() {
+                return bad(format!("step {i}: no descriptors"));
+            }
+            if step
+                .descriptors
+                .iter()
+                .any(|d| !(d.ratio > 0.0 && d.ratio <= 1.0))
+            {
+                return bad(format!("step {i}: ratios must be in (0, 1]"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Step 0 on the image alone, then MODS's Hessian steps: tilts {1, 2, 4, 6, 8} with Φ = 360°,
+/// 120°, 60° (1 + 10, 31 and 61 views).
+fn hessian_steps(descriptors: Vec<StepDescriptor>, last: Vec<StepDescriptor>) -> Vec<Step> {
+    let step = |tilts: Vec<f32>, phi: f32, descriptors: Vec<StepDescriptor>| Step {
+        detector: StepDetector::Hessian,
+        tilts,
+        rotation_step_deg: phi,
+        init_sigma: DEFAULT_INIT_SIGMA,
+        descriptors,
+    };
+    let tilts = vec![1.0, 2.0, 4.0, 6.0, 8.0];
+    vec![
+        step(vec![1.0], 360.0, descriptors.clone()),
+        step(tilts.clone(), 360.0, descriptors.clone()),
+        step(tilts.clone(), 120.0, descriptors),
+        step(tilts, 60.0, last),
+    ]
+}
+
+/// What each step of a MODS run did, for the report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// Views pooled per image (all views made so far, per descriptor pool summed).
+    pub views: [usize; 2],
+    /// Views synthesised in this step per image (earlier ones are reused).
+    pub new_views: [usize; 2],
+    /// Features pooled per image.
+    pub features: [usize; 2],
+    /// Tentatives after the ratio test (FGINN or 2-NN) and the duplicate filter.
+    pub tentatives: usize,
+    /// Inliers after verification and the LAF check.
+    pub inliers: usize,
+    /// Whether this step registered the pair.
+    pub registered: bool,
+    /// Milliseconds: "views" (synthesis and feature stages), "match", "verify", "total".
+    pub timings_ms: std::collections::BTreeMap<String, f64>,
+}
+
+/// The MODS part of a report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModsReport {
+    /// The schedule's name.
+    pub schedule: String,
+    /// The step that registered the pair (0-based), or None.
+    pub registered_at: Option<usize>,
+    /// The zoom applied to each image before detection (1: none; small images are upsampled).
+    pub zoom: [f32; 2],
+    /// One entry per step run.
+    pub steps: Vec<StepReport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_follow_the_reference_counts() {
+        let s = Schedule::cviu();
+        let counts: Vec<usize> = s.steps.iter().map(|st| st.views().len()).collect();
+        // 1; 1 + (1 + 2 + 3 + 4); 1 + (3 + 6 + 9 + 12); 1 + (6 + 12 + 18 + 24).
+        assert_eq!(counts, vec![1, 11, 31, 61]);
+        let v = s.steps[2].views();
+        assert!(v.contains(&ViewSpec {
+            tilt: 2.0,
+            phi_deg: 60.0
+        }));
+    }
+
+    #[test]
+    fn builtins_round_trip_through_json_and_bad_files_are_refused() {
+        for name in Schedule::BUILTIN {
+            let s = Schedule::builtin(name).unwrap();
+            let text = serde_json::to_string_pretty(&s).unwrap();
+            assert_eq!(Schedule::from_json(&text).unwrap(), s);
+        }
+        let mut s = Schedule::cviu();
+        s.steps[1].tilts = vec![0.5];
+        let text = serde_json::to_string(&s).unwrap();
+        let e = Schedule::from_json(&text).unwrap_err().to_string();
+        assert!(e.contains("tilts"), "{e}");
+        assert!(Schedule::from_json("{").is_err());
+        let minimal = r#"{"name":"m","fginn":{"neighbours":50,"contradiction_px":10},
+            "duplicate_radius":2,"steps":[{"detector":"hessian","tilts":[1,4],
+            "descriptors":[{"descriptor":"rootsift","ratio":0.8}]}]}"#;
+        let m = Schedule::from_json(minimal).unwrap();
+        assert_eq!(m.steps[0].views().len(), 3);
+        assert_eq!(m.laf_check, None);
+    }
+}

@@ -1,0 +1,131 @@
+//! MODS end to end: an extreme synthetic pair that `hesaff` fails and `--method mods` registers,
+//! and the one-line errors of `--schedule`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use wbs::image::{load_rgb, to_gray, LoadOptions};
+use wbs::pipeline::{Config, Method};
+use wbs::protocol::{judge, GroundTruth};
+use wbs::synth::{synthesize, SynthParams};
+use wbs::Matcher;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn mods_registers_a_tilt_6_pair_that_hesaff_does_not() {
+    let photo = load_rgb(
+        &root().join("data/sample/img1.png"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    // `wbs synth data/sample/img1.png --seed 1 --tilt 6`.
+    let mut params = SynthParams::random(1, 3.0);
+    params.tilt = 6.0;
+    let (view, h) = synthesize(&photo, &params).unwrap();
+    let a = to_gray(&image::DynamicImage::ImageRgb8(photo));
+    let b = to_gray(&image::DynamicImage::ImageRgb8(view));
+    let truth = GroundTruth::Homography(h);
+    let run = |method| {
+        let report = Matcher::new(Config::preset(method))
+            .unwrap()
+            .match_images(&a, &b)
+            .unwrap();
+        let judgement = judge(&report.inlier_matches, None, &truth, 15);
+        (report, judgement.registered)
+    };
+    let (hesaff, hesaff_ok) = run(Method::Hesaff);
+    assert!(!hesaff_ok, "hesaff registered: {} inliers", hesaff.inliers);
+    assert!(hesaff.mods.is_none());
+
+    let (mods, mods_ok) = run(Method::Mods);
+    let steps = mods.mods.as_ref().expect("a mods report");
+    assert!(
+        mods_ok,
+        "mods: {} inliers, {:?}",
+        mods.inliers,
+        steps.steps.iter().map(|s| s.inliers).collect::<Vec<_>>()
+    );
+    // Step 0 is the image alone and fails like hesaff; step 1 adds the 10 tilted views of each
+    // image and registers; the step-0 view is reused, not made again.
+    assert_eq!(steps.registered_at, Some(1));
+    assert_eq!(steps.steps.len(), 2);
+    assert_eq!(steps.steps[0].views, [1, 1]);
+    assert_eq!(steps.steps[1].views, [11, 11]);
+    assert_eq!(steps.steps[1].new_views, [10, 10]);
+    assert!(!steps.steps[0].registered && steps.steps[1].registered);
+    assert!(steps.steps[1].features[0] > steps.steps[0].features[0]);
+    assert!(mods.inliers >= 50, "{} inliers", mods.inliers);
+    for key in ["views", "match", "verify", "total"] {
+        assert!(steps.steps[1].timings_ms.contains_key(key), "{key}");
+    }
+}
+
+fn wbs(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wbs"))
+        .args(args)
+        .output()
+        .expect("the wbs binary runs")
+}
+
+fn assert_one_line_error(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "expected failure: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
+
+#[test]
+fn bad_schedules_get_one_line_errors() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mods-schedules");
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let img = root().join("data/sample/img1.png");
+    let img = img.to_str().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let cases = [
+        (write("broken.json", "{ \"name\": "), "bad schedule"),
+        (
+            write(
+                "tilt.json",
+                r#"{"name":"t","fginn":{"neighbours":50,"contradiction_px":10},"duplicate_radius":2,
+                "steps":[{"detector":"hessian","tilts":[0.5],"descriptors":[{"descriptor":"rootsift","ratio":0.8}]}]}"#,
+            ),
+            "tilts must be in [1, 32]",
+        ),
+        (
+            write(
+                "nosteps.json",
+                r#"{"name":"e","fginn":{"neighbours":50,"contradiction_px":10},"duplicate_radius":2,"steps":[]}"#,
+            ),
+            "no steps",
+        ),
+        (
+            write(
+                "detector.json",
+                r#"{"name":"d","fginn":{"neighbours":50,"contradiction_px":10},"duplicate_radius":2,
+                "steps":[{"detector":"sift","tilts":[1],"descriptors":[{"descriptor":"rootsift","ratio":0.8}]}]}"#,
+            ),
+            "bad schedule",
+        ),
+        (
+            "no-such-schedule".to_string(),
+            "neither a built-in schedule",
+        ),
+    ];
+    for (spec, needle) in &cases {
+        let o = wbs(&["match", img, img, "--method", "mods", "--schedule", spec]);
+        assert_one_line_error(&o, needle);
+    }
+    let o = wbs(&["match", img, img, "--schedule", "wxbs"]);
+    assert_one_line_error(&o, "--schedule needs --method mods");
+}
