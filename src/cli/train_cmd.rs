@@ -141,6 +141,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 }
 
 fn affnet(args: AffnetArgs) -> Result<()> {
+    crate::files::check_writable_dir(&args.out)?;
     let device = super::resolve_device(args.device, cfg!(feature = "cuda"))?;
     match &device.note {
         Some(note) => eprintln!("device: {} ({note})", device.kind),
