@@ -8,8 +8,11 @@
 
 use std::path::PathBuf;
 
+/// One fuzz target's entry point: any bytes in, no panic out.
+pub type Entry = fn(&[u8]);
+
 /// The fuzz targets, by name: the folder names under `fuzz/corpus/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("pth", pth),
     ("safetensors_weights", safetensors_weights),
     ("checkpoint", checkpoint),
