@@ -26,6 +26,37 @@ pub enum Error {
     /// Settings or arguments that do not make sense together.
     #[error("{0}")]
     Invalid(String),
+    /// A setting out of its range, named as in [`crate::Config`] (`ratio`,
+    /// `ransac.confidence`, ...); the CLI names the flag instead.
+    #[error("{setting} must be {rule}, got {value}")]
+    Setting {
+        /// The setting's name in [`crate::Config`].
+        setting: &'static str,
+        /// Its range in words, e.g. "in (0, 1)".
+        rule: String,
+        /// The value given.
+        value: String,
+    },
+    /// Flags that do not go together (the CLI exits with code 2, as for any usage error).
+    #[error("{0}")]
+    Usage(String),
+    /// A file that cannot be written (checked before the work starts where possible).
+    #[error("cannot write {}: {reason}", path.display())]
+    CannotWrite {
+        /// The file.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
+    /// `wbs eval` ran every pair and wrote its reports, but some pairs failed (an unreadable
+    /// file, a match that erred); the CLI exits with code 3.
+    #[error("{failed} of {total} record(s) failed (listed in report.md)")]
+    PairsFailed {
+        /// Records with an error.
+        failed: usize,
+        /// All records.
+        total: usize,
+    },
     /// An I/O failure on a named file.
     #[error("{path}: {source}")]
     Io {
@@ -38,6 +69,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::Setting`]: `setting` must be `rule`, and `value` is not.
+    pub fn setting(setting: &'static str, rule: impl Into<String>, value: impl ToString) -> Self {
+        Error::Setting {
+            setting,
+            rule: rule.into(),
+            value: value.to_string(),
+        }
+    }
+
+    /// An [`Error::CannotWrite`] for the file at `path`.
+    pub fn cannot_write(path: impl AsRef<Path>, reason: impl ToString) -> Self {
+        Error::CannotWrite {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.to_string(),
+        }
+    }
+
     /// An [`Error::Image`] for the file at `path`.
     pub fn image(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
         Error::Image {

@@ -39,6 +39,80 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Checks, before any work, that a file can be written at `path`: its extension is one of
+/// `extensions` (lowercase, without the dot; empty: any), its folder exists, and a file can be
+/// created there. Nothing is left behind. The error is an [`Error::CannotWrite`]: one line that
+/// starts "cannot write PATH" and says why.
+pub fn check_writable(path: &Path, extensions: &[&str]) -> Result<()> {
+    if !extensions.is_empty() {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if !extensions.contains(&ext.as_str()) {
+            let known = extensions
+                .iter()
+                .map(|e| format!(".{e}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Error::cannot_write(
+                path,
+                format!("unknown format; the file name should end in {known}"),
+            ));
+        }
+    }
+    if path.is_dir() {
+        return Err(Error::cannot_write(path, "it is a folder"));
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(Error::cannot_write(
+            path,
+            format!("no folder {}", folder.display()),
+        ));
+    }
+    let probe = temporary_name(path)?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            std::fs::remove_file(&probe).ok();
+            Ok(())
+        }
+        Err(e) => Err(Error::cannot_write(path, e)),
+    }
+}
+
+/// Checks, before any work, that `dir` is a folder that files can be written in, or can be
+/// created (its nearest existing ancestor is a writable folder). Creates nothing.
+pub fn check_writable_dir(dir: &Path) -> Result<()> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(Error::cannot_write(
+            dir,
+            format!("{} is not a folder", existing.display()),
+        ));
+    }
+    check_writable(&existing.join("wbs-write-check"), &[]).map_err(|e| match e {
+        Error::CannotWrite { reason, .. } => Error::cannot_write(dir, reason),
+        other => other,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +190,42 @@ mod tests {
             }
             assert_eq!(names(&locked).len(), usize::from(path.exists()));
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn writable_paths_are_checked_before_the_work() {
+        let dir = scratch("check");
+        let ok = dir.join("m.png");
+        check_writable(&ok, &["png", "jpg"]).unwrap();
+        check_writable(&dir.join("M.JPG"), &["png", "jpg"]).unwrap();
+        assert_eq!(
+            names(&dir),
+            Vec::<String>::new(),
+            "the check leaves nothing"
+        );
+        let e = check_writable(&dir.join("m.txt"), &["png", "jpg"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot write ") && e.contains(".png, .jpg"),
+            "{e}"
+        );
+        let missing = dir.join("missing").join("r.json");
+        let e = check_writable(&missing, &[]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("cannot write ") && e.contains("no folder"),
+            "{e}"
+        );
+        let e = check_writable(&dir, &[]).unwrap_err().to_string();
+        assert!(e.contains("it is a folder"), "{e}");
+        check_writable_dir(&dir.join("new").join("deeper")).unwrap();
+        assert_eq!(names(&dir), Vec::<String>::new(), "nothing created");
+        std::fs::write(dir.join("file"), b"").unwrap();
+        let e = check_writable_dir(&dir.join("file").join("sub"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a folder"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

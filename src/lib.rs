@@ -80,6 +80,7 @@ pub mod pipeline;
 #[cfg(feature = "plots")]
 pub mod plot;
 pub mod protocol;
+pub mod provenance;
 pub mod pyramid;
 pub mod schedule;
 pub mod settings;

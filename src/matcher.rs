@@ -24,7 +24,7 @@ use std::time::Instant;
 use crate::device::{self, ResolvedDevice};
 use crate::feature::Feature;
 use crate::image::{load_gray, GrayImage};
-use crate::networks::{Models, Networks};
+use crate::networks::{Models, Networks, WeightsFile};
 use crate::pipeline::{self, ms, Config, FeatureTimes, ImageFeatures, MatchReport};
 use crate::Result;
 
@@ -32,6 +32,8 @@ use crate::Result;
 pub struct Matcher {
     config: Config,
     networks: Networks,
+    /// The files the networks were loaded from (empty for networks given in memory).
+    weights: Vec<WeightsFile>,
     /// Milliseconds spent loading the networks in `new`.
     loading_ms: f64,
 }
@@ -45,8 +47,10 @@ impl Matcher {
         config.validate()?;
         let device = device::resolve(config.device, true)?;
         let start = Instant::now();
-        let models = Models::load(&config.networks())?;
-        Matcher::build(config, models, &device, start)
+        let (models, weights) = Models::load_with_files(&config.networks())?;
+        let mut matcher = Matcher::build(config, models, &device, start)?;
+        matcher.weights = weights;
+        Ok(matcher)
     }
 
     /// A matcher with networks already in memory (e.g. AffNet while it trains), placed on the
@@ -68,6 +72,7 @@ impl Matcher {
         Ok(Matcher {
             config,
             networks,
+            weights: Vec::new(),
             loading_ms: ms(start),
         })
     }
@@ -85,6 +90,12 @@ impl Matcher {
     /// The networks, in host memory.
     pub fn models(&self) -> &Models {
         self.networks.models()
+    }
+
+    /// The weights file of each network, as [`Matcher::new`] found it (path, SHA-256, how it
+    /// was found); empty for networks given to [`Matcher::with_models`].
+    pub fn weights(&self) -> &[WeightsFile] {
+        &self.weights
     }
 
     /// Milliseconds that loading and placing the networks took in [`Matcher::new`].
@@ -108,6 +119,7 @@ impl Matcher {
     pub fn match_features(&self, f1: &ImageFeatures, f2: &ImageFeatures) -> Result<MatchReport> {
         let start = Instant::now();
         let mut report = pipeline::match_features(f1, f2, &self.config, &self.networks)?;
+        report.weights = self.weights.clone();
         report.timings_ms.insert("total".into(), ms(start));
         Ok(report)
     }
@@ -138,6 +150,7 @@ impl Matcher {
         };
         let (f1, f2) = (f1?, f2?);
         let mut report = pipeline::match_features(&f1, &f2, &self.config, &self.networks)?;
+        report.weights = self.weights.clone();
         merge_stage_times(&mut report.timings_ms, &f1.times, &f2.times, parallel);
         report.timings_ms.insert("total".into(), ms(start));
         Ok(report)

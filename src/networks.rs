@@ -16,11 +16,13 @@
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 use crate::describe::Described;
 use crate::device::{DeviceKind, ResolvedDevice};
 use crate::laf::Laf;
 use crate::matching::{ratio_test, two_nearest, Tentative};
-use crate::nn::{self, AffNet, HardNet, NetworkKind, OriNet};
+use crate::nn::{self, AffNet, HardNet, NetworkKind, OriNet, WeightsOrigin};
 use crate::patch::on_patches;
 use crate::pyramid::ScaleSpace;
 use crate::{Error, Result};
@@ -51,15 +53,26 @@ impl Models {
     /// the usual lookup ([`nn::locate`]: the explicit file, then `WBS_WEIGHTS`, then the shipped
     /// `data/`).
     pub fn load(wanted: &[(NetworkKind, Option<&Path>)]) -> Result<Models> {
+        Models::load_with_files(wanted).map(|(models, _)| models)
+    }
+
+    /// [`Models::load`], and which file each network came from (for the report).
+    pub fn load_with_files(
+        wanted: &[(NetworkKind, Option<&Path>)],
+    ) -> Result<(Models, Vec<WeightsFile>)> {
         let mut models = Models::none();
+        let mut files = Vec::new();
         for &(kind, explicit) in wanted {
+            let file = WeightsFile::find(kind, explicit)?;
+            let path = Path::new(&file.path);
             match kind {
-                NetworkKind::AffNet => models.affnet = Some(load(kind, explicit, AffNet::load)?),
-                NetworkKind::OriNet => models.orinet = Some(load(kind, explicit, OriNet::load)?),
-                NetworkKind::HardNet => models.hardnet = Some(load(kind, explicit, HardNet::load)?),
+                NetworkKind::AffNet => models.affnet = Some(AffNet::load(path)?),
+                NetworkKind::OriNet => models.orinet = Some(OriNet::load(path)?),
+                NetworkKind::HardNet => models.hardnet = Some(HardNet::load(path)?),
             }
+            files.push(file);
         }
-        Ok(models)
+        Ok((models, files))
     }
 
     /// AffNet, or an error saying it was not loaded.
@@ -84,17 +97,49 @@ impl Models {
     }
 }
 
-/// Locates and loads one network. The lookup's hint names the generic `--weights FILE`; the
-/// matcher's flag for this network is `--<name>-weights`, so the hint says that instead.
-fn load<T>(kind: NetworkKind, explicit: Option<&Path>, load: fn(&Path) -> Result<T>) -> Result<T> {
-    let path = nn::locate(kind, explicit).map_err(|e| match e {
-        Error::Weights(message) => Error::Weights(message.replace(
-            "--weights FILE",
-            &format!("--{}-weights FILE", kind.name().to_lowercase()),
-        )),
-        other => other,
-    })?;
-    load(&path)
+/// The weights file a network was loaded from: which file, its checksum, and how it was found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightsFile {
+    /// The network ("AffNet", "OriNet", "HardNet").
+    pub network: String,
+    /// The file, as found.
+    pub path: String,
+    /// SHA-256 of the file's content (hex).
+    pub sha256: String,
+    /// How it was found: a flag (or `Config::weights`), `WBS_WEIGHTS`, or the shipped file.
+    pub found_by: WeightsOrigin,
+}
+
+impl WeightsFile {
+    /// Locates `kind`'s weights ([`nn::locate_with_origin`]) and checksums the file. The
+    /// lookup's hint names the generic `--weights FILE`; the matcher's flag for this network is
+    /// `--<name>-weights`, so the hint says that instead.
+    pub fn find(kind: NetworkKind, explicit: Option<&Path>) -> Result<WeightsFile> {
+        let (path, found_by) = nn::locate_with_origin(kind, explicit).map_err(|e| match e {
+            Error::Weights(message) => Error::Weights(message.replace(
+                "--weights FILE",
+                &format!("--{}-weights FILE", kind.name().to_lowercase()),
+            )),
+            other => other,
+        })?;
+        Ok(WeightsFile {
+            network: kind.name().to_string(),
+            sha256: crate::provenance::file_sha256(&path)?,
+            path: path.display().to_string(),
+            found_by,
+        })
+    }
+
+    /// One line for people: `AffNet data/affnet.safetensors (shipped, sha256 1a2b3c4d5e6f)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} ({}, sha256 {})",
+            self.network,
+            self.path,
+            self.found_by.describe(),
+            &self.sha256[..self.sha256.len().min(12)]
+        )
+    }
 }
 
 fn not_loaded(kind: NetworkKind) -> Error {

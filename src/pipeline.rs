@@ -23,7 +23,7 @@ use crate::geometry::{self, Geometry, LafCheck, RansacConfig, RansacMethod};
 use crate::image::{GrayImage, LoadOptions, DEFAULT_MAX_MEGAPIXELS};
 use crate::laf::Laf;
 use crate::matching::{remove_duplicates, Tentative};
-use crate::networks::{Networks, PreparedImage};
+use crate::networks::{Networks, PreparedImage, WeightsFile};
 use crate::nn::{NetworkKind, HARDNET_DIM};
 use crate::orient::{orient_by_histogram, orient_from_orinet_outputs, OrientationMethod};
 use crate::pyramid::ScaleSpace;
@@ -198,23 +198,80 @@ impl Config {
         }
     }
 
-    /// Rejects settings that cannot work together, before any image is read.
+    /// Rejects settings out of their range, or that cannot work together, before any image is
+    /// read. The error is an [`Error::Setting`] that names the setting as this struct does
+    /// (`ratio`, `ransac.confidence`, `threshold.floor`, ...) and its range.
     pub fn validate(&self) -> Result<()> {
-        if !(self.ratio > 0.0 && self.ratio <= 1.0) {
-            return Err(Error::invalid(format!(
-                "--ratio must be in (0, 1], got {}",
-                self.ratio
-            )));
+        fn check<T: std::fmt::Display>(
+            setting: &'static str,
+            value: T,
+            ok: bool,
+            rule: &str,
+        ) -> Result<()> {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::setting(setting, rule, value))
+            }
         }
-        if !(self.ransac.threshold_px > 0.0) {
-            return Err(Error::invalid("--inlier-threshold must be positive"));
-        }
-        let t = match self.threshold {
-            Threshold::Fixed { threshold } => threshold,
-            Threshold::Adaptive { floor, .. } => floor,
-        };
-        if !(t > 0.0) {
-            return Err(Error::invalid("--threshold must be positive"));
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let r = self.ratio;
+        check("ratio", r, r > 0.0 && r <= 1.0, "in (0, 1]")?;
+        let t = self.ransac.threshold_px;
+        check(
+            "ransac.threshold_px",
+            t,
+            positive(t),
+            "a positive number of px",
+        )?;
+        let c = self.ransac.confidence;
+        check("ransac.confidence", c, c > 0.0 && c < 1.0, "in (0, 1)")?;
+        let n = self.ransac.max_iterations;
+        check("ransac.max_iterations", n, n >= 1, "at least 1")?;
+        check(
+            "min_inliers",
+            self.min_inliers,
+            self.min_inliers >= 1,
+            "at least 1",
+        )?;
+        let m = self.max_megapixels;
+        check("max_megapixels", m, positive(m), "a positive number")?;
+        let d = self.duplicate_radius;
+        check("duplicate_radius", d, d.is_finite() && d >= 0.0, "≥ 0 px")?;
+        let turns = self.affnet_turns;
+        check("affnet_turns", turns, (1..=8).contains(&turns), "in 1..=8")?;
+        match self.threshold {
+            Threshold::Fixed { threshold } => {
+                check(
+                    "threshold",
+                    threshold,
+                    positive(threshold as f64),
+                    "a positive number",
+                )?;
+            }
+            Threshold::Adaptive {
+                threshold,
+                target,
+                floor,
+            } => {
+                check(
+                    "threshold",
+                    threshold,
+                    positive(threshold as f64),
+                    "a positive number",
+                )?;
+                check("threshold.target", target, target >= 1, "at least 1")?;
+                let rule = format!(
+                    "in (0, threshold], and the threshold is {}",
+                    short(threshold)
+                );
+                check(
+                    "threshold.floor",
+                    floor,
+                    positive(floor as f64) && floor <= threshold,
+                    &rule,
+                )?;
+            }
         }
         match &self.schedule {
             Some(_) if !self.method.is_mods() => Err(Error::invalid(format!(
@@ -229,6 +286,12 @@ impl Config {
             None => Ok(()),
         }
     }
+}
+
+/// A number for a message: at most four decimals, trailing zeros dropped (16/3 → 5.3333).
+fn short(x: f32) -> String {
+    let text = format!("{x:.4}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Wall-clock milliseconds per stage of one image.
@@ -448,8 +511,15 @@ pub struct MatchReport {
     pub mods: Option<ModsReport>,
     /// Every setting used.
     pub settings: Config,
+    /// The weights file of every network used: path, SHA-256 and how it was found (empty for
+    /// the classical stages, and for networks given in memory).
+    #[serde(default)]
+    pub weights: Vec<WeightsFile>,
     /// The wbs version that produced the report.
     pub version: String,
+    /// The git commit that wbs was built from ("unknown" outside a git checkout).
+    #[serde(default)]
+    pub commit: String,
     /// Everything needed to draw the result; not serialised.
     #[serde(skip)]
     pub details: Option<Box<MatchDetails>>,
@@ -569,9 +639,17 @@ pub(crate) fn verify_tentatives(
     };
     let (registered, verdict) = if features1.is_empty() || features2.is_empty() {
         let which = if features1.is_empty() { 1 } else { 2 };
+        let threshold = match config.threshold {
+            Threshold::Fixed { threshold } => threshold,
+            Threshold::Adaptive { floor, .. } => floor,
+        };
         (
             false,
-            format!("no features in image {which} (uniform or featureless image?)"),
+            format!(
+                "no features in image {which}: no Hessian response reaches the threshold {} \
+                 (a uniform image, or a threshold too high: the default is 16/3)",
+                short(threshold)
+            ),
         )
     } else if tentatives.len() < minimal {
         (
@@ -613,7 +691,9 @@ pub(crate) fn verify_tentatives(
         images: [String::new(), String::new()],
         mods: None,
         settings: config.clone(),
-        version: env!("CARGO_PKG_VERSION").into(),
+        weights: Vec::new(),
+        version: crate::provenance::VERSION.into(),
+        commit: crate::provenance::COMMIT.into(),
         details: Some(Box::new(MatchDetails {
             features1: features1.to_vec(),
             features2: features2.to_vec(),

@@ -2,6 +2,8 @@
 //! `../shared/weights/*.pth` at run time; skipped when `../shared` is absent), and the library's
 //! errors when a network is missing.
 
+mod skip;
+
 use std::path::{Path, PathBuf};
 
 use wbs::image::{load_gray, LoadOptions};
@@ -18,7 +20,7 @@ fn shared() -> Option<PathBuf> {
     if p.join("weights/AffNet.pth").is_file() && p.join("datasets/OxAff/graf").is_dir() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} (weights and OxAff) not found", p.display());
+        skip::missing(&format!("{} (weights and OxAff)", p.display()));
         None
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 #[rustfmt::skip]
 const LAYERS: &[&str] = &[
     // Leaves: no wbs imports, or only each other's.
-    "error", "files", "choice", "math", "image", "simd", "laf", "geometry", "matching", "synth",
+    "error", "files", "provenance", "choice", "math", "image", "simd", "laf", "geometry", "matching", "synth",
     "protocol", // Images and frames.
     "pyramid", "patch", "detect", "feature",
     // The neural-network core (ops, networks, weights) and its CUDA backend, then the device

@@ -255,6 +255,12 @@ fn bad_flags_are_usage_errors() {
         assert_eq!(o.status.code(), Some(2), "--affnet-turns {turns}");
         assert!(stderr(&o).contains("--affnet-turns"), "{}", stderr(&o));
     }
+    let o = wbs(&["match", "a.png", "b.png", "--affnet-turns", "9"]);
+    assert!(
+        stderr(&o).contains("--affnet-turns must be in 1..=8, got 9"),
+        "{}",
+        stderr(&o)
+    );
     let dir = scratch("flags");
     let a = dir.join("a.png");
     textured(&a, 64, 64);
@@ -266,4 +272,228 @@ fn bad_flags_are_usage_errors() {
         "1.5",
     ]);
     assert_one_line_error(&o, "--ratio");
+}
+
+/// Every setting out of its range is refused before any image is read (the images here do not
+/// exist: the message is about the setting, not the file), in one line that names the flag, its
+/// range and the value, with exit code 2 like any other usage error.
+#[test]
+fn settings_out_of_range_fail_fast_naming_the_flag_and_the_range() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--confidence", "1.5"],
+            "--confidence must be in (0, 1), got 1.5",
+        ),
+        (
+            &["--confidence", "-1"],
+            "--confidence must be in (0, 1), got -1",
+        ),
+        (
+            &["--confidence", "nan"],
+            "--confidence must be in (0, 1), got NaN",
+        ),
+        (
+            &["--confidence", "0"],
+            "--confidence must be in (0, 1), got 0",
+        ),
+        (
+            &["--max-iterations", "0"],
+            "--max-iterations must be at least 1, got 0",
+        ),
+        (
+            &["--min-inliers", "0"],
+            "--min-inliers must be at least 1, got 0",
+        ),
+        (
+            &["--max-megapixels=-1"],
+            "--max-megapixels must be a positive number, got -1",
+        ),
+        (
+            &["--max-megapixels", "-1"],
+            "--max-megapixels must be a positive number, got -1",
+        ),
+        (&["--ratio", "-0.5"], "--ratio must be in (0, 1], got -0.5"),
+        (&["--ratio", "1.5"], "--ratio must be in (0, 1], got 1.5"),
+        (
+            &["--inlier-threshold", "0"],
+            "--inlier-threshold must be a positive number of px, got 0",
+        ),
+        (
+            &["--threshold", "-2"],
+            "--threshold must be a positive number, got -2",
+        ),
+        (
+            &["--threshold", "inf"],
+            "--threshold must be a positive number, got inf",
+        ),
+        (
+            &["--detector", "adaptive", "--threshold-floor", "100"],
+            "--threshold-floor must be in (0, threshold], and the threshold is 5.3333, got 100",
+        ),
+        (
+            &["--detector", "adaptive", "--threshold-floor", "0"],
+            "--threshold-floor must be in (0, threshold], and the threshold is 5.3333, got 0",
+        ),
+        (
+            &["--method", "adhesaff", "--target-features", "0"],
+            "--target-features must be at least 1, got 0",
+        ),
+        (
+            &["--threshold-floor", "1"],
+            "--threshold-floor applies to the adaptive detector only: add --detector adaptive \
+             (or use --method adhesaff / adhesaffnet)",
+        ),
+        (
+            &["--target-features", "500"],
+            "--target-features applies to the adaptive detector only: add --detector adaptive \
+             (or use --method adhesaff / adhesaffnet)",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["match", "/nonexistent/a.png", "/nonexistent/b.png"];
+        args.extend_from_slice(flags);
+        let o = wbs(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{flags:?}: {err}");
+        assert_eq!(err.trim_end(), format!("error: {expected}"), "{flags:?}");
+    }
+    // The same checks in eval and detect.
+    let o = wbs(&[
+        "eval",
+        "--dataset",
+        "OxAff",
+        "--root",
+        "/nonexistent",
+        "--confidence",
+        "2",
+    ]);
+    assert_eq!(
+        stderr(&o).trim_end(),
+        "error: --confidence must be in (0, 1), got 2"
+    );
+    let o = wbs(&["detect", "/nonexistent/a.png", "--threshold", "0"]);
+    assert_eq!(
+        stderr(&o).trim_end(),
+        "error: --threshold must be a positive number, got 0"
+    );
+}
+
+/// Negative counts are about the value, not taken for flags (no "use '-- -1'" tip, which would
+/// turn the value into an image argument).
+#[test]
+fn negative_counts_get_a_message_about_the_value() {
+    for (flag, value) in [
+        ("--min-inliers", "-1"),
+        ("--max-iterations", "-5"),
+        ("--seed", "-3"),
+        ("--affnet-turns", "-1"),
+    ] {
+        let o = wbs(&[
+            "match",
+            "/nonexistent/a.png",
+            "/nonexistent/b.png",
+            flag,
+            value,
+        ]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(&format!("{value} is negative; expected a whole number ≥ 0")),
+            "{flag} {value}: {err}"
+        );
+        assert!(!err.contains("-- -"), "{flag} {value}: {err}");
+    }
+    let o = wbs(&[
+        "match",
+        "/nonexistent/a.png",
+        "/nonexistent/b.png",
+        "--ratio",
+        "x",
+    ]);
+    assert!(stderr(&o).contains("'x' is not a number"), "{}", stderr(&o));
+}
+
+/// Output paths are checked before any image is read (the images do not exist here), with one
+/// message shape: "cannot write PATH: why".
+#[test]
+fn output_paths_are_checked_before_the_work() {
+    let dir = scratch("outputs");
+    let missing = dir.join("missing").join("r.json");
+    let cases = [
+        (
+            vec!["--json", missing.to_str().unwrap()],
+            format!("cannot write {}: no folder {}", missing.display(), dir.join("missing").display()),
+        ),
+        (
+            vec!["--viz", missing.to_str().unwrap()],
+            format!("cannot write {}: unknown format; the file name should end in .png, .jpg, .jpeg, .bmp, .ppm", missing.display()),
+        ),
+        (
+            vec!["--viz", "m.txt"],
+            "cannot write m.txt: unknown format; the file name should end in .png, .jpg, .jpeg, .bmp, .ppm".to_string(),
+        ),
+        (
+            vec!["--json", dir.to_str().unwrap()],
+            format!("cannot write {}: it is a folder", dir.display()),
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["match", "/nonexistent/a.png", "/nonexistent/b.png"];
+        args.extend_from_slice(&flags);
+        let o = wbs(&args);
+        assert_eq!(o.status.code(), Some(1), "{flags:?}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim_end(),
+            format!("error: {expected}"),
+            "{flags:?}"
+        );
+    }
+    let o = wbs(&["detect", "/nonexistent/a.png", "--viz", "out.gif"]);
+    assert!(
+        stderr(&o).starts_with("error: cannot write out.gif: unknown format"),
+        "{}",
+        stderr(&o)
+    );
+    let file = dir.join("file");
+    std::fs::write(&file, b"").unwrap();
+    let out = file.join("eval-out");
+    let o = wbs(&[
+        "eval",
+        "--dataset",
+        "OxAff",
+        "--root",
+        "/nonexistent",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        stderr(&o).trim_end(),
+        format!(
+            "error: cannot write {}: {} is not a folder",
+            out.display(),
+            file.display()
+        )
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "the checks leave nothing behind"
+    );
+}
+
+/// A threshold that no response reaches is named in the verdict, not blamed on the image.
+#[test]
+fn a_threshold_too_high_is_named_in_the_verdict() {
+    let dir = scratch("threshold");
+    let a = dir.join("a.png");
+    textured(&a, 96, 96);
+    let a = a.to_str().unwrap();
+    let o = wbs(&["match", a, a, "--threshold", "100000"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("no Hessian response reaches the threshold 100000"),
+        "{}",
+        stdout(&o)
+    );
 }

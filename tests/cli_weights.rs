@@ -112,6 +112,18 @@ fn round_trip(pth: &Path, dir: &Path) -> serde_json::Value {
     assert_success(&by_flag);
     let report = json(&by_flag);
     assert_eq!(report["settings"]["shape"], "affnet");
+    // Provenance: the file, its checksum and how it was found; the summary names it too.
+    let sha = wbs::provenance::file_sha256(&out).unwrap();
+    assert_weights(&report, out.to_str().unwrap(), &sha, "flag");
+    assert!(
+        text(&by_flag.stderr).contains(&format!(
+            "weights     AffNet {} (flag, sha256 {})",
+            out.display(),
+            &sha[..12]
+        )),
+        "{}",
+        text(&by_flag.stderr)
+    );
     assert!(
         report["shaped"][0].as_u64().unwrap() > 0,
         "{}",
@@ -133,7 +145,67 @@ fn round_trip(pth: &Path, dir: &Path) -> serde_json::Value {
     );
     assert_success(&by_env);
     assert_eq!(json(&by_env)["inliers"], report["inliers"]);
+    assert_weights(&json(&by_env), out.to_str().unwrap(), &sha, "env");
     report
+}
+
+/// The report names exactly one weights file: AffNet's, with this path, checksum and origin,
+/// and the wbs version and commit that made it.
+fn assert_weights(report: &serde_json::Value, path: &str, sha256: &str, found_by: &str) {
+    let expected = serde_json::json!([{
+        "network": "AffNet",
+        "path": path,
+        "sha256": sha256,
+        "found_by": found_by,
+    }]);
+    assert_eq!(report["weights"], expected, "{}", report["weights"]);
+    assert_eq!(report["version"], env!("CARGO_PKG_VERSION"));
+    let commit = report["commit"].as_str().unwrap();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit}"
+    );
+}
+
+#[test]
+fn the_report_names_the_shipped_weights_and_a_wbs_weights_naming_nothing_is_an_error() {
+    let dir = temp_dir("cli-provenance");
+    let shipped = root().join("data/affnet.safetensors");
+    let args = [
+        "match",
+        &sample(1),
+        &sample(2),
+        "--method",
+        "hesaffnet",
+        "--json",
+        "-",
+    ];
+    let o = wbs(&args, &dir);
+    assert_success(&o);
+    let sha = wbs::provenance::file_sha256(&shipped).unwrap();
+    let report = json(&o);
+    assert_eq!(
+        report["weights"][0]["found_by"], "shipped",
+        "{}",
+        report["weights"]
+    );
+    assert_eq!(report["weights"][0]["sha256"], sha.as_str());
+    let found = PathBuf::from(report["weights"][0]["path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::canonicalize(found).unwrap(),
+        std::fs::canonicalize(&shipped).unwrap()
+    );
+    // hesaff uses no network: the report lists none.
+    let o = wbs(&["match", &sample(1), &sample(2), "--json", "-"], &dir);
+    assert_success(&o);
+    assert_eq!(json(&o)["weights"], serde_json::json!([]));
+    // WBS_WEIGHTS that names no file or folder: an error, not the shipped file.
+    let o = wbs(&args, Path::new("/nonexistent/weights"));
+    assert_one_line_error(
+        &o,
+        "WBS_WEIGHTS=/nonexistent/weights: no such file or folder",
+    );
 }
 
 #[test]
@@ -146,7 +218,7 @@ fn import_inspect_and_match_with_a_random_affnet_checkpoint() {
 fn import_inspect_and_match_with_the_official_affnet() {
     let pth = root().join("../shared/weights/AffNet.pth");
     if !pth.is_file() {
-        println!("SKIP: {} not found", pth.display());
+        nn_support::skip::missing(&pth.display().to_string());
         return;
     }
     let dir = temp_dir("cli-round-trip-official");
@@ -278,6 +350,7 @@ fn bench_times_hesaffnet_and_the_networks() {
     // not there the hesaffnet line says why it was skipped.
     let mut args = common.to_vec();
     args.extend(["--nn-batch", "0", "--train-batch", "0"]);
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
     let out = text(&wbs(&args, &dir.join("empty")).stdout);
     assert!(out.contains("(hesaffnet, rootsift)"), "{out}");
     args.extend(["--affnet-weights", "/nonexistent.safetensors"]);

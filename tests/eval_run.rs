@@ -25,6 +25,7 @@ fn options(out: &Path) -> RunOptions {
         out: out.to_path_buf(),
         viz_dir: None,
         resume: false,
+        overwrite: false,
         jobs: 2,
         command: vec!["test".into()],
     }
@@ -330,7 +331,13 @@ fn a_corrupt_image_or_ground_truth_fails_only_its_pair() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Every report is written, and the exit code says that pairs failed.
+    let stderr = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("error: 2 of 3 record(s) failed (listed in report.md)"),
+        "{stderr}"
+    );
     let stdout = text(&o.stdout);
     assert!(
         stdout.contains("| hesaff | 1/3, ") && stdout.contains("(2 failed)"),
@@ -353,6 +360,37 @@ fn a_corrupt_image_or_ground_truth_fails_only_its_pair() {
         "{report}"
     );
 
+    // The folder now holds a run: refused without --resume or --overwrite, replaced with
+    // --overwrite (the same two pairs fail again), and the two flags exclude each other.
+    let dataset = format!("homogr={}", homogr.display());
+    let again = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--dataset",
+            &dataset,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        wbs(&args)
+    };
+    let o = again(&[]);
+    let stderr = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("add --resume to continue it, --overwrite to replace it"),
+        "{stderr}"
+    );
+    let o = again(&["--overwrite"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("3 record(s): 3 computed, 0 resumed, 2 failed"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = again(&["--overwrite", "--resume"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+
     // The CLI's merge of a single full run reproduces its table.
     let merged = dir.join("merged");
     let o = wbs(&[
@@ -362,7 +400,7 @@ fn a_corrupt_image_or_ground_truth_fails_only_its_pair() {
         "--out",
         merged.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     assert_eq!(
         std::fs::read_to_string(merged.join("table.md")).unwrap(),
         std::fs::read_to_string(out.join("table.md")).unwrap()

@@ -1,5 +1,7 @@
 //! End-to-end matching: synthetic pairs with known homographies, real OxAff pairs, determinism.
 
+mod skip;
+
 use std::path::{Path, PathBuf};
 
 use wbs::image::{load_rgb, to_gray, LoadOptions};
@@ -17,7 +19,7 @@ fn shared() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} not found", p.display());
+        skip::missing(&p.display().to_string());
         None
     }
 }

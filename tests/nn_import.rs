@@ -506,5 +506,25 @@ fn locate_follows_flag_then_env_then_data() {
             assert!(!msg.contains('\n'));
         }
     }
+    // How each was found.
+    use nn::WeightsOrigin::{Env, Flag};
+    let found = |explicit: Option<&Path>| nn::locate_with_origin(NetworkKind::AffNet, explicit);
+    assert_eq!(found(Some(&file)).unwrap(), (file.clone(), Flag));
+    assert_eq!(
+        found(None).unwrap(),
+        (weights_dir.join("affnet.safetensors"), Env)
+    );
+    // A WBS_WEIGHTS that names nothing is an error, not a fallback to the shipped file.
+    std::env::set_var(nn::WEIGHTS_ENV, dir.join("typo"));
+    let msg = found(None).unwrap_err().to_string();
+    assert!(
+        msg.contains("WBS_WEIGHTS=") && msg.contains("typo: no such file or folder"),
+        "{msg}"
+    );
+    // An empty WBS_WEIGHTS counts as unset.
+    std::env::set_var(nn::WEIGHTS_ENV, "");
+    if let Ok((p, origin)) = found(None) {
+        assert_eq!(origin, nn::WeightsOrigin::Shipped, "{}", p.display());
+    }
     std::env::remove_var(nn::WEIGHTS_ENV);
 }

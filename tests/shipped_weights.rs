@@ -2,6 +2,8 @@
 //! default lookup, good enough to register the README's sample pair against its ground truth, and
 //! covariant enough to follow an in-plane turn.
 
+mod skip;
+
 use std::path::PathBuf;
 
 use wbs::image::{load_rgb, to_gray, LoadOptions};
@@ -33,7 +35,7 @@ fn shipped_affnet_was_trained_by_wbs() {
     // Not a copy of the authors' weights (compared when ../shared is beside the checkout).
     let official = root().join("../shared/weights/AffNet.pth");
     if !official.is_file() {
-        println!("SKIP (comparison): {} not found", official.display());
+        skip::missing(&official.display().to_string());
         return;
     }
     let theirs = Weights::load(&official).unwrap();

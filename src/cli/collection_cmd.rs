@@ -124,7 +124,7 @@ pub fn run(args: CollectionArgs) -> Result<()> {
         return Ok(());
     }
     let mut config = args.features.config()?;
-    args.verify.0.apply(&mut config);
+    args.verify.0.apply(&mut config)?;
     let matcher = Matcher::new(config)?;
     let selection = match args.pairs {
         Some(file) => PairSelection::File(file),

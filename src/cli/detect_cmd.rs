@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::FeatureArgs;
+use crate::files::check_writable;
 use crate::image::{load_gray, load_rgb};
 use crate::matcher::Matcher;
 use crate::viz::draw_features;
@@ -22,7 +23,8 @@ pub struct DetectArgs {
     /// descriptors: the first line is the dimension instead of 1.0).
     #[arg(long)]
     pub describe: bool,
-    /// Draw the regions over the image to FILE.png.
+    /// Draw the regions over the image to FILE; the format follows the extension: .png,
+    /// .jpg/.jpeg, .bmp or .ppm.
     #[arg(long, value_name = "FILE")]
     pub viz: Option<PathBuf>,
     #[command(flatten)]
@@ -31,6 +33,12 @@ pub struct DetectArgs {
 
 pub fn run(args: DetectArgs) -> Result<()> {
     let config = args.features.config()?;
+    if let Some(path) = &args.out {
+        check_writable(path, &[])?;
+    }
+    if let Some(path) = &args.viz {
+        check_writable(path, super::IMAGE_OUTPUTS)?;
+    }
     let matcher = Matcher::new(config.clone())?;
     let image = load_gray(&args.image, &config.load_options())?;
 
@@ -58,7 +66,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
         (detections, shaped)
     };
     match &args.out {
-        Some(path) => std::fs::write(path, text).map_err(|e| Error::io(path, e))?,
+        Some(path) => std::fs::write(path, text).map_err(|e| Error::cannot_write(path, e))?,
         None => print!("{text}"),
     }
     eprintln!(
@@ -71,7 +79,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
         let rgb = load_rgb(&args.image, &config.load_options())?;
         draw_features(&rgb, &features)
             .save(path)
-            .map_err(|e| Error::image(path, format!("cannot write: {e}")))?;
+            .map_err(|e| Error::cannot_write(path, e))?;
     }
     Ok(())
 }

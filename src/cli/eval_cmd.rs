@@ -12,6 +12,7 @@ use crate::eval::datasets::{load_dataset, load_pair_list, parse_dataset_spec, pa
 use crate::eval::record::Shard;
 use crate::eval::report::{paper_table_markdown, write_reports};
 use crate::eval::{EvalFile, MethodConfig, Plan, Progress, RunOptions};
+use crate::files::check_writable_dir;
 use crate::geometry::Geometry;
 use crate::pipeline::Method;
 use crate::{Error, Result};
@@ -41,14 +42,19 @@ pub struct EvalArgs {
     pub viz_dir: Option<PathBuf>,
     /// Continue the run in --out: pairs already in its pairs.jsonl are not matched again
     /// (failed pairs are retried).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Replace an earlier run in --out (without it, a folder holding one is refused).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Run only shard I of N (pairs whose position modulo N is I-1); combine the shards' outputs
     /// with `wbs eval merge`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
-    /// Pairs matched at the same time (each match also uses every core for its own stages).
-    #[arg(long, default_value_t = 2)]
+    /// Pairs matched at the same time, at least 1 (each match also uses every core for its own
+    /// stages).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = super::whole::<usize>,
+          allow_negative_numbers = true)]
     pub jobs: usize,
     /// Only pairs whose name contains TEXT (e.g. `graf`, `OxAff/bark/1-6`); repeatable.
     #[arg(long, value_name = "TEXT")]
@@ -131,8 +137,8 @@ fn methods(args: &EvalArgs) -> Result<Vec<MethodConfig>> {
             let mut config = features.config()?;
             let mut verify = args.verify.clone();
             verify.geometry = kind;
-            verify.apply(&mut config);
-            config.validate().map(|_| config)
+            verify.apply(&mut config)?;
+            Ok::<_, Error>(config)
         };
         let homography = with(Geometry::Homography)?;
         let fundamental = with(Geometry::Fundamental)?;
@@ -176,6 +182,7 @@ fn datasets(args: &EvalArgs) -> Result<Vec<crate::eval::Dataset>> {
 pub fn run(args: EvalArgs) -> Result<()> {
     let command: Vec<String> = std::env::args().collect();
     if let Some(EvalAction::Merge(merge)) = args.action {
+        check_writable_dir(&merge.out)?;
         let file = crate::eval::merge::merge(&merge.shards, command)?;
         write_reports(&merge.out, &file)?;
         return finish(&file, &merge.out);
@@ -186,7 +193,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ));
     }
     if args.jobs == 0 {
-        return Err(Error::invalid("--jobs must be at least 1"));
+        return Err(Error::invalid("--jobs must be at least 1, got 0"));
+    }
+    check_writable_dir(&args.out)?;
+    if let Some(dir) = &args.viz_dir {
+        check_writable_dir(dir)?;
     }
     let plan = Plan {
         methods: methods(&args)?,
@@ -203,6 +214,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         out: args.out.clone(),
         viz_dir: args.viz_dir.clone(),
         resume: args.resume,
+        overwrite: args.overwrite,
         jobs: args.jobs,
         command,
     };
@@ -210,7 +222,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     finish(&file, &args.out)
 }
 
-/// Prints the table and where everything went; failed pairs are counted, not fatal.
+/// Prints the table and where everything went. Failed pairs (a file that cannot be read, a
+/// match that errs) do not stop the run, but make it end with [`Error::PairsFailed`] (exit
+/// code 3) once every report is written, so that a script or CI job sees them.
 fn finish(file: &EvalFile, out: &std::path::Path) -> Result<()> {
     print!("{}", paper_table_markdown(file));
     let failed: Vec<_> = file.pairs.iter().filter(|r| r.error.is_some()).collect();
@@ -237,7 +251,14 @@ fn finish(file: &EvalFile, out: &std::path::Path) -> Result<()> {
         "wrote eval.json, table.md, table.csv, summary.csv, report.md and plots/ in {}",
         out.display()
     );
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::PairsFailed {
+            failed: failed.len(),
+            total: file.pairs.len(),
+        })
+    }
 }
 
 /// The progress bar of `eval` and `collection` on stderr (indicatif hides it when stderr is not a terminal).

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{FeatureArgs, VerifyArgs};
+use crate::files::check_writable;
 use crate::matcher::Matcher;
 use crate::pipeline::MatchReport;
 use crate::viz::{draw_matches, MatchDrawing};
@@ -20,7 +21,8 @@ pub struct MatchArgs {
     /// Write the full report as JSON to FILE ("-" for stdout; the summary then goes to stderr).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Draw both images side by side with the inliers and their regions to FILE.png.
+    /// Draw both images side by side with the inliers and their regions to FILE; the format
+    /// follows the extension: .png, .jpg/.jpeg, .bmp or .ppm.
     #[arg(long, value_name = "FILE")]
     pub viz: Option<PathBuf>,
     /// Judge the result against ground truth as the evaluation protocol does: a homography file
@@ -41,7 +43,18 @@ pub struct MatchArgs {
 
 pub fn run(args: MatchArgs) -> Result<()> {
     let mut config = args.features.config()?;
-    args.verify.apply(&mut config);
+    args.verify.apply(&mut config)?;
+    // Output paths are checked before any work, so that a typo costs no match.
+    if let Some(path) = args
+        .json
+        .as_deref()
+        .filter(|p| *p != std::path::Path::new("-"))
+    {
+        check_writable(path, &[])?;
+    }
+    if let Some(path) = &args.viz {
+        check_writable(path, super::IMAGE_OUTPUTS)?;
+    }
     let truth = args
         .ground_truth
         .as_deref()
@@ -77,7 +90,7 @@ pub fn run(args: MatchArgs) -> Result<()> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{text}").map_err(|e| Error::io("<stdout>", e))?;
         } else {
-            std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+            std::fs::write(path, text + "\n").map_err(|e| Error::cannot_write(path, e))?;
         }
     }
     if let Some(path) = &args.viz {
@@ -90,7 +103,7 @@ pub fn run(args: MatchArgs) -> Result<()> {
         };
         draw_matches(&a, &b, &report, &drawing)
             .save(path)
-            .map_err(|e| Error::image(path, format!("cannot write: {e}")))?;
+            .map_err(|e| Error::cannot_write(path, e))?;
     }
     Ok(())
 }
@@ -119,6 +132,9 @@ pub fn summary(report: &MatchReport) -> String {
         out += &format!("  device      {} ({note})\n", report.device);
     }
     out += &format!("  {}\n", report.verdict);
+    for w in &report.weights {
+        out += &format!("  weights     {}\n", w.describe());
+    }
     out += &format!(
         "  features    {} / {}   (detections {} / {}, shaped {} / {})\n",
         report.features[0],

@@ -31,7 +31,7 @@ use crate::geometry::{Geometry, HomographyError, RansacMethod};
 use crate::orient::OrientationMethod;
 use crate::pipeline::{Config, Method, DEFAULT_ADAPTIVE_TARGET};
 use crate::shape::{ShapeFailures, ShapeMethod};
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,58 +85,71 @@ pub enum DetectorChoice {
     Adaptive,
 }
 
-/// The feature flags shared by `match` and `detect`; unset flags take the preset's value.
+/// The feature flags shared by `match`, `detect` and `eval`; unset flags take the preset's value.
 #[derive(Args, Debug, Clone)]
 pub struct FeatureArgs {
-    /// Preset, named as in the AffNet paper.
+    /// Preset, named as in the AffNet paper (it sets the detector and the shape; the other flags
+    /// change one setting each).
     #[arg(long, value_parser = choice::<Method>(), default_value_t = Method::Hesaff)]
     pub method: Method,
-    /// Detector: fixed or adaptive threshold (default: the preset's).
+    /// Detector: a fixed threshold, or adaptive (AdHess) [default: the preset's: adaptive for
+    /// adhesaff and adhesaffnet].
     #[arg(long, value_enum)]
     pub detector: Option<DetectorChoice>,
-    /// Hessian threshold in hesaff units (responses are compared with its square).
-    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
+    /// Hessian threshold in hesaff units, > 0 (responses det H·σ⁴ are compared with its square;
+    /// a fraction like 16/3 is accepted). Higher: fewer, stronger features.
+    #[arg(long, value_name = "T", default_value = "16/3", value_parser = number::<f32>,
+          allow_negative_numbers = true)]
     pub threshold: f32,
-    /// Adaptive detector: lower the threshold until this many detections are found.
-    #[arg(long, default_value_t = DEFAULT_ADAPTIVE_TARGET)]
-    pub target_features: usize,
-    /// Adaptive detector: never lower the threshold below this.
-    #[arg(long, default_value_t = DEFAULT_THRESHOLD / 8.0)]
-    pub threshold_floor: f32,
-    /// Affine shape (default: the preset's).
+    /// Adaptive detector only: keep lowering the threshold until this many detections are
+    /// found; at least 1 [default: 3000].
+    #[arg(long, value_name = "N", value_parser = whole::<usize>, allow_negative_numbers = true)]
+    pub target_features: Option<usize>,
+    /// Adaptive detector only: never lower the threshold below this; in (0, --threshold]
+    /// [default: 2/3].
+    #[arg(long, value_name = "T", value_parser = number::<f32>, allow_negative_numbers = true)]
+    pub threshold_floor: Option<f32>,
+    /// Affine shape [default: the preset's: baumberg, or affnet for the *net methods].
     #[arg(long, value_parser = choice::<ShapeMethod>())]
     pub shape: Option<ShapeMethod>,
     /// Detections whose shape estimation fails: keep them as circles, or drop them (hesaff).
     #[arg(long, value_parser = choice::<ShapeFailures>(), default_value_t = ShapeFailures::Circle)]
     pub shape_failures: ShapeFailures,
-    /// Orientation.
+    /// Orientation of each region.
     #[arg(long, value_parser = choice::<OrientationMethod>(), default_value_t = OrientationMethod::Histogram)]
     pub orientation: OrientationMethod,
-    /// Descriptor.
+    /// Descriptor of each region.
     #[arg(long, value_parser = choice::<DescriptorKind>(), default_value_t = DescriptorKind::Rootsift)]
     pub descriptor: DescriptorKind,
-    /// Refuse images larger than this many megapixels (the scale space needs ~60 MB per MP).
-    #[arg(long, default_value_t = crate::image::DEFAULT_MAX_MEGAPIXELS)]
+    /// Refuse images larger than this many megapixels before decoding them; > 0 (the scale
+    /// space needs about 60 MB per MP).
+    #[arg(long, value_name = "MP", value_parser = number::<f64>, allow_negative_numbers = true,
+          default_value_t = crate::image::DEFAULT_MAX_MEGAPIXELS)]
     pub max_megapixels: f64,
-    /// Device for the networks and matching.
+    /// Device for the networks and the descriptor matching: auto (the CPU for now: it stays
+    /// there until the CUDA path is validated, docs/gpu-validation.md), cpu, or cuda (an NVIDIA
+    /// GPU; an error where none answers).
     #[arg(long, value_parser = choice::<Device>(), default_value_t = Device::Auto)]
     pub device: Device,
-    /// AffNet weights (safetensors, or the authors' .pth); default: WBS_WEIGHTS (a file or a
-    /// folder with affnet.safetensors), then the files wbs ships in data/.
-    #[arg(long)]
+    /// AffNet weights (safetensors, or the authors' .pth) [default: WBS_WEIGHTS (a file, or a
+    /// folder with affnet.safetensors), then the file wbs ships, data/affnet.safetensors].
+    #[arg(long, value_name = "FILE")]
     pub affnet_weights: Option<PathBuf>,
-    /// OriNet weights (safetensors or .pth); looked up like --affnet-weights.
-    #[arg(long)]
+    /// OriNet weights (safetensors or .pth), for --orientation orinet [default: WBS_WEIGHTS
+    /// (a file, or a folder with orinet.safetensors); none is shipped].
+    #[arg(long, value_name = "FILE")]
     pub orinet_weights: Option<PathBuf>,
-    /// HardNet weights (safetensors or .pth); looked up like --affnet-weights.
-    #[arg(long)]
+    /// HardNet weights (safetensors or .pth), for --descriptor hardnet [default: WBS_WEIGHTS
+    /// (a file, or a folder with hardnet.safetensors); none is shipped].
+    #[arg(long, value_name = "FILE")]
     pub hardnet_weights: Option<PathBuf>,
-    /// AffNet: average the shape over this many turns of each patch (4: quarter turns; 1: one
-    /// pass, the paper's). More inliers, `N` times AffNet's time (docs/affnet.md).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
-    pub affnet_turns: u8,
+    /// AffNet: average the shape over this many turns of each patch, 1 to 8 (4: quarter turns;
+    /// 1: one pass, the paper's). More inliers, N times AffNet's time (docs/affnet.md).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = whole::<usize>,
+          allow_negative_numbers = true)]
+    pub affnet_turns: usize,
     /// MODS schedule for --method mods/modsnet: a built-in name (cviu, wxbs) or a JSON file
-    /// (format: docs/mods.md). Default: cviu.
+    /// (format: docs/mods.md) [default: cviu].
     #[arg(long, value_name = "NAME|FILE")]
     pub schedule: Option<String>,
     /// The LAF check after verification (MODS; on for mods/modsnet through their schedule).
@@ -145,9 +158,10 @@ pub struct FeatureArgs {
 }
 
 impl FeatureArgs {
-    /// The pipeline configuration these flags describe (verification settings at defaults);
-    /// fails with a one-line message when `--schedule` names neither a built-in schedule nor a
-    /// readable, valid schedule file, or is given with a method that runs no schedule.
+    /// The pipeline configuration these flags describe (verification settings at defaults),
+    /// checked: every setting in its range ([`Config::validate`]), and no flag the settings
+    /// would ignore; `--schedule` must name a built-in schedule or a readable, valid schedule
+    /// file, and only with a method that runs one.
     pub fn config(&self) -> Result<Config> {
         let mut config = Config::preset(self.method);
         let adaptive = match self.detector {
@@ -158,10 +172,21 @@ impl FeatureArgs {
         config.threshold = if adaptive {
             Threshold::Adaptive {
                 threshold: self.threshold,
-                target: self.target_features,
-                floor: self.threshold_floor,
+                target: self.target_features.unwrap_or(DEFAULT_ADAPTIVE_TARGET),
+                floor: self.threshold_floor.unwrap_or(DEFAULT_THRESHOLD / 8.0),
             }
         } else {
+            for (flag, given) in [
+                ("--target-features", self.target_features.is_some()),
+                ("--threshold-floor", self.threshold_floor.is_some()),
+            ] {
+                if given {
+                    return Err(Error::Usage(format!(
+                        "{flag} applies to the adaptive detector only: add --detector adaptive \
+                         (or use --method adhesaff / adhesaffnet)"
+                    )));
+                }
+            }
             Threshold::Fixed {
                 threshold: self.threshold,
             }
@@ -176,7 +201,7 @@ impl FeatureArgs {
         config.weights.affnet = self.affnet_weights.clone();
         config.weights.orinet = self.orinet_weights.clone();
         config.weights.hardnet = self.hardnet_weights.clone();
-        config.affnet_turns = self.affnet_turns as usize;
+        config.affnet_turns = self.affnet_turns;
         config.device = self.device;
         if let Some(spec) = &self.schedule {
             if !self.method.is_mods() {
@@ -190,11 +215,12 @@ impl FeatureArgs {
         if self.laf_check {
             config.laf_check = Some(crate::geometry::LafCheck::default());
         }
+        config.validate()?;
         Ok(config)
     }
 }
 
-/// Verification flags of `match`.
+/// Verification flags of `match` and `eval`.
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
     /// Model verified by LO-RANSAC: homography (planar scenes, rotations) or fundamental matrix.
@@ -203,32 +229,39 @@ pub struct VerifyArgs {
     /// Robust estimator: wbs's LO-RANSAC or the arrsac crate (a baseline without local optimisation).
     #[arg(long, value_parser = choice::<RansacMethod>(), default_value_t = RansacMethod::LoRansac)]
     pub ransac: RansacMethod,
-    /// Inlier threshold in px (default: 3 for a homography, 1.5 Sampson for F).
-    #[arg(long)]
+    /// Inlier threshold in px, > 0: forward transfer error for a homography, Sampson distance
+    /// for F [default: 3 for a homography, 1.5 for F].
+    #[arg(long, value_name = "PX", value_parser = number::<f64>, allow_negative_numbers = true)]
     pub inlier_threshold: Option<f64>,
-    /// Homography inlier error.
+    /// Homography inlier error: forward transfer error, or symmetric (both directions).
     #[arg(long, value_parser = choice::<HomographyError>(), default_value_t = HomographyError::Forward)]
     pub homography_error: HomographyError,
-    /// RANSAC confidence.
-    #[arg(long, default_value_t = 0.999)]
+    /// RANSAC confidence, in (0, 1): sampling stops once an all-inlier sample was drawn with
+    /// this probability.
+    #[arg(long, value_name = "P", default_value_t = 0.999, value_parser = number::<f64>,
+          allow_negative_numbers = true)]
     pub confidence: f64,
-    /// RANSAC iteration cap.
-    #[arg(long, default_value_t = 10_000)]
+    /// RANSAC iteration cap, at least 1.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = whole::<usize>,
+          allow_negative_numbers = true)]
     pub max_iterations: usize,
-    /// Registered with at least this many inliers.
-    #[arg(long, default_value_t = 15)]
+    /// A pair is registered with at least this many inliers; at least 1.
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = whole::<usize>,
+          allow_negative_numbers = true)]
     pub min_inliers: usize,
-    /// Second-nearest-neighbour ratio.
-    #[arg(long, default_value_t = 0.8)]
+    /// Second-nearest-neighbour ratio test, in (0, 1]: a match is kept when its nearest
+    /// neighbour is closer than this fraction of the second nearest.
+    #[arg(long, default_value_t = 0.8, value_parser = number::<f32>, allow_negative_numbers = true)]
     pub ratio: f32,
-    /// Seed of every random choice (RANSAC); the same seed gives the same result.
-    #[arg(long, default_value_t = 0)]
+    /// Seed of every random choice (RANSAC), a whole number ≥ 0; the same seed gives the same
+    /// result.
+    #[arg(long, default_value_t = 0, value_parser = whole::<u64>, allow_negative_numbers = true)]
     pub seed: u64,
 }
 
 impl VerifyArgs {
-    /// Sets `config`'s verification settings from these flags.
-    pub fn apply(&self, config: &mut Config) {
+    /// Applies these flags to `config` and checks the result ([`Config::validate`]).
+    pub fn apply(&self, config: &mut Config) -> Result<()> {
         config.set_geometry(self.geometry);
         config.ransac_method = self.ransac;
         if let Some(t) = self.inlier_threshold {
@@ -240,6 +273,68 @@ impl VerifyArgs {
         config.ransac.seed = self.seed;
         config.min_inliers = self.min_inliers;
         config.ratio = self.ratio;
+        config.validate()
+    }
+}
+
+/// The picture formats `--viz` writes, by file extension.
+pub const IMAGE_OUTPUTS: &[&str] = &["png", "jpg", "jpeg", "bmp", "ppm"];
+
+/// Parses a number flag: a decimal (`0.5`, `1e-3`) or a fraction (`16/3`). Ranges are checked
+/// by [`Config::validate`], so that the message names the range.
+pub fn number<T>(text: &str) -> std::result::Result<T, String>
+where
+    T: std::str::FromStr + std::ops::Div<Output = T>,
+{
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<T>()
+            .map_err(|_| format!("'{text}' is not a number"))
+    };
+    match text.split_once('/') {
+        Some((a, b)) => Ok(parse(a)? / parse(b)?),
+        None => parse(text),
+    }
+}
+
+/// Parses a count flag: a whole number ≥ 0, with a message about the value for anything else
+/// (`-1` is negative, not another flag).
+pub fn whole<T: std::str::FromStr>(text: &str) -> std::result::Result<T, String> {
+    text.trim().parse::<T>().map_err(|_| {
+        if text.trim().starts_with('-') && text.trim()[1..].parse::<u64>().is_ok() {
+            format!("{text} is negative; expected a whole number ≥ 0")
+        } else {
+            format!("'{text}' is not a whole number")
+        }
+    })
+}
+
+/// The flag that sets each [`Config`] setting an [`Error::Setting`] can name.
+fn flag_of(setting: &str) -> &str {
+    match setting {
+        "ratio" => "--ratio",
+        "ransac.threshold_px" => "--inlier-threshold",
+        "ransac.confidence" => "--confidence",
+        "ransac.max_iterations" => "--max-iterations",
+        "min_inliers" => "--min-inliers",
+        "max_megapixels" => "--max-megapixels",
+        "affnet_turns" => "--affnet-turns",
+        "threshold" => "--threshold",
+        "threshold.target" => "--target-features",
+        "threshold.floor" => "--threshold-floor",
+        other => other,
+    }
+}
+
+/// An error as the CLI prints it (after `error: `): settings are named by their flags.
+pub fn message(error: &Error) -> String {
+    match error {
+        Error::Setting {
+            setting,
+            rule,
+            value,
+        } => format!("{} must be {rule}, got {value}", flag_of(setting)),
+        other => other.to_string(),
     }
 }
 
@@ -248,6 +343,10 @@ impl VerifyArgs {
 pub fn resolve_device(device: Device, has_cuda_path: bool) -> Result<ResolvedDevice> {
     crate::device::resolve(device, has_cuda_path)
 }
+
+/// The exit code of `wbs eval` when it ran but some pairs failed (1: it could not run; 2: a
+/// usage error: a bad flag, or a setting out of its range).
+pub const EXIT_PAIRS_FAILED: i32 = 3;
 
 /// Parses the arguments, runs the command and returns the process exit code.
 pub fn run() -> i32 {
@@ -268,8 +367,73 @@ pub fn run() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
-            1
+            eprintln!("error: {}", message(&e));
+            match e {
+                Error::Setting { .. } | Error::Usage(_) => 2,
+                Error::PairsFailed { .. } => EXIT_PAIRS_FAILED,
+                _ => 1,
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand, with its path (`wbs eval merge`).
+    fn commands() -> Vec<(String, clap::Command)> {
+        fn walk(path: String, cmd: clap::Command, out: &mut Vec<(String, clap::Command)>) {
+            for sub in cmd.get_subcommands() {
+                walk(format!("{path} {}", sub.get_name()), sub.clone(), out);
+            }
+            out.push((path, cmd));
+        }
+        let mut out = Vec::new();
+        walk("wbs".into(), Cli::command(), &mut out);
+        out
+    }
+
+    /// The help audit: every flag and argument says what it does, and every default prints as
+    /// a user reads it (no float noise like 5.3333335).
+    #[test]
+    fn every_flag_has_help_and_readable_defaults() {
+        let mut missing = Vec::new();
+        for (path, cmd) in commands() {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" || arg.is_hide_set() {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+                for default in arg.get_default_values() {
+                    let text = default.to_string_lossy();
+                    let digits = text.split('.').nth(1).map_or(0, str::len);
+                    assert!(digits <= 4, "{path} --{id}: default {text}");
+                }
+            }
+        }
+        assert!(missing.is_empty(), "flags without help: {missing:?}");
+    }
+
+    #[test]
+    fn numbers_take_fractions_and_negatives_are_values() {
+        assert_eq!(number::<f32>("16/3").unwrap(), 16.0 / 3.0);
+        assert_eq!(number::<f64>("-0.5").unwrap(), -0.5);
+        assert!(number::<f64>("1/x")
+            .unwrap_err()
+            .contains("'1/x' is not a number"));
+        assert_eq!(whole::<usize>("7").unwrap(), 7);
+        assert_eq!(
+            whole::<usize>("-1").unwrap_err(),
+            "-1 is negative; expected a whole number ≥ 0"
+        );
+        assert_eq!(
+            whole::<u64>("2.5").unwrap_err(),
+            "'2.5' is not a whole number"
+        );
     }
 }

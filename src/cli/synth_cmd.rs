@@ -48,6 +48,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     if args.scale.is_some_and(|s| !(s > 0.0)) {
         return Err(Error::invalid("--scale must be positive"));
     }
+    crate::files::check_writable_dir(&args.out_dir)?;
     let image = load_rgb(
         &args.image,
         &LoadOptions {

@@ -60,8 +60,10 @@ pub struct AffnetArgs {
     /// Pairs per batch (no two of the same 3D point).
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
+    /// Loss on the descriptors of each batch's patch pairs.
     #[arg(long, value_parser = super::choice::<LossKind>(), default_value_t = LossKind::HardNegC)]
     pub loss: LossKind,
+    /// Descriptor the loss is computed on (AffNet's shapes are judged by how well it matches).
     #[arg(long, value_enum, default_value_t = DescriptorArg::Sift)]
     pub descriptor: DescriptorArg,
     /// HardNet weights for --descriptor hardnet (default: WBS_WEIGHTS, then data/).
@@ -141,6 +143,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 }
 
 fn affnet(args: AffnetArgs) -> Result<()> {
+    crate::files::check_writable_dir(&args.out)?;
     let device = super::resolve_device(args.device, cfg!(feature = "cuda"))?;
     match &device.note {
         Some(note) => eprintln!("device: {} ({note})", device.kind),

@@ -44,6 +44,7 @@ pub struct TrainDataArgs {
 }
 
 pub fn run(args: TrainDataArgs) -> Result<()> {
+    crate::files::check_writable(&args.out, &[])?;
     let photos = list_photos(&args.images, &args.exclude)?;
     let params = PhotoPairParams {
         pairs: args.pairs,

@@ -90,6 +90,8 @@ pub struct RunOptions {
     pub viz_dir: Option<PathBuf>,
     /// Continue the journal in `out` instead of refusing to overwrite it.
     pub resume: bool,
+    /// Replace an earlier run's journal in `out` instead of refusing to (ignored with `resume`).
+    pub overwrite: bool,
     /// Pairs matched at the same time.
     pub jobs: usize,
     /// The command line, for the report.
@@ -328,9 +330,10 @@ pub fn run_with(plan: &Plan, options: &RunOptions, progress: &dyn Progress) -> R
     let kept = if options.resume {
         resumable(out, &settings, &planned)?
     } else {
-        if std::fs::metadata(&journal_path).is_ok_and(|m| m.len() > 0) {
+        if !options.overwrite && std::fs::metadata(&journal_path).is_ok_and(|m| m.len() > 0) {
             return Err(Error::invalid(format!(
-                "{} holds an earlier run; add --resume to continue it, or choose another --out",
+                "{} holds an earlier run; add --resume to continue it, --overwrite to replace it, \
+                 or choose another --out",
                 journal_path.display()
             )));
         }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::arch::NetworkKind;
 use super::weights::weights_error;
 use crate::Result;
@@ -10,16 +12,48 @@ use crate::Result;
 /// Environment variable naming a weights file or a directory of `*.safetensors` files.
 pub const WEIGHTS_ENV: &str = "WBS_WEIGHTS";
 
-/// Finds the weights file for `kind`.
+/// How a weights file was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsOrigin {
+    /// Named explicitly (a `--*-weights` flag, or `Config::weights`).
+    Flag,
+    /// Named by the `WBS_WEIGHTS` environment variable.
+    Env,
+    /// The file wbs ships in `data/`.
+    Shipped,
+}
+
+impl WeightsOrigin {
+    /// How a user reads it: "flag", "WBS_WEIGHTS" or "shipped".
+    pub fn describe(self) -> &'static str {
+        match self {
+            WeightsOrigin::Flag => "flag",
+            WeightsOrigin::Env => WEIGHTS_ENV,
+            WeightsOrigin::Shipped => "shipped",
+        }
+    }
+}
+
+/// Finds the weights file for `kind`: [`locate_with_origin`] without the origin.
+pub fn locate(kind: NetworkKind, explicit: Option<&Path>) -> Result<PathBuf> {
+    locate_with_origin(kind, explicit).map(|(path, _)| path)
+}
+
+/// Finds the weights file for `kind`, and says how it was found.
 ///
 /// Order: `explicit` (a `--weights FILE` flag; must exist), then `WBS_WEIGHTS` (a file, or a
 /// directory holding `affnet.safetensors` / `orinet.safetensors` / `hardnet.safetensors`), then
 /// the shipped defaults in `data/` next to the executable (`<exe dir>/data`,
-/// `<exe dir>/../../data` for cargo's `target/<profile>/` layout) or in the source tree.
-pub fn locate(kind: NetworkKind, explicit: Option<&Path>) -> Result<PathBuf> {
+/// `<exe dir>/../../data` for cargo's `target/<profile>/` layout) or in the source tree. A
+/// `WBS_WEIGHTS` that names nothing (no such file or folder) is an error, not a silent fallback.
+pub fn locate_with_origin(
+    kind: NetworkKind,
+    explicit: Option<&Path>,
+) -> Result<(PathBuf, WeightsOrigin)> {
     if let Some(p) = explicit {
         return if p.is_file() {
-            Ok(p.to_path_buf())
+            Ok((p.to_path_buf(), WeightsOrigin::Flag))
         } else {
             Err(weights_error(format!(
                 "{}: no such {} weights file",
@@ -28,14 +62,23 @@ pub fn locate(kind: NetworkKind, explicit: Option<&Path>) -> Result<PathBuf> {
             )))
         };
     }
-    let env = std::env::var_os(WEIGHTS_ENV).map(PathBuf::from);
+    let env = std::env::var_os(WEIGHTS_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     if let Some(p) = &env {
         if p.is_file() {
-            return Ok(p.clone());
+            return Ok((p.clone(), WeightsOrigin::Env));
+        }
+        if !p.is_dir() {
+            return Err(weights_error(format!(
+                "{WEIGHTS_ENV}={}: no such file or folder (it should name a weights file or a folder holding {})",
+                p.display(),
+                kind.file_name()
+            )));
         }
         let in_dir = p.join(kind.file_name());
         if in_dir.is_file() {
-            return Ok(in_dir);
+            return Ok((in_dir, WeightsOrigin::Env));
         }
     }
     if let Some(p) = default_dirs()
@@ -43,7 +86,7 @@ pub fn locate(kind: NetworkKind, explicit: Option<&Path>) -> Result<PathBuf> {
         .map(|d| d.join(kind.file_name()))
         .find(|p| p.is_file())
     {
-        return Ok(p);
+        return Ok((p, WeightsOrigin::Shipped));
     }
     let env_note = match &env {
         Some(p) => format!(

@@ -97,7 +97,7 @@ pub use bench::{
     bench, bench_report, flops_per_patch, random_patches, random_weights, BenchResult,
 };
 pub use layers::{BatchNorm2d, Conv2d, Layer, Sequential};
-pub use locate::{locate, WEIGHTS_ENV};
+pub use locate::{locate, locate_with_origin, WeightsOrigin, WEIGHTS_ENV};
 pub use models::{
     affine_shape, l2_norm, l2_norm_eps, l2_normalise, l2_normalise_backward, l2_normalise_eps,
     normalise_patch, orientation_angle, AffNet, HardNet, OriNet, DEFAULT_INPUT_EPS, HARDNET_DIM,

@@ -13,13 +13,17 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The shared datasets folder, or None (and a SKIP line) when this checkout has none.
+#[path = "../skip/mod.rs"]
+pub mod skip;
+
+/// The shared datasets folder, or None (and a visible SKIP line; a failure under CI) when this
+/// checkout has none.
 pub fn shared() -> Option<PathBuf> {
     let p = root().join("../shared/datasets");
     if p.join("OxAff").exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} not found", p.display());
+        skip::missing(&p.join("OxAff").display().to_string());
         None
     }
 }
