@@ -60,15 +60,39 @@ create_exception!(
     "A device (GPU) that was asked for but cannot be used."
 );
 
-/// The library's error as the matching Python exception, with its one-line message.
+/// The library's error as the matching Python exception, with its one-line message (a setting
+/// out of range named as `Matcher`'s keyword, as the CLI names its flag).
 fn to_py(e: wbs::Error) -> PyErr {
     let message = e.to_string();
     match e {
         wbs::Error::Image { .. } => ImageError::new_err(message),
         wbs::Error::Weights(_) => WeightsError::new_err(message),
-        wbs::Error::Invalid(_) => SettingsError::new_err(message),
+        wbs::Error::Setting {
+            setting,
+            rule,
+            value,
+        } => SettingsError::new_err(format!(
+            "{} must be {rule}, got {value}",
+            keyword_of(setting)
+        )),
+        wbs::Error::Invalid(_) | wbs::Error::Usage(_) => SettingsError::new_err(message),
         wbs::Error::Device(_) => DeviceError::new_err(message),
-        wbs::Error::Dataset(_) | wbs::Error::Io { .. } => Error::new_err(message),
+        wbs::Error::Dataset(_)
+        | wbs::Error::Io { .. }
+        | wbs::Error::CannotWrite { .. }
+        | wbs::Error::PairsFailed { .. } => Error::new_err(message),
+    }
+}
+
+/// The `Matcher` keyword that sets a [`wbs::Config`] setting named by `wbs::Error::Setting`.
+fn keyword_of(setting: &str) -> &str {
+    match setting {
+        "ransac.threshold_px" => "inlier_threshold",
+        "ransac.confidence" => "confidence",
+        "ransac.max_iterations" => "max_iterations",
+        "threshold.target" => "target_features",
+        "threshold.floor" => "threshold_floor",
+        other => other,
     }
 }
 
@@ -730,7 +754,8 @@ impl Verification {
     }
 }
 
-/// wbs's LO-RANSAC (DEGENSAC for F) alone on N×2 point arrays.
+/// wbs's LO-RANSAC (DEGENSAC for F) alone on N×2 point arrays; with `lafs1` and `lafs2` (N×2×3,
+/// one frame per point) MODS's LAF check then keeps the inliers whose frames agree with the model.
 #[pyfunction]
 #[pyo3(signature = (points1, points2, geometry="homography", lafs1=None, lafs2=None, **settings))]
 fn verify(
@@ -742,11 +767,6 @@ fn verify(
     lafs2: Option<&Bound<'_, PyAny>>,
     settings: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Verification> {
-    if lafs1.is_some() || lafs2.is_some() {
-        return Err(SettingsError::new_err(
-            "lafs1/lafs2: wbs's verifier has no LAF check yet; pass points only",
-        ));
-    }
     let p1 = rows(points1, "points1", 2)?;
     let p2 = rows(points2, "points2", 2)?;
     if p1.len() != p2.len() {
@@ -756,6 +776,32 @@ fn verify(
             p2.len()
         )));
     }
+    let frames = |arg: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<Option<Vec<Laf>>> {
+        let Some(arg) = arg else { return Ok(None) };
+        let r = rows(arg, name, 6)?;
+        if r.len() != p1.len() {
+            return Err(PyValueError::new_err(format!(
+                "{name} has {} frames for {} points: one frame per point",
+                r.len(),
+                p1.len()
+            )));
+        }
+        Ok(Some(
+            r.iter()
+                .map(|v| Laf {
+                    a: [[v[0] as f32, v[1] as f32], [v[3] as f32, v[4] as f32]],
+                    c: [v[2] as f32, v[5] as f32],
+                })
+                .collect(),
+        ))
+    };
+    let lafs = match (frames(lafs1, "lafs1")?, frames(lafs2, "lafs2")?) {
+        (Some(l1), Some(l2)) => Some(l1.into_iter().zip(l2).collect::<Vec<_>>()),
+        (None, None) => None,
+        _ => return Err(SettingsError::new_err(
+            "lafs1/lafs2: give both (the LAF check compares the frames of each pair) or neither",
+        )),
+    };
     let settings = settings_of(&[("geometry", geometry)], settings)?;
     let config = config_of(&settings)?;
     config.validate().map_err(to_py)?;
@@ -763,12 +809,19 @@ fn verify(
     let (p1, p2) = (pts(p1), pts(p2));
     let n = p1.len();
     let found = run(py, || {
-        Ok(geometry::verify(
-            &p1,
-            &p2,
-            &config.ransac,
-            config.ransac_method,
-        ))
+        let mut found = geometry::verify(&p1, &p2, &config.ransac, config.ransac_method);
+        // MODS's LAF check (the pipeline's, with its default constants) on the inliers.
+        if let (Some(pairs), Some(v)) = (&lafs, &mut found) {
+            v.inliers = config.laf_check.unwrap_or_default().survivors(
+                config.ransac.kind,
+                &v.model,
+                config.ransac.threshold_px,
+                pairs,
+                &v.inliers,
+                false,
+            );
+        }
+        Ok(found)
     })?;
     let mut mask = vec![false; n];
     let (model, iterations) = match found {

@@ -211,10 +211,13 @@ def test_bad_settings_are_settings_errors_with_the_cli_messages(cli, images):
     one_line_error(e, lambda: wbs.Matcher(ratios=0.8), "unknown setting 'ratios'")
     one_line_error(e, lambda: wbs.Matcher(method="sift"), "setting method", "hesaffnet")
     one_line_error(e, lambda: wbs.Matcher(ratio="high"), "setting ratio: expected a number")
-    # a range error is the library's: the same text as the CLI's
-    text = one_line_error(e, lambda: wbs.Matcher(ratio=1.5))
+    # a range error is the library's: the CLI's text, the setting named as the keyword
+    text = one_line_error(e, lambda: wbs.Matcher(ratio=1.5), "ratio must be in (0, 1], got 1.5")
     out = run_cli(cli, "match", images[0], images[1], "--ratio", "1.5")
-    assert out.returncode == 1 and out.stderr.strip() == f"error: {text}"
+    assert out.returncode == 2 and out.stderr.strip() == f"error: --{text}"
+    one_line_error(e, lambda: wbs.Matcher(confidence=1.5), "confidence must be in (0, 1)")
+    one_line_error(e, lambda: wbs.Matcher(threshold_floor=-1, method="adhesaff"),
+                   "threshold_floor must be")
     one_line_error(wbs.WeightsError, lambda: wbs.Matcher(method="hesaffnet",
                                                           affnet_weights="/nonexistent.safetensors"),
                    "no such")
@@ -230,7 +233,6 @@ def test_bad_arrays_elsewhere_are_value_errors(matcher, images):
     f = matcher.detect(images[0])
     short = wbs.Features(f.lafs, f.descriptors[:, :64])
     one_line_error(ValueError, lambda: matcher.match_features(f, short), "128", "64")
-    one_line_error(wbs.SettingsError, lambda: wbs.verify(p, p, lafs1=np.zeros((10, 2, 3))), "LAF")
 
 
 # --- threads and memory -------------------------------------------------------------------------
@@ -321,6 +323,25 @@ def test_verify_alone_reproduces_the_match(result):
 
 
 @needs_cv2
+def test_verify_with_frames_applies_the_laf_check(result):
+    f1, f2 = result.features
+    k = result.matches
+    l1, l2 = f1.lafs[k[:, 0]], f2.lafs[k[:, 1]]
+    p = result.points
+    plain = wbs.verify(p[:, :2], p[:, 2:])
+    checked = wbs.verify(p[:, :2], p[:, 2:], lafs1=l1, lafs2=l2)
+    # the frames of a right match agree with the model: most inliers stay, none is added
+    assert 0.8 * plain.inliers <= checked.inliers <= plain.inliers
+    assert not (checked.inlier_mask & ~plain.inlier_mask).any()
+    # frames of image 2 twenty times too large disagree with the model: none stays
+    blown = l2.copy()
+    blown[:, :, :2] *= 20
+    assert wbs.verify(p[:, :2], p[:, 2:], lafs1=l1, lafs2=blown).inliers == 0
+    one_line_error(wbs.SettingsError, lambda: wbs.verify(p[:, :2], p[:, 2:], lafs1=l1), "both")
+    one_line_error(ValueError, lambda: wbs.verify(p[:, :2], p[:, 2:], lafs1=l1[:-1], lafs2=l2),
+                   "frames")
+
+
 def test_verify_and_opencv_magsac_both_find_the_true_homography(images, result):
     truth = np.loadtxt(images[2])
     pts = result.points

@@ -140,7 +140,9 @@ def verify(
 ) -> Verification:
     """wbs's LO-RANSAC (DEGENSAC for F) on N×2 arrays; settings as Matcher's
     (inlier_threshold, confidence, max_iterations, seed, homography_error, ransac).
-    lafs1/lafs2 raise SettingsError: wbs has no LAF check yet."""
+    With lafs1 and lafs2 (N×2×3 kornia-style frames, one per point, both or neither) MODS's
+    LAF check follows: an inlier stays only if its two frames agree with the model, and with
+    fewer than 8 survivors none stays (the model is still returned)."""
 
 def draw_matches(
     image1: Image,
