@@ -240,38 +240,32 @@ impl Config {
         check("duplicate_radius", d, d.is_finite() && d >= 0.0, "≥ 0 px")?;
         let turns = self.affnet_turns;
         check("affnet_turns", turns, (1..=8).contains(&turns), "in 1..=8")?;
-        match self.threshold {
-            Threshold::Fixed { threshold } => {
-                check(
-                    "threshold",
-                    threshold,
-                    positive(threshold as f64),
-                    "a positive number",
-                )?;
-            }
+        let (threshold, adaptive) = match self.threshold {
+            Threshold::Fixed { threshold } => (threshold, None),
             Threshold::Adaptive {
                 threshold,
                 target,
                 floor,
-            } => {
-                check(
-                    "threshold",
-                    threshold,
-                    positive(threshold as f64),
-                    "a positive number",
-                )?;
-                check("threshold.target", target, target >= 1, "at least 1")?;
-                let rule = format!(
-                    "in (0, threshold], and the threshold is {}",
-                    short(threshold)
-                );
-                check(
-                    "threshold.floor",
-                    floor,
-                    positive(floor as f64) && floor <= threshold,
-                    &rule,
-                )?;
-            }
+            } => (threshold, Some((target, floor))),
+        };
+        check(
+            "threshold",
+            threshold,
+            positive(threshold as f64),
+            "a positive number",
+        )?;
+        if let Some((target, floor)) = adaptive {
+            check("threshold.target", target, target >= 1, "at least 1")?;
+            let rule = format!(
+                "in (0, threshold], and the threshold is {}",
+                short(threshold)
+            );
+            check(
+                "threshold.floor",
+                floor,
+                positive(floor as f64) && floor <= threshold,
+                &rule,
+            )?;
         }
         match &self.schedule {
             Some(_) if !self.method.is_mods() => Err(Error::invalid(format!(

@@ -77,6 +77,20 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("seed", "seed of every random choice (0)"),
 ];
 
+/// The name in [`SETTINGS`] (the `wbs match` flag with `_` for `-`) of a [`Config`] field that
+/// an [`Error::Setting`] names (`ransac.confidence` → `confidence`); other names are returned as
+/// they are. The CLI writes it as a flag, the Python package as a keyword.
+pub fn setting_name(config_field: &str) -> &str {
+    match config_field {
+        "ransac.threshold_px" => "inlier_threshold",
+        "ransac.confidence" => "confidence",
+        "ransac.max_iterations" => "max_iterations",
+        "threshold.target" => "target_features",
+        "threshold.floor" => "threshold_floor",
+        other => other,
+    }
+}
+
 /// The settings of `Config::preset(method)` with each named setting applied (see the
 /// [module documentation](self)). Unknown or repeated names and values that do not parse are
 /// errors; range checks are [`Config::validate`]'s (run by [`crate::Matcher::new`]).

@@ -73,7 +73,7 @@ fn to_py(e: wbs::Error) -> PyErr {
             value,
         } => SettingsError::new_err(format!(
             "{} must be {rule}, got {value}",
-            keyword_of(setting)
+            wbs::settings::setting_name(setting)
         )),
         wbs::Error::Invalid(_) | wbs::Error::Usage(_) => SettingsError::new_err(message),
         wbs::Error::Device(_) => DeviceError::new_err(message),
@@ -81,18 +81,6 @@ fn to_py(e: wbs::Error) -> PyErr {
         | wbs::Error::Io { .. }
         | wbs::Error::CannotWrite { .. }
         | wbs::Error::PairsFailed { .. } => Error::new_err(message),
-    }
-}
-
-/// The `Matcher` keyword that sets a [`wbs::Config`] setting named by `wbs::Error::Setting`.
-fn keyword_of(setting: &str) -> &str {
-    match setting {
-        "ransac.threshold_px" => "inlier_threshold",
-        "ransac.confidence" => "confidence",
-        "ransac.max_iterations" => "max_iterations",
-        "threshold.target" => "target_features",
-        "threshold.floor" => "threshold_floor",
-        other => other,
     }
 }
 

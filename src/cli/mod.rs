@@ -309,23 +309,6 @@ pub fn whole<T: std::str::FromStr>(text: &str) -> std::result::Result<T, String>
     })
 }
 
-/// The flag that sets each [`Config`] setting an [`Error::Setting`] can name.
-fn flag_of(setting: &str) -> &str {
-    match setting {
-        "ratio" => "--ratio",
-        "ransac.threshold_px" => "--inlier-threshold",
-        "ransac.confidence" => "--confidence",
-        "ransac.max_iterations" => "--max-iterations",
-        "min_inliers" => "--min-inliers",
-        "max_megapixels" => "--max-megapixels",
-        "affnet_turns" => "--affnet-turns",
-        "threshold" => "--threshold",
-        "threshold.target" => "--target-features",
-        "threshold.floor" => "--threshold-floor",
-        other => other,
-    }
-}
-
 /// An error as the CLI prints it (after `error: `): settings are named by their flags.
 pub fn message(error: &Error) -> String {
     match error {
@@ -333,7 +316,10 @@ pub fn message(error: &Error) -> String {
             setting,
             rule,
             value,
-        } => format!("{} must be {rule}, got {value}", flag_of(setting)),
+        } => format!(
+            "--{} must be {rule}, got {value}",
+            crate::settings::setting_name(setting).replace('_', "-")
+        ),
         other => other.to_string(),
     }
 }
