@@ -108,6 +108,23 @@ impl Matcher {
         pipeline::extract_features(image, &self.config, &self.networks)
     }
 
+    /// Loads one image file (refusing it over `config.max_megapixels` before decoding it) and
+    /// extracts its features; `times.load` is the reading and decoding.
+    pub fn extract_file(&self, path: &Path) -> Result<ImageFeatures> {
+        let start = Instant::now();
+        let image = load_gray(path, &self.config.load_options())?;
+        let load = ms(start);
+        let mut features = self.extract_features(&image)?;
+        features.times.load = load;
+        Ok(features)
+    }
+
+    /// Whether two images' stages run in parallel on this matcher's device (the CPU) or one
+    /// after the other (a GPU).
+    pub fn runs_images_in_parallel(&self) -> bool {
+        self.networks.runs_images_in_parallel()
+    }
+
     /// Detection and shape only: the number of detections and the shaped regions (upright
     /// frames, before orientation), as `wbs detect` writes them.
     pub fn shaped_features(&self, image: &GrayImage) -> Result<(usize, Vec<Feature>)> {
@@ -139,7 +156,7 @@ impl Matcher {
                 &self.networks,
             );
         }
-        let parallel = self.networks.runs_images_in_parallel();
+        let parallel = self.runs_images_in_parallel();
         let (f1, f2) = if parallel {
             rayon::join(
                 || self.extract_features(image1),
@@ -177,7 +194,7 @@ impl Matcher {
 
 /// Each feature stage's wall time over both images: the slower image when they ran in parallel,
 /// the sum when they ran one after the other.
-fn merge_stage_times(
+pub(crate) fn merge_stage_times(
     timings: &mut BTreeMap<String, f64>,
     t1: &FeatureTimes,
     t2: &FeatureTimes,

@@ -189,6 +189,56 @@ fn verdicts_follow_the_protocol_and_equal_wbs_match() {
     }
 }
 
+#[test]
+fn an_image_in_several_pairs_is_extracted_once_with_the_same_results() {
+    let dir = scratch("reuse");
+    let homogr = dir.join("homogr");
+    homogr_fixture(&homogr, 2, SIZE);
+    // Two more pairs over the same files, as OxAff's img1 is in five pairs.
+    std::fs::write(
+        dir.join("mine.txt"),
+        "homogr/p0A.png homogr/p0B.png -\nhomogr/p0A.png homogr/p1B.png -\n",
+    )
+    .unwrap();
+    let datasets = vec![
+        load_dataset(Layout::Homogr, &homogr).unwrap(),
+        load_pair_list(None, &dir.join("mine.txt")).unwrap(),
+    ];
+    let mut opts = options(&dir.join("out"));
+    opts.jobs = 1; // pairs in order: homogr/p0 and homogr/p1 extract every file first
+    let file = run(&plan(datasets, &[Method::Hesaff]), &opts).unwrap();
+    assert_eq!(file.pairs.len(), 4);
+    for name in ["mine/homogr/p0A-p0B", "mine/homogr/p0A-p1B"] {
+        let r = record(&file, name, "hesaff");
+        for stage in ["load", "pyramid", "detect", "describe"] {
+            assert_eq!(r.timings_ms[stage], 0.0, "{name}: {stage} was not reused");
+        }
+    }
+    let r = record(&file, "homogr/p0", "hesaff");
+    assert!(r.timings_ms["detect"] > 0.0);
+    // Reused or not, each pair gets what `wbs match` gets.
+    for r in &file.pairs {
+        let direct = wbs_match(
+            Path::new(&r.images[0]),
+            Path::new(&r.images[1]),
+            Geometry::Homography,
+            &GroundTruth::None,
+        );
+        assert_eq!(
+            (
+                direct.registered,
+                direct.inliers,
+                direct.tentatives,
+                direct.model
+            ),
+            (r.registered, r.inliers, r.tentatives, r.model),
+            "{}",
+            r.pair
+        );
+        assert_eq!(direct.features, r.features, "{}", r.pair);
+    }
+}
+
 fn fixture(name: &str, pairs: usize) -> PathBuf {
     let dir = scratch(name);
     homogr_fixture(&dir.join("homogr"), pairs, SIZE);

@@ -15,13 +15,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::datasets::TruthSource;
 use super::datasets::{truth_kind, Dataset, Pair};
 use super::method::{MethodConfig, MethodMatchers};
 use super::record::{load_average, DatasetInfo, EvalFile, PairRecord, RunInfo, Settings, Shard};
 use super::report::{build, write_reports};
+use super::reuse::{self, FeatureReuse};
 use crate::device::DeviceKind;
 use crate::files::write_atomically;
-use crate::pipeline::MatchReport;
+use crate::geometry::Geometry;
+use crate::matcher::merge_stage_times;
+use crate::pipeline::{ms, FeatureTimes, MatchReport};
 use crate::protocol::GroundTruth;
 use crate::{Error, Result};
 
@@ -107,10 +111,77 @@ pub fn match_pair(
     method: &MethodConfig,
     matchers: &MethodMatchers,
 ) -> Result<MatchReport> {
-    let matcher = matchers.for_geometry(method.geometry_for(truth));
-    let mut report = matcher.match_files(&pair.image1, &pair.image2)?;
+    match_pair_reusing(pair, truth, (0, method), matchers, &FeatureReuse::default())
+}
+
+/// [`match_pair`] with features that earlier pairs of the run extracted ([`FeatureReuse`]);
+/// `method` is the method and its position in the plan. A MODS schedule runs as in
+/// `wbs match` (its views are not reused across pairs).
+pub fn match_pair_reusing(
+    pair: &Pair,
+    truth: &GroundTruth,
+    (position, method): (usize, &MethodConfig),
+    matchers: &MethodMatchers,
+    reuse: &FeatureReuse,
+) -> Result<MatchReport> {
+    let geometry = method.geometry_for(truth);
+    let matcher = matchers.for_geometry(geometry);
+    let mut report = if matcher.config().schedule.is_some() {
+        matcher.match_files(&pair.image1, &pair.image2)?
+    } else {
+        let start = Instant::now();
+        let features = |path: &Path| {
+            reuse.features(&reuse::key(position, geometry, path), || {
+                matcher.extract_file(path)
+            })
+        };
+        let parallel = matcher.runs_images_in_parallel();
+        let (a, b) = if parallel {
+            rayon::join(|| features(&pair.image1), || features(&pair.image2))
+        } else {
+            (features(&pair.image1), features(&pair.image2))
+        };
+        let ((f1, fresh1), (f2, fresh2)) = (a?, b?);
+        let mut report = matcher.match_features(&f1, &f2)?;
+        // A reused image cost this pair nothing.
+        let none = FeatureTimes::default();
+        let t1 = if fresh1 { &f1.times } else { &none };
+        let t2 = if fresh2 { &f2.times } else { &none };
+        merge_stage_times(&mut report.timings_ms, t1, t2, parallel);
+        let load = if parallel {
+            t1.load.max(t2.load)
+        } else {
+            t1.load + t2.load
+        };
+        report.timings_ms.insert("load".into(), load);
+        report.timings_ms.insert("total".into(), ms(start));
+        report.images = [
+            pair.image1.display().to_string(),
+            pair.image2.display().to_string(),
+        ];
+        report
+    };
     report.judge_against(truth);
     Ok(report)
+}
+
+/// The reuse keys of a pair's two images, when they are known before its ground truth is
+/// loaded (not for a truth file of unknown kind) and the method extracts features per image
+/// (not a MODS schedule).
+fn planned_keys(position: usize, method: &MethodConfig, pair: &Pair) -> Option<[reuse::Key; 2]> {
+    let geometry = match &pair.truth {
+        TruthSource::None => method.without_ground_truth,
+        TruthSource::Homography { .. } => Geometry::Homography,
+        TruthSource::Correspondences { .. } => Geometry::Fundamental,
+        TruthSource::File { .. } => return None,
+    };
+    if method.config(geometry).schedule.is_some() {
+        return None;
+    }
+    Some([
+        reuse::key(position, geometry, &pair.image1),
+        reuse::key(position, geometry, &pair.image2),
+    ])
 }
 
 /// Loads the ground truth, matches and judges one pair. Never fails: a failure (unreadable
@@ -118,8 +189,9 @@ pub fn match_pair(
 pub fn evaluate_pair(
     index: usize,
     pair: &Pair,
-    method: &MethodConfig,
+    (position, method): (usize, &MethodConfig),
     matchers: &MethodMatchers,
+    reuse: &FeatureReuse,
 ) -> (PairRecord, Option<MatchReport>) {
     let mut record = PairRecord {
         index,
@@ -153,7 +225,7 @@ pub fn evaluate_pair(
             }
             .to_string(),
         );
-        match_pair(pair, &truth, method, matchers)
+        match_pair_reusing(pair, &truth, (position, method), matchers, reuse)
     }));
     let report = match outcome {
         Ok(Ok(report)) => report,
@@ -316,15 +388,15 @@ pub fn run_with(plan: &Plan, options: &RunOptions, progress: &dyn Progress) -> R
         .iter()
         .map(MethodConfig::matchers)
         .collect::<Result<Vec<_>>>()?;
-    let mut todo: Vec<(usize, &Pair, &MethodConfig, &MethodMatchers)> = Vec::new();
+    let mut todo: Vec<(usize, &Pair, (usize, &MethodConfig), &MethodMatchers)> = Vec::new();
     for &(index, pair) in &pairs {
-        for (method, m) in plan.methods.iter().zip(&matchers) {
-            todo.push((index, pair, method, m));
+        for (position, (method, m)) in plan.methods.iter().zip(&matchers).enumerate() {
+            todo.push((index, pair, (position, method), m));
         }
     }
     let planned: HashSet<(String, String)> = todo
         .iter()
-        .map(|(_, p, m, _)| (m.label.clone(), p.name.clone()))
+        .map(|(_, p, (_, m), _)| (m.label.clone(), p.name.clone()))
         .collect();
 
     let kept = if options.resume {
@@ -345,7 +417,14 @@ pub fn run_with(plan: &Plan, options: &RunOptions, progress: &dyn Progress) -> R
     // The journal restarts from the kept records (without a cut-off last line or failures).
     write_atomically(&journal_path, journal_text(&kept)?.as_bytes())?;
     let done: HashSet<(String, String)> = kept.iter().map(PairRecord::key).collect();
-    todo.retain(|(_, p, m, _)| !done.contains(&(m.label.clone(), p.name.clone())));
+    todo.retain(|(_, p, (_, m), _)| !done.contains(&(m.label.clone(), p.name.clone())));
+    // Each image's features are extracted once per method and model and reused by the pairs
+    // still to run that name it.
+    let reuse = FeatureReuse::plan(
+        todo.iter()
+            .filter_map(|&(_, pair, (position, method), _)| planned_keys(position, method, pair))
+            .flatten(),
+    );
 
     let journal = std::fs::OpenOptions::new()
         .append(true)
@@ -380,7 +459,10 @@ pub fn run_with(plan: &Plan, options: &RunOptions, progress: &dyn Progress) -> R
                     let Some(&(index, pair, method, matchers)) = todo.get(i) else {
                         break;
                     };
-                    let (record, report) = evaluate_pair(index, pair, method, matchers);
+                    let (record, report) = evaluate_pair(index, pair, method, matchers, &reuse);
+                    for key in planned_keys(method.0, method.1, pair).into_iter().flatten() {
+                        reuse.release(&key);
+                    }
                     if let (Some(dir), Some(report)) = (&options.viz_dir, &report) {
                         if let Err(e) = draw(&viz_path(dir, &record), pair, report) {
                             progress.note(&format!("warning: {}: no picture: {e}", record.pair));
