@@ -74,6 +74,34 @@ fn wbs_match(
     report
 }
 
+/// Asserts that a record has what `wbs match` gets on its images (verdict, inliers, tentatives,
+/// model, features) and returns that report.
+fn same_as_wbs_match(
+    r: &wbs::eval::PairRecord,
+    kind: Geometry,
+    truth: &GroundTruth,
+) -> wbs::pipeline::MatchReport {
+    let direct = wbs_match(
+        Path::new(&r.images[0]),
+        Path::new(&r.images[1]),
+        kind,
+        truth,
+    );
+    assert_eq!(
+        (
+            direct.registered,
+            direct.inliers,
+            direct.tentatives,
+            direct.model,
+            direct.features
+        ),
+        (r.registered, r.inliers, r.tentatives, r.model, r.features),
+        "{}",
+        r.pair
+    );
+    direct
+}
+
 #[test]
 fn verdicts_follow_the_protocol_and_equal_wbs_match() {
     let dir = scratch("verdicts");
@@ -164,23 +192,7 @@ fn verdicts_follow_the_protocol_and_equal_wbs_match() {
         } else {
             Geometry::Homography
         };
-        let direct = wbs_match(
-            Path::new(&r.images[0]),
-            Path::new(&r.images[1]),
-            kind,
-            &truth,
-        );
-        assert_eq!(
-            (
-                direct.registered,
-                direct.inliers,
-                direct.tentatives,
-                direct.model
-            ),
-            (r.registered, r.inliers, r.tentatives, r.model),
-            "{}",
-            r.pair
-        );
+        let direct = same_as_wbs_match(r, kind, &truth);
         let metric = direct.ground_truth.as_ref().and_then(|j| j.metric);
         match (metric, r.metric) {
             (Some(a), Some(b)) => assert!((a - b).abs() < 1e-9 * a.abs().max(1.0), "{}", r.pair),
@@ -218,24 +230,7 @@ fn an_image_in_several_pairs_is_extracted_once_with_the_same_results() {
     assert!(r.timings_ms["detect"] > 0.0);
     // Reused or not, each pair gets what `wbs match` gets.
     for r in &file.pairs {
-        let direct = wbs_match(
-            Path::new(&r.images[0]),
-            Path::new(&r.images[1]),
-            Geometry::Homography,
-            &GroundTruth::None,
-        );
-        assert_eq!(
-            (
-                direct.registered,
-                direct.inliers,
-                direct.tentatives,
-                direct.model
-            ),
-            (r.registered, r.inliers, r.tentatives, r.model),
-            "{}",
-            r.pair
-        );
-        assert_eq!(direct.features, r.features, "{}", r.pair);
+        same_as_wbs_match(r, Geometry::Homography, &GroundTruth::None);
     }
 }
 

@@ -130,18 +130,14 @@ pub fn match_pair_reusing(
         matcher.match_files(&pair.image1, &pair.image2)?
     } else {
         let start = Instant::now();
-        let features = |path: &Path| {
-            reuse.features(&reuse::key(position, geometry, path), || {
-                matcher.extract_file(path)
-            })
-        };
         let parallel = matcher.runs_images_in_parallel();
-        let (a, b) = if parallel {
-            rayon::join(|| features(&pair.image1), || features(&pair.image2))
-        } else {
-            (features(&pair.image1), features(&pair.image2))
-        };
-        let ((f1, fresh1), (f2, fresh2)) = (a?, b?);
+        let paths = [&pair.image1, &pair.image2];
+        let keys = paths.map(|path| reuse::key(position, geometry, path));
+        let [(f1, fresh1), (f2, fresh2)] = reuse.pair_features(
+            [&keys[0], &keys[1]],
+            |i| matcher.extract_file(paths[i]),
+            parallel,
+        )?;
         let mut report = matcher.match_features(&f1, &f2)?;
         // A reused image cost this pair nothing.
         let none = FeatureTimes::default();
