@@ -68,6 +68,7 @@ pub fn image(data: &[u8]) {
     let path = scratch("image", "i.img", data);
     let options = wbs::image::LoadOptions {
         max_megapixels: 1.0,
+        ..wbs::image::LoadOptions::default()
     };
     let _ = wbs::image::load_gray(&path, &options);
 }

@@ -26,6 +26,7 @@
 //! Unreadable images are skipped with their reason and counted, and so are the pairs they are in.
 
 pub mod cache;
+pub mod camera;
 pub mod colmap;
 pub mod pairs;
 
@@ -36,7 +37,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-pub use colmap::{Database, ImageEntry, PairMatches};
+pub use camera::{CameraMode, CameraSpec, ExifStatus};
+pub use colmap::{CameraEntry, Database, ImageEntry, PairMatches};
 pub use pairs::{list_images, select_pairs, PairSelection};
 
 use crate::device::DeviceKind;
@@ -66,6 +68,8 @@ pub struct Options {
     /// Match at most this many pairs in this run (the rest with `resume`, e.g. within a job's
     /// time limit).
     pub max_pairs: Option<usize>,
+    /// How images share cameras ([`camera`]).
+    pub camera_mode: CameraMode,
 }
 
 impl Options {
@@ -80,6 +84,7 @@ impl Options {
             resume: false,
             add: false,
             max_pairs: None,
+            camera_mode: CameraMode::default(),
         }
     }
 
@@ -107,6 +112,12 @@ pub struct Summary {
     pub cached: usize,
     /// Images that could not be used, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Cameras of the images this run used.
+    pub cameras: usize,
+    /// Of the images this run used, those whose camera has a focal length prior from EXIF.
+    pub exif_priors: usize,
+    /// Images (of all found) whose EXIF could not be read, with the reason: they get no prior.
+    pub exif_unreadable: Vec<(String, String)>,
     /// Pairs of this run's selection (and shard).
     pub pairs: usize,
     /// Of those, pairs already in the database when the run started.
@@ -214,7 +225,46 @@ fn open_database(options: &Options, settings: &str, names: &[String]) -> Result<
             db.set_setting("settings", settings)?;
         }
     }
+    let mode = options.camera_mode.name();
+    match db.setting("camera_mode")? {
+        Some(m) if m != mode => {
+            return Err(Error::invalid(format!(
+                "{}: made with --camera-mode {m}, not {mode}; use the same mode to continue it, \
+                 or another database",
+                path.display()
+            )))
+        }
+        Some(_) => {}
+        None => db.set_setting("camera_mode", mode)?,
+    }
     Ok(db)
+}
+
+/// The camera id of each camera (by sharing key) of `specs` (one per image, `None` for an image
+/// that could not be read): the id the database gives the key, or the id of the first image
+/// with the key where free (so that shards and resumed runs agree), or one past the largest.
+fn camera_ids(
+    specs: &[Option<CameraSpec>],
+    ids: &[u32],
+    recorded: &BTreeMap<String, u32>,
+    taken: &BTreeSet<u32>,
+) -> BTreeMap<String, (u32, usize)> {
+    let mut cameras: BTreeMap<String, (u32, usize)> = BTreeMap::new();
+    let mut used: BTreeSet<u32> = taken.clone();
+    for (i, spec) in specs.iter().enumerate() {
+        let Some(spec) = spec else { continue };
+        if cameras.contains_key(&spec.identity) {
+            continue;
+        }
+        let id = match recorded.get(&spec.identity) {
+            Some(&id) => id,
+            None if !used.contains(&ids[i]) => ids[i],
+            None => used.last().map_or(1, |m| m + 1),
+        };
+        used.insert(id);
+        cameras.insert(spec.identity.clone(), (id, i));
+    }
+    cameras
 }
 
 /// Matches the collection `options` describe with `matcher` and writes the database, telling
@@ -271,10 +321,36 @@ pub fn run(matcher: &Matcher, options: &Options, progress: &dyn Progress) -> Res
         ));
     }
 
-    // Features: from the cache, or extracted (and cached).
+    // Every image's size and EXIF (headers only), for its camera.
     let t = Instant::now();
+    let read_info = |name: &String| camera::read_info(&options.images.join(name));
+    let infos: Vec<Result<camera::ImageInfo>> = if matcher.device().kind == DeviceKind::Cpu {
+        names.par_iter().map(read_info).collect()
+    } else {
+        names.iter().map(read_info).collect()
+    };
+    let mut specs: Vec<Option<CameraSpec>> = Vec::with_capacity(names.len());
+    for (name, info) in names.iter().zip(&infos) {
+        if let Ok(camera::ImageInfo {
+            exif: ExifStatus::Corrupt(reason),
+            ..
+        }) = info
+        {
+            progress.note(&format!("{name}: {reason}; no focal length prior"));
+            summary.exif_unreadable.push((name.clone(), reason.clone()));
+        }
+        specs.push(
+            info.as_ref()
+                .ok()
+                .map(|info| camera::camera_spec(options.camera_mode, name, info)),
+        );
+    }
+
+    // Features: from the cache, or extracted (and cached).
     let cached = AtomicUsize::new(0);
     let on_cpu = matcher.device().kind == DeviceKind::Cpu;
+    let mut load_options = config.load_options();
+    load_options.apply_orientation = false; // as COLMAP reads pixels: see `camera`
     let extract = |&i: &usize| -> (usize, std::result::Result<ImageFeatures, String>) {
         let path = cache_path(&options.out, &names[i]);
         if let Some(f) = cache::load(&path, &key) {
@@ -283,7 +359,7 @@ pub fn run(matcher: &Matcher, options: &Options, progress: &dyn Progress) -> Res
             return (i, Ok(f));
         }
         let image_path = options.images.join(&names[i]);
-        let features = load_gray(&image_path, &config.load_options())
+        let features = load_gray(&image_path, &load_options)
             .and_then(|image| matcher.extract_features(&image))
             .map_err(|e| e.to_string());
         if let Ok(f) = &features {
@@ -318,18 +394,56 @@ pub fn run(matcher: &Matcher, options: &Options, progress: &dyn Progress) -> Res
             }
         }
     }
+    // An image read although its header was not (should not happen): a camera of its own.
+    for (&i, f) in &features {
+        specs[i].get_or_insert_with(|| CameraSpec {
+            identity: format!("image:{}", names[i]),
+            size: [f.width, f.height],
+            focal: camera::default_focal([f.width, f.height]),
+            prior: false,
+        });
+    }
+    let cameras = camera_ids(&specs, &ids, &db.camera_keys()?, &db.camera_ids()?);
+    let camera_of = |i: usize| -> (u32, &CameraSpec) {
+        let spec = specs[i].as_ref().expect("every used image has a camera");
+        let (id, first) = cameras[&spec.identity];
+        (
+            id,
+            specs[first].as_ref().expect("the first image has a camera"),
+        )
+    };
     summary.images_used = features.len();
     summary.cached = cached.into_inner();
     summary.features_ms = ms(t);
+    let used_cameras: BTreeSet<u32> = features.keys().map(|&i| camera_of(i).0).collect();
+    summary.cameras = used_cameras.len();
+    summary.exif_priors = features.keys().filter(|&&i| camera_of(i).1.prior).count();
 
-    // Images, cameras, keypoints and descriptors, in name order.
+    // Cameras, images, keypoints and descriptors, in name order.
+    let mut written_cameras = db.camera_ids()?;
     for (&i, f) in &features {
         let id = ids[i];
         if !listed.contains_key(&names[i]) {
+            let (camera, spec) = camera_of(i);
+            if spec.size != [f.width, f.height] {
+                return Err(Error::invalid(format!(
+                    "{}: the header says {}x{}, the pixels are {}x{}",
+                    names[i], spec.size[0], spec.size[1], f.width, f.height
+                )));
+            }
+            if written_cameras.insert(camera) {
+                db.add_camera(&CameraEntry {
+                    id: camera,
+                    identity: spec.identity.clone(),
+                    size: spec.size,
+                    focal: spec.focal,
+                    prior: spec.prior,
+                })?;
+            }
             let entry = ImageEntry {
                 id,
                 name: names[i].clone(),
-                size: [f.width, f.height],
+                camera,
             };
             db.add_image(&entry)?;
         }
