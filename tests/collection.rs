@@ -295,6 +295,21 @@ fn shards_merged_equal_one_run() {
 }
 
 #[test]
+fn features_read_again_from_the_cache_write_the_same_database() {
+    // Two images in memory at a time: every batch reads most of its features from the cache.
+    let (reference, _) = reference();
+    let out = scratch("bounded");
+    let mut o = options(&out);
+    o.images_in_memory = Some(2);
+    let s = run(&o).unwrap();
+    assert!(s.reloaded >= 5, "{} reads from the cache", s.reloaded);
+    assert_eq!(
+        dump(&out.join("database.db")),
+        dump(&reference.join("database.db"))
+    );
+}
+
+#[test]
 fn a_database_with_other_images_needs_add() {
     let out = scratch("add");
     let path = out.join("database.db");

@@ -63,6 +63,11 @@ pub struct CollectionArgs {
     /// as stored, without the EXIF orientation, as COLMAP reads them.
     #[arg(long, value_name = "MODE", default_value = "auto")]
     pub camera_mode: CameraMode,
+    /// The most images whose features are held in memory at once (about 5 MB each for 9,000
+    /// features); the others are read again from <out>/features when a pair needs them.
+    /// Default: 16 per thread.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub images_in_memory: Option<usize>,
     #[command(flatten)]
     pub features: FeatureArgs,
     #[command(flatten)]
@@ -148,6 +153,7 @@ pub fn run(args: CollectionArgs) -> Result<()> {
     options.add = args.add;
     options.max_pairs = args.max_pairs;
     options.camera_mode = args.camera_mode;
+    options.images_in_memory = args.images_in_memory;
     let s = collection::run(&matcher, &options, &Bar::default())?;
     println!(
         "images: {} found, {} used ({} features from the cache), {} skipped",
@@ -170,8 +176,9 @@ pub fn run(args: CollectionArgs) -> Result<()> {
         println!("  {name}: {reason}");
     }
     println!(
-        "pairs: {} selected, {} already done, {} matched, {} registered, {} skipped, {} left",
-        s.pairs, s.already_done, s.matched, s.registered, s.pairs_skipped, s.left
+        "pairs: {} selected, {} already done, {} matched, {} registered, {} skipped, {} left \
+         ({} feature reads from the cache for pairs)",
+        s.pairs, s.already_done, s.matched, s.registered, s.pairs_skipped, s.left, s.reloaded
     );
     println!(
         "time: features {:.1} s, matching + verification {:.1} s, total {:.1} s",
