@@ -451,7 +451,10 @@ pub fn run(matcher: &Matcher, options: &Options, progress: &dyn Progress) -> Res
         };
     let needed: Vec<usize> = needed.into_iter().collect();
     let mut usable: BTreeSet<usize> = BTreeSet::new();
-    for chunk in needed.chunks(if on_cpu { capacity } else { 1 }) {
+    // The last chunk first: the LRU ends up holding the first images, which the first pairs
+    // need (in name order, a least-recently-used store evicts each image just before a
+    // sequential scan of the pairs needs it).
+    for chunk in needed.chunks(if on_cpu { capacity } else { 1 }).rev() {
         for (i, result) in obtain_all(chunk) {
             progress.advance(&format!("features of {}", names[i]));
             let f = match result {
@@ -505,6 +508,7 @@ pub fn run(matcher: &Matcher, options: &Options, progress: &dyn Progress) -> Res
             memory.put(i, Arc::new(f));
         }
     }
+    summary.skipped.sort();
     summary.images_used = usable.len();
     summary.cached = cached.swap(0, Ordering::Relaxed);
     summary.features_ms = ms(t);
