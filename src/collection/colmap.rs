@@ -259,15 +259,32 @@ impl Database {
 
     /// Every image listed: name → image id.
     pub fn images(&self) -> Result<BTreeMap<String, u32>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, image_id FROM images")
-            .map_err(|e| self.err(e))?;
+        self.two_columns("SELECT name, image_id FROM images")
+    }
+
+    /// The rows of a query of two columns.
+    fn two_columns<A, B, C>(&self, sql: &str) -> Result<C>
+    where
+        A: rusqlite::types::FromSql,
+        B: rusqlite::types::FromSql,
+        C: FromIterator<(A, B)>,
+    {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+            .query_map([], |r| Ok((r.get::<_, A>(0)?, r.get::<_, B>(1)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err(e))
+    }
+
+    /// Runs `statements` (SQL with its parameters) in one transaction.
+    fn transaction(&mut self, statements: &[(&str, &[&dyn rusqlite::ToSql])]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        for (sql, p) in statements {
+            tx.execute(sql, *p).map_err(|e| sql_error(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql_error(&path, e))
     }
 
     /// The ids of the images that have keypoints.
@@ -337,21 +354,17 @@ impl Database {
 
     /// The cameras wbs wrote: sharing key → camera id.
     pub fn camera_keys(&self) -> Result<BTreeMap<String, u32>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT key, value FROM wbs_settings WHERE key LIKE 'camera:%'")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| self.err(e))?;
-        let mut keys = BTreeMap::new();
-        for row in rows {
-            let (key, value) = row.map_err(|e| self.err(e))?;
-            if let (Some(identity), Ok(id)) = (key.strip_prefix(CAMERA_KEY), value.parse()) {
-                keys.insert(identity.to_string(), id);
-            }
-        }
-        Ok(keys)
+        let rows: Vec<(String, String)> =
+            self.two_columns("SELECT key, value FROM wbs_settings WHERE key LIKE 'camera:%'")?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, value)| {
+                Some((
+                    key.strip_prefix(CAMERA_KEY)?.to_string(),
+                    value.parse().ok()?,
+                ))
+            })
+            .collect())
     }
 
     /// Every camera id in the database.
@@ -368,37 +381,29 @@ impl Database {
             &[camera.focal, w as f64 / 2.0, h as f64 / 2.0, 0.0],
             |v: f64| v.to_le_bytes().to_vec(),
         );
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
-            tx.execute(sql, p)
-                .map(|_| ())
-                .map_err(|e| sql_error(&path, e))
-        };
-        run(
-            "INSERT INTO cameras (camera_id, model, width, height, params, prior_focal_length) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                camera.id,
-                SIMPLE_RADIAL,
-                w as i64,
-                h as i64,
-                params,
-                camera.prior as i64
-            ],
-        )?;
-        run(
-            "INSERT INTO rigs (rig_id, ref_sensor_id, ref_sensor_type) VALUES (?1, ?2, 0)",
-            params![rig, camera.id],
-        )?;
-        run(
-            "INSERT OR REPLACE INTO wbs_settings (key, value) VALUES (?1, ?2)",
-            params![
-                format!("{CAMERA_KEY}{}", camera.identity),
-                camera.id.to_string()
-            ],
-        )?;
-        tx.commit().map_err(|e| sql_error(&path, e))
+        let key = format!("{CAMERA_KEY}{}", camera.identity);
+        self.transaction(&[
+            (
+                "INSERT INTO cameras (camera_id, model, width, height, params, prior_focal_length) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    camera.id,
+                    SIMPLE_RADIAL,
+                    w as i64,
+                    h as i64,
+                    params,
+                    camera.prior as i64
+                ],
+            ),
+            (
+                "INSERT INTO rigs (rig_id, ref_sensor_id, ref_sensor_type) VALUES (?1, ?2, 0)",
+                params![rig, camera.id],
+            ),
+            (
+                "INSERT OR REPLACE INTO wbs_settings (key, value) VALUES (?1, ?2)",
+                params![key, camera.id.to_string()],
+            ),
+        ])
     }
 
     /// Writes an image of a camera already written, with its frame (id equal to the image id
@@ -413,27 +418,21 @@ impl Database {
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))?;
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
-            tx.execute(sql, p)
-                .map(|_| ())
-                .map_err(|e| sql_error(&path, e))
-        };
-        run(
-            "INSERT INTO frames (frame_id, rig_id) VALUES (?1, ?2)",
-            params![frame, rig],
-        )?;
-        run(
-            "INSERT INTO frame_data (frame_id, data_id, sensor_id, sensor_type) \
-             VALUES (?1, ?2, ?3, 0)",
-            params![frame, entry.id, entry.camera],
-        )?;
-        run(
-            "INSERT INTO images (image_id, name, camera_id) VALUES (?1, ?2, ?3)",
-            params![entry.id, entry.name, entry.camera],
-        )?;
-        tx.commit().map_err(|e| sql_error(&path, e))
+        self.transaction(&[
+            (
+                "INSERT INTO frames (frame_id, rig_id) VALUES (?1, ?2)",
+                params![frame, rig],
+            ),
+            (
+                "INSERT INTO frame_data (frame_id, data_id, sensor_id, sensor_type) \
+                 VALUES (?1, ?2, ?3, 0)",
+                params![frame, entry.id, entry.camera],
+            ),
+            (
+                "INSERT INTO images (image_id, name, camera_id) VALUES (?1, ?2, ?3)",
+                params![entry.id, entry.name, entry.camera],
+            ),
+        ])
     }
 
     /// Writes the keypoints and descriptors of image `id`, in one transaction.
@@ -453,20 +452,18 @@ impl Database {
             .flat_map(|i| quantise(features.descriptor(i), kind))
             .collect();
         let n = features.len() as i64;
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO keypoints (image_id, rows, cols, data) VALUES (?1, ?2, 6, ?3)",
-            params![id, n, keypoints],
-        )
-        .map_err(|e| sql_error(&path, e))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO descriptors (image_id, type, rows, cols, data) \
-             VALUES (?1, 0, ?2, ?3, ?4)",
-            params![id, n, DESCRIPTOR_BYTES as i64, descriptors],
-        )
-        .map_err(|e| sql_error(&path, e))?;
-        tx.commit().map_err(|e| sql_error(&path, e))
+        self.transaction(&[
+            (
+                "INSERT OR REPLACE INTO keypoints (image_id, rows, cols, data) \
+                 VALUES (?1, ?2, 6, ?3)",
+                params![id, n, keypoints],
+            ),
+            (
+                "INSERT OR REPLACE INTO descriptors (image_id, type, rows, cols, data) \
+                 VALUES (?1, 0, ?2, ?3, ?4)",
+                params![id, n, DESCRIPTOR_BYTES as i64, descriptors],
+            ),
+        ])
     }
 
     /// Writes matched pairs (`matches` and `two_view_geometries`, replacing rows of the same pair)
