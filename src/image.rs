@@ -152,12 +152,17 @@ impl GrayImage {
 pub struct LoadOptions {
     /// Images with more megapixels than this are refused before they are decoded.
     pub max_megapixels: f64,
+    /// Turn the pixels as the EXIF orientation says (phone photos held upright). `false` reads
+    /// them as stored, the way COLMAP does, so that every photo of one camera has the sensor's
+    /// width and height whichever way it was held (`wbs collection`).
+    pub apply_orientation: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             max_megapixels: DEFAULT_MAX_MEGAPIXELS,
+            apply_orientation: true,
         }
     }
 }
@@ -228,9 +233,12 @@ pub fn decode(path: &Path, options: &LoadOptions) -> Result<DynamicImage> {
     decoder
         .set_limits(Limits::no_limits())
         .map_err(|e| describe_decode_error(path, e))?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(::image::metadata::Orientation::NoTransforms);
+    let orientation = match options.apply_orientation {
+        true => decoder
+            .orientation()
+            .unwrap_or(::image::metadata::Orientation::NoTransforms),
+        false => ::image::metadata::Orientation::NoTransforms,
+    };
     let mut image =
         DynamicImage::from_decoder(decoder).map_err(|e| describe_decode_error(path, e))?;
     image.apply_orientation(orientation);
@@ -441,6 +449,7 @@ mod tests {
 
         let limited = LoadOptions {
             max_megapixels: 0.0001,
+            ..LoadOptions::default()
         };
         let err = load_gray(&png, &limited).unwrap_err();
         assert!(err.to_string().contains("--max-megapixels"), "{err}");
@@ -474,6 +483,12 @@ mod tests {
         std::fs::write(&path, file).unwrap();
         let gray = load_gray(&path, &LoadOptions::default()).unwrap();
         assert_eq!((gray.width(), gray.height()), (20, 40));
+        let stored = LoadOptions {
+            apply_orientation: false,
+            ..LoadOptions::default()
+        };
+        let gray = load_gray(&path, &stored).unwrap();
+        assert_eq!((gray.width(), gray.height()), (40, 20));
         std::fs::remove_dir_all(dir).ok();
     }
 }

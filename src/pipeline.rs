@@ -195,6 +195,7 @@ impl Config {
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
             max_megapixels: self.max_megapixels,
+            ..LoadOptions::default()
         }
     }
 

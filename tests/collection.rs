@@ -295,16 +295,39 @@ fn shards_merged_equal_one_run() {
 }
 
 #[test]
+fn features_read_again_from_the_cache_write_the_same_database() {
+    // Two images in memory at a time: every batch reads most of its features from the cache.
+    let (reference, _) = reference();
+    let out = scratch("bounded");
+    let mut o = options(&out);
+    o.images_in_memory = Some(2);
+    let s = run(&o).unwrap();
+    assert!(s.reloaded >= 5, "{} reads from the cache", s.reloaded);
+    assert_eq!(
+        dump(&out.join("database.db")),
+        dump(&reference.join("database.db"))
+    );
+}
+
+#[test]
 fn a_database_with_other_images_needs_add() {
     let out = scratch("add");
     let path = out.join("database.db");
     {
         // A database that lists another collection's image (id 1) without wbs's settings.
         let mut db = Database::open(&path).unwrap();
+        let camera = colmap::CameraEntry {
+            id: 1,
+            identity: "elsewhere".into(),
+            size: [640, 480],
+            focal: 768.0,
+            prior: false,
+        };
+        db.add_camera(&camera).unwrap();
         let entry = colmap::ImageEntry {
             id: 1,
             name: "elsewhere.jpg".into(),
-            size: [640, 480],
+            camera: 1,
         };
         db.add_image(&entry).unwrap();
     }
@@ -389,4 +412,332 @@ fn the_command_line_reports_and_merges() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// A value of a TIFF (EXIF) field.
+enum V {
+    Ascii(&'static str),
+    Short(u16),
+    Long(u32),
+    Rational(u32, u32),
+}
+
+/// A little-endian TIFF block: IFD0 with `main` and, when `exif` is not empty, a pointer to an
+/// EXIF IFD with `exif` (tags in increasing order in each).
+fn tiff(main: &[(u16, V)], exif: &[(u16, V)]) -> Vec<u8> {
+    let n0 = main.len() + usize::from(!exif.is_empty());
+    let ifd0 = 8;
+    let ifd1 = ifd0 + 2 + 12 * n0 + 4;
+    let data_start = ifd1
+        + if exif.is_empty() {
+            0
+        } else {
+            2 + 12 * exif.len() + 4
+        };
+    let mut data = Vec::new();
+    let mut ifd = |entries: &[(u16, V)], extra: Option<(u16, u32)>| -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(
+            &((entries.len() + usize::from(extra.is_some())) as u16).to_le_bytes(),
+        );
+        let mut write = |tag: u16, kind: u16, count: u32, bytes: Vec<u8>, out: &mut Vec<u8>| {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            if bytes.len() <= 4 {
+                let mut inline = bytes;
+                inline.resize(4, 0);
+                out.extend_from_slice(&inline);
+            } else {
+                let offset = (data_start + data.len()) as u32;
+                out.extend_from_slice(&offset.to_le_bytes());
+                data.extend_from_slice(&bytes);
+                if data.len() % 2 == 1 {
+                    data.push(0);
+                }
+            }
+        };
+        for (tag, v) in entries {
+            let (kind, count, bytes) = match v {
+                V::Ascii(s) => {
+                    let mut b = s.as_bytes().to_vec();
+                    b.push(0);
+                    (2, b.len() as u32, b)
+                }
+                V::Short(x) => (3, 1, x.to_le_bytes().to_vec()),
+                V::Long(x) => (4, 1, x.to_le_bytes().to_vec()),
+                V::Rational(n, d) => (5, 1, [n.to_le_bytes(), d.to_le_bytes()].concat()),
+            };
+            write(*tag, kind, count, bytes, &mut out);
+        }
+        if let Some((tag, offset)) = extra {
+            write(tag, 4, 1, offset.to_le_bytes().to_vec(), &mut out);
+        }
+        out.extend_from_slice(&[0; 4]);
+        out
+    };
+    let pointer = (!exif.is_empty()).then_some((0x8769, ifd1 as u32));
+    let mut out = vec![b'I', b'I', 42, 0, 8, 0, 0, 0];
+    out.extend(ifd(main, pointer));
+    if !exif.is_empty() {
+        out.extend(ifd(exif, None));
+    }
+    out.extend(data);
+    out
+}
+
+/// A 320×240 JPEG cut from the sample image at `x` with `app1` (an EXIF block) after SOI.
+fn jpeg(x: u32, app1: Option<Vec<u8>>) -> Vec<u8> {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/img1.png");
+    let gray = image::open(sample).unwrap().to_luma8();
+    let crop = image::imageops::crop_imm(&gray, x, 100, 320, 240).to_image();
+    let mut encoded = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, 95)
+        .encode_image(&crop)
+        .unwrap();
+    let Some(app1) = app1 else { return encoded };
+    let len = (app1.len() + 2) as u16;
+    let mut file = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    file.extend_from_slice(&len.to_be_bytes());
+    file.extend_from_slice(&app1);
+    file.extend_from_slice(&encoded[2..]);
+    file
+}
+
+fn exif_block(tiff: Vec<u8>) -> Vec<u8> {
+    [b"Exif\0\0".to_vec(), tiff].concat()
+}
+
+/// Make "Acme", model `model`, the 35 mm equivalent focal length 28 mm.
+fn acme(model: &'static str) -> Vec<u8> {
+    exif_block(tiff(
+        &[(0x010f, V::Ascii("Acme")), (0x0110, V::Ascii(model))],
+        &[(0x920a, V::Rational(56, 10)), (0xa405, V::Short(28))],
+    ))
+}
+
+/// Photos with EXIF: two of one camera, one of another (focal length from the focal-plane
+/// resolution, held sideways), one with corrupt EXIF, one without.
+fn exif_images() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch("exif-images");
+        std::fs::write(dir.join("cam1_a.jpg"), jpeg(0, Some(acme("X100")))).unwrap();
+        std::fs::write(dir.join("cam1_b.jpg"), jpeg(40, Some(acme("X100")))).unwrap();
+        // 20 mm on a sensor 320 px / 400 px per cm = 8 mm wide: f = 20 / 8 · 320 = 800 px.
+        let other = exif_block(tiff(
+            &[
+                (0x010f, V::Ascii("Acme")),
+                (0x0110, V::Ascii("Z9")),
+                (0x0112, V::Short(6)), // rotate 90°: COLMAP (and wbs here) ignore it
+            ],
+            &[
+                (0x920a, V::Rational(20, 1)),
+                (0xa002, V::Long(320)),
+                (0xa20e, V::Rational(400, 1)),
+                (0xa210, V::Short(3)),
+            ],
+        ));
+        std::fs::write(dir.join("cam2.jpg"), jpeg(80, Some(other))).unwrap();
+        let corrupt = exif_block(b"II\x2a\0\xf0\xff\xff\x7f garbage".to_vec());
+        std::fs::write(dir.join("corrupt.jpg"), jpeg(120, Some(corrupt))).unwrap();
+        std::fs::write(dir.join("plain.jpg"), jpeg(160, None)).unwrap();
+        dir
+    })
+}
+
+type CameraRow = (u32, i64, i64, i64, Vec<f64>, i64);
+
+fn cameras(path: &Path) -> (Vec<CameraRow>, Vec<(String, u32)>) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let cameras = conn
+        .prepare(
+            "SELECT camera_id, model, width, height, params, prior_focal_length FROM cameras \
+             ORDER BY camera_id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            let params: Vec<u8> = r.get(4)?;
+            let params = params
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                params,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let images = conn
+        .prepare("SELECT name, camera_id FROM images ORDER BY image_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    (cameras, images)
+}
+
+#[test]
+fn cameras_come_from_exif_and_are_shared() {
+    let out = scratch("exif-auto");
+    let mut o = Options::new(
+        exif_images().to_path_buf(),
+        out.clone(),
+        PairSelection::Sequential(1),
+    );
+    let s = run(&o).unwrap();
+    assert_eq!((s.images_used, s.cameras, s.exif_priors), (5, 4, 3));
+    assert_eq!(s.exif_unreadable.len(), 1, "{:?}", s.exif_unreadable);
+    assert_eq!(s.exif_unreadable[0].0, "corrupt.jpg");
+    let (rows, images) = cameras(&o.database_path());
+    let default = 1.2 * 320.0;
+    assert_eq!(
+        rows,
+        vec![
+            (
+                1,
+                2,
+                320,
+                240,
+                vec![28.0 / 35.0 * 320.0, 160.0, 120.0, 0.0],
+                1
+            ),
+            (3, 2, 320, 240, vec![800.0, 160.0, 120.0, 0.0], 1),
+            (4, 2, 320, 240, vec![default, 160.0, 120.0, 0.0], 0),
+            (5, 2, 320, 240, vec![default, 160.0, 120.0, 0.0], 0),
+        ]
+    );
+    let names = |v: &[(&str, u32)]| -> Vec<(String, u32)> {
+        v.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+    };
+    assert_eq!(
+        images,
+        names(&[
+            ("cam1_a.jpg", 1),
+            ("cam1_b.jpg", 1),
+            ("cam2.jpg", 3),
+            ("corrupt.jpg", 4),
+            ("plain.jpg", 5)
+        ])
+    );
+    // One rig per camera; every frame in its camera's rig.
+    let conn = rusqlite::Connection::open(o.database_path()).unwrap();
+    let bad: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM images i JOIN frame_data d ON d.data_id = i.image_id \
+             JOIN frames f USING (frame_id) JOIN rigs r USING (rig_id) \
+             WHERE r.ref_sensor_id != i.camera_id OR d.sensor_id != i.camera_id",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(bad, 0);
+    // Pixels as stored (the EXIF orientation of cam2.jpg is not applied): keypoints span 320
+    // columns and 240 rows.
+    let data: Vec<u8> = conn
+        .query_row("SELECT data FROM keypoints WHERE image_id = 3", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let kp: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let max_x = kp.chunks_exact(6).map(|k| k[0]).fold(0.0, f32::max);
+    let max_y = kp.chunks_exact(6).map(|k| k[1]).fold(0.0, f32::max);
+    assert!(
+        max_x > 240.0 && max_x <= 320.0 && max_y <= 240.0,
+        "{max_x} {max_y}"
+    );
+    drop(conn);
+
+    // A resumed run with another mode is refused.
+    o.resume = true;
+    o.camera_mode = collection::CameraMode::Single;
+    let e = run(&o).unwrap_err().to_string();
+    assert!(e.contains("--camera-mode auto"), "{e}");
+
+    // The other modes.
+    for (mode, expected) in [
+        (collection::CameraMode::PerImage, vec![1, 2, 3, 4, 5]),
+        (collection::CameraMode::Single, vec![1; 5]),
+        (collection::CameraMode::PerFolder, vec![1; 5]),
+    ] {
+        let out = scratch(&format!("exif-{mode}"));
+        let mut o = Options::new(
+            exif_images().to_path_buf(),
+            out,
+            PairSelection::Sequential(1),
+        );
+        o.camera_mode = mode;
+        run(&o).unwrap();
+        let (rows, images) = cameras(&o.database_path());
+        assert_eq!(
+            images.iter().map(|i| i.1).collect::<Vec<_>>(),
+            expected,
+            "{mode}"
+        );
+        assert_eq!(
+            rows.len(),
+            expected
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        );
+        if mode == collection::CameraMode::Single {
+            // The first image's prior.
+            assert_eq!((rows[0].4[0], rows[0].5), (28.0 / 35.0 * 320.0, 1));
+        }
+    }
+}
+
+#[test]
+fn added_images_reuse_their_camera_and_shards_agree() {
+    // Two photos of the X100 and one plain photo first; then a third X100 photo and another
+    // plain one are added: the X100 camera is reused, the plain photo gets a new camera.
+    let first = scratch("exif-first");
+    for name in ["cam1_a.jpg", "cam1_b.jpg", "plain.jpg"] {
+        std::fs::copy(exif_images().join(name), first.join(name)).unwrap();
+    }
+    let second = scratch("exif-second");
+    std::fs::write(second.join("more_x100.jpg"), jpeg(180, Some(acme("X100")))).unwrap();
+    std::fs::write(second.join("more_plain.jpg"), jpeg(190, None)).unwrap();
+    let out = scratch("exif-add");
+    let o = Options::new(first, out.clone(), PairSelection::Sequential(1));
+    run(&o).unwrap();
+    let mut add = Options::new(second, out.clone(), PairSelection::Sequential(1));
+    add.add = true;
+    run(&add).unwrap();
+    let (rows, images) = cameras(&o.database_path());
+    let camera = |name: &str| images.iter().find(|i| i.0 == name).unwrap().1;
+    assert_eq!(camera("more_x100.jpg"), camera("cam1_a.jpg"));
+    assert_ne!(camera("more_plain.jpg"), camera("plain.jpg"));
+    assert_eq!(rows.len(), 3);
+
+    // Shards of the EXIF collection merged equal one run, cameras included.
+    let whole = scratch("exif-whole");
+    let o = Options::new(
+        exif_images().to_path_buf(),
+        whole,
+        PairSelection::Exhaustive,
+    );
+    run(&o).unwrap();
+    let mut shards = Vec::new();
+    for index in 1..=3 {
+        let out = scratch(&format!("exif-shard{index}"));
+        let mut s = Options::new(exif_images().to_path_buf(), out, PairSelection::Exhaustive);
+        s.shard = Some(Shard { index, count: 3 });
+        run(&s).unwrap();
+        shards.push(s.database_path());
+    }
+    let merged = scratch("exif-merged").join("merged.db");
+    collection::merge(&shards, &merged).unwrap();
+    assert_eq!(dump(&merged), dump(&o.database_path()));
 }

@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("pair_list", pair_list),
     ("eval_journal", eval_journal),
     ("train_pairs", train_pairs),
+    ("exif", exif),
 ];
 
 /// A file in the temporary folder holding `data`, named for this process and `target`.
@@ -68,6 +69,7 @@ pub fn image(data: &[u8]) {
     let path = scratch("image", "i.img", data);
     let options = wbs::image::LoadOptions {
         max_megapixels: 1.0,
+        ..wbs::image::LoadOptions::default()
     };
     let _ = wbs::image::load_gray(&path, &options);
 }
@@ -99,4 +101,20 @@ pub fn eval_journal(data: &[u8]) {
 pub fn train_pairs(data: &[u8]) {
     let path = scratch("train_pairs", "pairs.safetensors", data);
     let _ = wbs::train::data::PairSet::load(&path);
+}
+
+/// The EXIF of an image file (`wbs collection`'s cameras): the container (JPEG, TIFF, PNG, WebP,
+/// HEIF) and the TIFF structure, then the focal length prior and the camera key from what was
+/// read.
+pub fn exif(data: &[u8]) {
+    use wbs::collection::camera;
+    let status = camera::read_exif(&mut std::io::Cursor::new(data));
+    let info = camera::ImageInfo {
+        size: [4000, 3000],
+        exif: status,
+    };
+    if let camera::ExifStatus::Found(e) = &info.exif {
+        let _ = camera::focal_prior(e, info.size);
+    }
+    let _ = camera::camera_spec(camera::CameraMode::Auto, "a/b.jpg", &info);
 }

@@ -53,6 +53,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         &args.image,
         &LoadOptions {
             max_megapixels: args.max_megapixels,
+            ..LoadOptions::default()
         },
     )?;
     let mut params = SynthParams::random(args.seed, args.max_tilt);

@@ -20,8 +20,9 @@ use crate::laf::Laf;
 use crate::pipeline::{Config, ImageFeatures};
 use crate::{Error, Result};
 
-/// The settings that decide an image's features, as one JSON string: the configuration with
-/// the matching and verification settings left at the preset's.
+/// The settings that decide an image's features, as one string: the configuration (JSON) with
+/// the matching and verification settings left at the preset's, and the pixel frame (as stored,
+/// no EXIF orientation: files cached before that rule are not used).
 pub fn features_key(config: &Config) -> String {
     let preset = Config::preset(config.method);
     let mut c = config.clone();
@@ -30,7 +31,10 @@ pub fn features_key(config: &Config) -> String {
     c.ransac = preset.ransac;
     c.ransac_method = preset.ransac_method;
     c.min_inliers = preset.min_inliers;
-    serde_json::to_string(&c).unwrap_or_default()
+    format!(
+        "{}; pixels as stored",
+        serde_json::to_string(&c).unwrap_or_default()
+    )
 }
 
 struct Bytes {

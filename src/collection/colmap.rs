@@ -4,10 +4,10 @@
 //! pycolmap 4.2.1), so COLMAP opens a database wbs made and wbs can add to one COLMAP made. What
 //! wbs writes, per table:
 //!
-//! - `cameras`: one `SIMPLE_RADIAL` camera (model 2) per image, params `[f, w/2, h/2, 0]`, with
-//!   COLMAP's own default focal prior `f = 1.2·max(w, h)` and `prior_focal_length = 0` (wbs does
-//!   not read EXIF focal lengths: the mapper refines `f` either way).
-//! - `rigs`, `frames`, `frame_data`: the trivial rig of one camera and one frame per image, as
+//! - `cameras`: `SIMPLE_RADIAL` cameras (model 2), params `[f, w/2, h/2, 0]`, one per image or
+//!   shared (see [`super::camera`]), `f` the EXIF focal prior with `prior_focal_length = 1`, or
+//!   COLMAP's default `f = 1.2·max(w, h)` with `prior_focal_length = 0`.
+//! - `rigs`, `frames`, `frame_data`: the trivial rig of each camera and one frame per image, as
 //!   COLMAP's feature extractor writes them (rig `ref_sensor_id` = the camera, sensor type 0).
 //! - `images`: `image_id`, `name` (relative to the image folder, `/`-separated), `camera_id`.
 //! - `keypoints`: `rows × 6` float32 `x, y, a11, a12, a21, a22` per feature, row-major. COLMAP puts
@@ -27,7 +27,8 @@
 //!   `pair_id = i·2147483647 + j` with image ids `i < j`; a pair written the other way round has its
 //!   index columns swapped and its model transposed (F) or inverted (H).
 //! - `wbs_settings`: one table of wbs's own (COLMAP ignores it) with the settings the features
-//!   and matches were made with, so that a resumed or merged run cannot mix settings.
+//!   and matches were made with, so that a resumed or merged run cannot mix settings, and the
+//!   sharing key of each camera wbs wrote (`camera:KEY` → camera id), so that `--add` finds it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -179,16 +180,34 @@ pub struct PairMatches {
     pub geometry: Geometry,
 }
 
-/// One camera and image row set: what [`Database::add_image`] writes.
+/// One image's rows (frame, frame data, image): what [`Database::add_image`] writes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageEntry {
     /// The image id to use.
     pub id: u32,
     /// The name, relative to the image folder, `/`-separated.
     pub name: String,
-    /// Width and height in pixels (after the EXIF orientation).
-    pub size: [usize; 2],
+    /// Its camera (written before by [`Database::add_camera`]).
+    pub camera: u32,
 }
+
+/// One camera row and its rig: what [`Database::add_camera`] writes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CameraEntry {
+    /// The camera id to use.
+    pub id: u32,
+    /// The sharing key (see [`super::camera::CameraSpec::identity`]).
+    pub identity: String,
+    /// Width and height in pixels, as stored (COLMAP ignores the EXIF orientation).
+    pub size: [usize; 2],
+    /// The focal length, pixels.
+    pub focal: f64,
+    /// `true` when `focal` is a prior from EXIF (`prior_focal_length = 1`).
+    pub prior: bool,
+}
+
+/// The prefix of the camera keys in `wbs_settings`.
+const CAMERA_KEY: &str = "camera:";
 
 /// An open COLMAP database.
 pub struct Database {
@@ -240,15 +259,32 @@ impl Database {
 
     /// Every image listed: name → image id.
     pub fn images(&self) -> Result<BTreeMap<String, u32>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, image_id FROM images")
-            .map_err(|e| self.err(e))?;
+        self.two_columns("SELECT name, image_id FROM images")
+    }
+
+    /// The rows of a query of two columns.
+    fn two_columns<A, B, C>(&self, sql: &str) -> Result<C>
+    where
+        A: rusqlite::types::FromSql,
+        B: rusqlite::types::FromSql,
+        C: FromIterator<(A, B)>,
+    {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+            .query_map([], |r| Ok((r.get::<_, A>(0)?, r.get::<_, B>(1)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err(e))
+    }
+
+    /// Runs `statements` (SQL with its parameters) in one transaction.
+    fn transaction(&mut self, statements: &[(&str, &[&dyn rusqlite::ToSql])]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        for (sql, p) in statements {
+            tx.execute(sql, *p).map_err(|e| sql_error(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql_error(&path, e))
     }
 
     /// The ids of the images that have keypoints.
@@ -316,47 +352,87 @@ impl Database {
             .map_err(|e| self.err(e))
     }
 
-    /// Writes an image with its own camera, rig and frame (ids equal to the image id where free),
-    /// in one transaction.
+    /// The cameras wbs wrote: sharing key → camera id.
+    pub fn camera_keys(&self) -> Result<BTreeMap<String, u32>> {
+        let rows: Vec<(String, String)> =
+            self.two_columns("SELECT key, value FROM wbs_settings WHERE key LIKE 'camera:%'")?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, value)| {
+                Some((
+                    key.strip_prefix(CAMERA_KEY)?.to_string(),
+                    value.parse().ok()?,
+                ))
+            })
+            .collect())
+    }
+
+    /// Every camera id in the database.
+    pub fn camera_ids(&self) -> Result<BTreeSet<u32>> {
+        self.ids("SELECT camera_id FROM cameras")
+    }
+
+    /// Writes a camera (`SIMPLE_RADIAL`, `[f, w/2, h/2, 0]`), its rig (id equal to the camera's
+    /// where free) and its sharing key, in one transaction.
+    pub fn add_camera(&mut self, camera: &CameraEntry) -> Result<()> {
+        let rig = self.free_id("rigs", "rig_id", camera.id)?;
+        let [w, h] = camera.size;
+        let params = blob(
+            &[camera.focal, w as f64 / 2.0, h as f64 / 2.0, 0.0],
+            |v: f64| v.to_le_bytes().to_vec(),
+        );
+        let key = format!("{CAMERA_KEY}{}", camera.identity);
+        self.transaction(&[
+            (
+                "INSERT INTO cameras (camera_id, model, width, height, params, prior_focal_length) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    camera.id,
+                    SIMPLE_RADIAL,
+                    w as i64,
+                    h as i64,
+                    params,
+                    camera.prior as i64
+                ],
+            ),
+            (
+                "INSERT INTO rigs (rig_id, ref_sensor_id, ref_sensor_type) VALUES (?1, ?2, 0)",
+                params![rig, camera.id],
+            ),
+            (
+                "INSERT OR REPLACE INTO wbs_settings (key, value) VALUES (?1, ?2)",
+                params![key, camera.id.to_string()],
+            ),
+        ])
+    }
+
+    /// Writes an image of a camera already written, with its frame (id equal to the image id
+    /// where free) in the camera's rig, in one transaction.
     pub fn add_image(&mut self, entry: &ImageEntry) -> Result<()> {
-        let camera = self.free_id("cameras", "camera_id", entry.id)?;
-        let rig = self.free_id("rigs", "rig_id", camera)?;
         let frame = self.free_id("frames", "frame_id", entry.id)?;
-        let [w, h] = entry.size;
-        let focal = 1.2 * w.max(h) as f64;
-        let params = blob(&[focal, w as f64 / 2.0, h as f64 / 2.0, 0.0], |v: f64| {
-            v.to_le_bytes().to_vec()
-        });
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        let run = |sql: &str, p: &[&dyn rusqlite::ToSql]| {
-            tx.execute(sql, p)
-                .map(|_| ())
-                .map_err(|e| sql_error(&path, e))
-        };
-        run(
-            "INSERT INTO cameras (camera_id, model, width, height, params, prior_focal_length) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0)",
-            params![camera, SIMPLE_RADIAL, w as i64, h as i64, params],
-        )?;
-        run(
-            "INSERT INTO rigs (rig_id, ref_sensor_id, ref_sensor_type) VALUES (?1, ?2, 0)",
-            params![rig, camera],
-        )?;
-        run(
-            "INSERT INTO frames (frame_id, rig_id) VALUES (?1, ?2)",
-            params![frame, rig],
-        )?;
-        run(
-            "INSERT INTO frame_data (frame_id, data_id, sensor_id, sensor_type) \
-             VALUES (?1, ?2, ?3, 0)",
-            params![frame, entry.id, camera],
-        )?;
-        run(
-            "INSERT INTO images (image_id, name, camera_id) VALUES (?1, ?2, ?3)",
-            params![entry.id, entry.name, camera],
-        )?;
-        tx.commit().map_err(|e| sql_error(&path, e))
+        let rig: u32 = self
+            .conn
+            .query_row(
+                "SELECT rig_id FROM rigs WHERE ref_sensor_id = ?1 AND ref_sensor_type = 0",
+                [entry.camera],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        self.transaction(&[
+            (
+                "INSERT INTO frames (frame_id, rig_id) VALUES (?1, ?2)",
+                params![frame, rig],
+            ),
+            (
+                "INSERT INTO frame_data (frame_id, data_id, sensor_id, sensor_type) \
+                 VALUES (?1, ?2, ?3, 0)",
+                params![frame, entry.id, entry.camera],
+            ),
+            (
+                "INSERT INTO images (image_id, name, camera_id) VALUES (?1, ?2, ?3)",
+                params![entry.id, entry.name, entry.camera],
+            ),
+        ])
     }
 
     /// Writes the keypoints and descriptors of image `id`, in one transaction.
@@ -376,20 +452,18 @@ impl Database {
             .flat_map(|i| quantise(features.descriptor(i), kind))
             .collect();
         let n = features.len() as i64;
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO keypoints (image_id, rows, cols, data) VALUES (?1, ?2, 6, ?3)",
-            params![id, n, keypoints],
-        )
-        .map_err(|e| sql_error(&path, e))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO descriptors (image_id, type, rows, cols, data) \
-             VALUES (?1, 0, ?2, ?3, ?4)",
-            params![id, n, DESCRIPTOR_BYTES as i64, descriptors],
-        )
-        .map_err(|e| sql_error(&path, e))?;
-        tx.commit().map_err(|e| sql_error(&path, e))
+        self.transaction(&[
+            (
+                "INSERT OR REPLACE INTO keypoints (image_id, rows, cols, data) \
+                 VALUES (?1, ?2, 6, ?3)",
+                params![id, n, keypoints],
+            ),
+            (
+                "INSERT OR REPLACE INTO descriptors (image_id, type, rows, cols, data) \
+                 VALUES (?1, 0, ?2, ?3, ?4)",
+                params![id, n, DESCRIPTOR_BYTES as i64, descriptors],
+            ),
+        ])
     }
 
     /// Writes matched pairs (`matches` and `two_view_geometries`, replacing rows of the same pair)
@@ -470,17 +544,18 @@ impl Database {
                 )));
             }
         }
-        let (a, b) = (self.setting("settings")?, theirs.setting("settings")?);
-        match (a, b) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(Error::invalid(format!(
-                    "{} was made with other settings than {}: not shards of one run",
-                    other.display(),
-                    self.path.display()
-                )))
+        for key in ["settings", "camera_mode"] {
+            match (self.setting(key)?, theirs.setting(key)?) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(Error::invalid(format!(
+                        "{} was made with other settings than {} ({key}): not shards of one run",
+                        other.display(),
+                        self.path.display()
+                    )))
+                }
+                (None, Some(b)) => self.set_setting(key, &b)?,
+                _ => {}
             }
-            (None, Some(b)) => self.set_setting("settings", &b)?,
-            _ => {}
         }
         drop(theirs);
         let path = self.path.clone();
@@ -490,7 +565,7 @@ impl Database {
             .map_err(|e| sql_error(&path, e))?;
         let copied = (|| {
             let tx = self.conn.transaction()?;
-            for table in TABLES {
+            for table in TABLES.iter().chain(&["wbs_settings"]) {
                 tx.execute(
                     &format!("INSERT OR IGNORE INTO main.{table} SELECT * FROM shard.{table}"),
                     [],

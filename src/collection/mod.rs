@@ -26,17 +26,22 @@
 //! Unreadable images are skipped with their reason and counted, and so are the pairs they are in.
 
 pub mod cache;
+pub mod camera;
 pub mod colmap;
+pub mod lru;
 pub mod pairs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
-pub use colmap::{Database, ImageEntry, PairMatches};
+pub use camera::{CameraMode, CameraSpec, ExifStatus};
+pub use colmap::{CameraEntry, Database, ImageEntry, PairMatches};
+pub use lru::Lru;
 pub use pairs::{list_images, select_pairs, PairSelection};
 
 use crate::device::DeviceKind;
@@ -66,6 +71,11 @@ pub struct Options {
     /// Match at most this many pairs in this run (the rest with `resume`, e.g. within a job's
     /// time limit).
     pub max_pairs: Option<usize>,
+    /// How images share cameras ([`camera`]).
+    pub camera_mode: CameraMode,
+    /// The most images whose features are held in memory at once (the others are read again
+    /// from `features/` when a pair needs them); `None`: two batches' worth, 16 per thread.
+    pub images_in_memory: Option<usize>,
 }
 
 impl Options {
@@ -80,6 +90,8 @@ impl Options {
             resume: false,
             add: false,
             max_pairs: None,
+            camera_mode: CameraMode::default(),
+            images_in_memory: None,
         }
     }
 
@@ -105,8 +117,16 @@ pub struct Summary {
     pub images_used: usize,
     /// Of those, images whose features came from the cache.
     pub cached: usize,
+    /// Times features were read again from the cache for a pair (not held in memory).
+    pub reloaded: usize,
     /// Images that could not be used, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Cameras of the images this run used.
+    pub cameras: usize,
+    /// Of the images this run used, those whose camera has a focal length prior from EXIF.
+    pub exif_priors: usize,
+    /// Images (of all found) whose EXIF could not be read, with the reason: they get no prior.
+    pub exif_unreadable: Vec<(String, String)>,
     /// Pairs of this run's selection (and shard).
     pub pairs: usize,
     /// Of those, pairs already in the database when the run started.
@@ -214,7 +234,86 @@ fn open_database(options: &Options, settings: &str, names: &[String]) -> Result<
             db.set_setting("settings", settings)?;
         }
     }
+    let mode = options.camera_mode.name();
+    match db.setting("camera_mode")? {
+        Some(m) if m != mode => {
+            return Err(Error::invalid(format!(
+                "{}: made with --camera-mode {m}, not {mode}; use the same mode to continue it, \
+                 or another database",
+                path.display()
+            )))
+        }
+        Some(_) => {}
+        None => db.set_setting("camera_mode", mode)?,
+    }
     Ok(db)
+}
+
+/// The camera ids of a run, by sharing key: the id the database gives the key, or the id of the
+/// first image with the key where free (so that shards and resumed runs agree), or one past the
+/// largest.
+struct Cameras {
+    /// Sharing key → camera id and the first image with the key (whose camera spec is used).
+    by_key: BTreeMap<String, (u32, usize)>,
+    /// Camera ids taken.
+    used: BTreeSet<u32>,
+    /// The keys the database knows.
+    recorded: BTreeMap<String, u32>,
+}
+
+impl Cameras {
+    fn new(recorded: BTreeMap<String, u32>, taken: BTreeSet<u32>) -> Cameras {
+        Cameras {
+            by_key: BTreeMap::new(),
+            used: taken,
+            recorded,
+        }
+    }
+
+    /// The camera id of `identity`, given to image `first` (id `wanted`) when new.
+    fn assign(&mut self, identity: &str, wanted: u32, first: usize) -> u32 {
+        if let Some(&(id, _)) = self.by_key.get(identity) {
+            return id;
+        }
+        let id = match self.recorded.get(identity) {
+            Some(&id) => id,
+            None if !self.used.contains(&wanted) => wanted,
+            None => self.used.last().map_or(1, |m| m + 1),
+        };
+        self.used.insert(id);
+        self.by_key.insert(identity.to_string(), (id, first));
+        id
+    }
+
+    /// Image `i`'s camera id and the spec its camera is written from.
+    fn of<'a>(&self, specs: &'a [Option<CameraSpec>], i: usize) -> (u32, &'a CameraSpec) {
+        let spec = specs[i].as_ref().expect("every used image has a camera");
+        let (id, first) = self.by_key[&spec.identity];
+        let first = specs[first].as_ref().expect("the first image has a camera");
+        (id, first)
+    }
+}
+
+/// `todo` cut into consecutive batches of at most `pairs` pairs and `images` distinct images (a
+/// pair always fits an empty batch).
+fn batches(todo: &[(usize, usize)], pairs: usize, images: usize) -> Vec<&[(usize, usize)]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut seen = BTreeSet::new();
+    for (k, &(i, j)) in todo.iter().enumerate() {
+        let new = usize::from(!seen.contains(&i)) + usize::from(i != j && !seen.contains(&j));
+        if k > start && (k - start == pairs || seen.len() + new > images) {
+            out.push(&todo[start..k]);
+            start = k;
+            seen.clear();
+        }
+        seen.insert(i);
+        seen.insert(j);
+    }
+    if start < todo.len() {
+        out.push(&todo[start..]);
+    }
+    out
 }
 
 /// Matches the collection `options` describe with `matcher` and writes the database, telling
@@ -271,19 +370,61 @@ pub fn run(matcher: &Matcher, options: &Options, progress: &dyn Progress) -> Res
         ));
     }
 
-    // Features: from the cache, or extracted (and cached).
+    // Every image's size and EXIF (headers only), for its camera.
     let t = Instant::now();
+    let read_info = |name: &String| camera::read_info(&options.images.join(name));
+    let infos: Vec<Result<camera::ImageInfo>> = if matcher.device().kind == DeviceKind::Cpu {
+        names.par_iter().map(read_info).collect()
+    } else {
+        names.iter().map(read_info).collect()
+    };
+    let mut specs: Vec<Option<CameraSpec>> = Vec::with_capacity(names.len());
+    for (name, info) in names.iter().zip(&infos) {
+        if let Ok(camera::ImageInfo {
+            exif: ExifStatus::Corrupt(reason),
+            ..
+        }) = info
+        {
+            progress.note(&format!("{name}: {reason}; no focal length prior"));
+            summary.exif_unreadable.push((name.clone(), reason.clone()));
+        }
+        specs.push(
+            info.as_ref()
+                .ok()
+                .map(|info| camera::camera_spec(options.camera_mode, name, info)),
+        );
+    }
+
+    // Cameras: their ids are fixed before any image is written (see `Cameras`).
+    let mut cameras = Cameras::new(db.camera_keys()?, db.camera_ids()?);
+    for (i, spec) in specs.iter().enumerate() {
+        if let Some(spec) = spec {
+            cameras.assign(&spec.identity, ids[i], i);
+        }
+    }
+    let mut written_cameras = db.camera_ids()?;
+
+    // Features: from the cache, or extracted (and cached). They are written to the database a
+    // chunk at a time and then held in a bounded LRU; pairs read the others from the cache again.
     let cached = AtomicUsize::new(0);
     let on_cpu = matcher.device().kind == DeviceKind::Cpu;
-    let extract = |&i: &usize| -> (usize, std::result::Result<ImageFeatures, String>) {
+    let batch = if on_cpu {
+        BATCH_PER_THREAD * rayon::current_num_threads()
+    } else {
+        BATCH_PER_THREAD
+    };
+    let capacity = options.images_in_memory.unwrap_or(2 * batch).max(2);
+    let mut memory: Lru<usize, ImageFeatures> = Lru::new(capacity);
+    let mut load_options = config.load_options();
+    load_options.apply_orientation = false; // as COLMAP reads pixels: see `camera`
+    let obtain = |i: usize| -> std::result::Result<ImageFeatures, String> {
         let path = cache_path(&options.out, &names[i]);
         if let Some(f) = cache::load(&path, &key) {
             cached.fetch_add(1, Ordering::Relaxed);
-            progress.advance(&format!("features of {}", names[i]));
-            return (i, Ok(f));
+            return Ok(f);
         }
         let image_path = options.images.join(&names[i]);
-        let features = load_gray(&image_path, &config.load_options())
+        let features = load_gray(&image_path, &load_options)
             .and_then(|image| matcher.extract_features(&image))
             .map_err(|e| e.to_string());
         if let Ok(f) = &features {
@@ -297,65 +438,120 @@ pub fn run(matcher: &Matcher, options: &Options, progress: &dyn Progress) -> Res
                 progress.note(&format!("warning: features not cached: {e}"));
             }
         }
-        progress.advance(&format!("features of {}", names[i]));
-        (i, features)
+        features
     };
+    let obtain_all =
+        |images: &[usize]| -> Vec<(usize, std::result::Result<ImageFeatures, String>)> {
+            let one = |&i: &usize| (i, obtain(i));
+            if on_cpu {
+                images.par_iter().map(one).collect()
+            } else {
+                images.iter().map(one).collect()
+            }
+        };
     let needed: Vec<usize> = needed.into_iter().collect();
-    let results: Vec<_> = if on_cpu {
-        needed.par_iter().map(extract).collect()
-    } else {
-        needed.iter().map(extract).collect()
-    };
-    let mut features: BTreeMap<usize, ImageFeatures> = BTreeMap::new();
-    for (i, result) in results {
-        match result {
-            Ok(f) => {
-                features.insert(i, f);
-            }
-            Err(reason) => {
-                progress.note(&format!("skipped: {reason}"));
-                summary.skipped.push((names[i].clone(), reason));
-            }
-        }
-    }
-    summary.images_used = features.len();
-    summary.cached = cached.into_inner();
-    summary.features_ms = ms(t);
-
-    // Images, cameras, keypoints and descriptors, in name order.
-    for (&i, f) in &features {
-        let id = ids[i];
-        if !listed.contains_key(&names[i]) {
-            let entry = ImageEntry {
-                id,
-                name: names[i].clone(),
-                size: [f.width, f.height],
+    let mut usable: BTreeSet<usize> = BTreeSet::new();
+    // The last chunk first: the LRU ends up holding the first images, which the first pairs
+    // need (in name order, a least-recently-used store evicts each image just before a
+    // sequential scan of the pairs needs it).
+    for chunk in needed.chunks(if on_cpu { capacity } else { 1 }).rev() {
+        for (i, result) in obtain_all(chunk) {
+            progress.advance(&format!("features of {}", names[i]));
+            let f = match result {
+                Ok(f) => f,
+                Err(reason) => {
+                    progress.note(&format!("skipped: {reason}"));
+                    summary.skipped.push((names[i].clone(), reason));
+                    continue;
+                }
             };
-            db.add_image(&entry)?;
-        }
-        if !with_keypoints.contains(&id) {
-            db.write_features(id, &f.described, config.descriptor)?;
+            // An image read although its header was not (should not happen): its own camera.
+            if specs[i].is_none() {
+                let spec = CameraSpec {
+                    identity: format!("image:{}", names[i]),
+                    size: [f.width, f.height],
+                    focal: camera::default_focal([f.width, f.height]),
+                    prior: false,
+                };
+                cameras.assign(&spec.identity, ids[i], i);
+                specs[i] = Some(spec);
+            }
+            let id = ids[i];
+            if !listed.contains_key(&names[i]) {
+                let (camera, spec) = cameras.of(&specs, i);
+                if spec.size != [f.width, f.height] {
+                    return Err(Error::invalid(format!(
+                        "{}: the header says {}x{}, the pixels are {}x{}",
+                        names[i], spec.size[0], spec.size[1], f.width, f.height
+                    )));
+                }
+                if written_cameras.insert(camera) {
+                    db.add_camera(&CameraEntry {
+                        id: camera,
+                        identity: spec.identity.clone(),
+                        size: spec.size,
+                        focal: spec.focal,
+                        prior: spec.prior,
+                    })?;
+                }
+                let entry = ImageEntry {
+                    id,
+                    name: names[i].clone(),
+                    camera,
+                };
+                db.add_image(&entry)?;
+            }
+            if !with_keypoints.contains(&id) {
+                db.write_features(id, &f.described, config.descriptor)?;
+            }
+            usable.insert(i);
+            memory.put(i, Arc::new(f));
         }
     }
+    summary.skipped.sort();
+    summary.images_used = usable.len();
+    summary.cached = cached.swap(0, Ordering::Relaxed);
+    summary.features_ms = ms(t);
+    let used_cameras: BTreeSet<u32> = usable.iter().map(|&i| cameras.of(&specs, i).0).collect();
+    summary.cameras = used_cameras.len();
+    summary.exif_priors = usable
+        .iter()
+        .filter(|&&i| cameras.of(&specs, i).1.prior)
+        .count();
 
     // Pairs, in batches: matched in parallel, each batch written in one transaction.
     let t = Instant::now();
     let (todo, unusable): (Vec<_>, Vec<_>) = todo
         .into_iter()
-        .partition(|(i, j)| features.contains_key(i) && features.contains_key(j));
+        .partition(|(i, j)| usable.contains(i) && usable.contains(j));
     summary.pairs_skipped = unusable.len();
     for _ in &unusable {
         progress.advance("a pair with a skipped image");
     }
     let registered = AtomicUsize::new(0);
-    let batch = if on_cpu {
-        BATCH_PER_THREAD * rayon::current_num_threads()
-    } else {
-        BATCH_PER_THREAD
-    };
-    for chunk in todo.chunks(batch) {
+    for chunk in batches(&todo, batch, capacity) {
+        // The batch's images: from memory, or read again from the cache.
+        let images: BTreeSet<usize> = chunk.iter().flat_map(|&(i, j)| [i, j]).collect();
+        let mut held: BTreeMap<usize, Arc<ImageFeatures>> = BTreeMap::new();
+        let mut missing = Vec::new();
+        for &i in &images {
+            match memory.get(&i) {
+                Some(f) => {
+                    held.insert(i, f);
+                }
+                None => missing.push(i),
+            }
+        }
+        summary.reloaded += missing.len();
+        for (i, result) in obtain_all(&missing) {
+            let f = Arc::new(result.map_err(|reason| {
+                Error::invalid(format!("{}: features needed again: {reason}", names[i]))
+            })?);
+            memory.put(i, Arc::clone(&f));
+            held.insert(i, f);
+        }
         let match_pair = |&(i, j): &(usize, usize)| -> Result<PairMatches> {
-            let report = matcher.match_features(&features[&i], &features[&j])?;
+            let report = matcher.match_features(&held[&i], &held[&j])?;
             let details = report.details.as_deref();
             let tentatives: Vec<[u32; 2]> = details.map_or_else(Vec::new, |d| {
                 d.tentatives
@@ -443,5 +639,28 @@ mod tests {
         assert_eq!(image_ids(&names, &own), [1, 2, 3]);
         let foreign: BTreeMap<String, u32> = [("x".to_string(), 1), ("y".to_string(), 3)].into();
         assert_eq!(image_ids(&names, &foreign), [4, 2, 5]);
+    }
+
+    #[test]
+    fn batches_bound_pairs_and_images() {
+        let todo = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)];
+        assert_eq!(batches(&todo, 4, 10), [&todo[..4], &todo[4..]]);
+        assert_eq!(batches(&todo, 10, 3), [&todo[..2], &todo[2..3], &todo[3..]]);
+        assert_eq!(batches(&todo, 10, 1).len(), 6, "one pair always fits");
+        assert!(batches(&[], 4, 4).is_empty());
+    }
+
+    #[test]
+    fn cameras_take_the_first_images_id_or_the_recorded_one() {
+        let recorded: BTreeMap<String, u32> = [("k".to_string(), 9)].into();
+        let mut c = Cameras::new(recorded, [1].into());
+        assert_eq!(c.assign("k", 3, 0), 9);
+        assert_eq!(c.assign("a", 2, 1), 2);
+        assert_eq!(c.assign("a", 4, 3), 2);
+        assert_eq!(
+            c.assign("b", 1, 4),
+            10,
+            "id 1 is taken: one past the largest"
+        );
     }
 }
