@@ -23,13 +23,15 @@ use crate::geometry::{self, Geometry, LafCheck, RansacConfig, RansacMethod};
 use crate::image::{GrayImage, LoadOptions, DEFAULT_MAX_MEGAPIXELS};
 use crate::laf::Laf;
 use crate::matching::{remove_duplicates, Tentative};
+use crate::mser::{self, MserParams};
 use crate::networks::{Networks, PreparedImage, WeightsFile};
 use crate::nn::{NetworkKind, HARDNET_DIM};
 use crate::orient::{orient_by_histogram, orient_from_orinet_outputs, OrientationMethod};
 use crate::pyramid::ScaleSpace;
 use crate::schedule::{ModsReport, Schedule};
 use crate::shape::{
-    shape_classical, shape_from_affnet_outputs, turned_circles, ShapeFailures, ShapeMethod,
+    keep_if_valid, shape_classical, shape_from_affnet_outputs, turned_circles, ShapeFailures,
+    ShapeMethod,
 };
 use crate::{Error, Result};
 
@@ -346,23 +348,63 @@ pub(crate) fn extract_features(
     let t = Instant::now();
     let shaped = shape_stage(&prepared, &detections, config, networks)?;
     times.shape = ms(t);
-    let shaped_count = shaped.len();
+    orient_and_describe(&prepared, detections.len(), shaped, config, networks, times)
+}
 
+/// The stages after the shape: orientation and description of the `shaped` frames of one image.
+fn orient_and_describe(
+    prepared: &PreparedImage,
+    detections: usize,
+    shaped: Vec<Feature>,
+    config: &Config,
+    networks: &Networks,
+    mut times: FeatureTimes,
+) -> Result<ImageFeatures> {
+    let shaped_count = shaped.len();
     let t = Instant::now();
-    let oriented = orient_stage(&prepared, shaped, config, networks)?;
+    let oriented = orient_stage(prepared, shaped, config, networks)?;
     times.orient = ms(t);
 
     let t = Instant::now();
-    let described = describe_stage(&prepared, &oriented, config, networks)?;
+    let described = describe_stage(prepared, &oriented, config, networks)?;
     times.describe = ms(t);
+    let input = &prepared.space.input;
     Ok(ImageFeatures {
-        width: image.width(),
-        height: image.height(),
-        detections: detections.len(),
+        width: input.width(),
+        height: input.height(),
+        detections,
         shaped: shaped_count,
         described,
         times,
     })
+}
+
+/// MSER regions of one image (dark and bright, OpenCV's parameters), framed by their second
+/// moments instead of a shape stage, then oriented and described like Hessian regions; frames
+/// more elongated than 6:1 or touching the border are dropped. `detections` counts the regions,
+/// `shaped` those kept.
+pub(crate) fn extract_mser_features(
+    image: &GrayImage,
+    config: &Config,
+    networks: &Networks,
+) -> Result<ImageFeatures> {
+    let mut times = FeatureTimes::default();
+    let t = Instant::now();
+    let space = ScaleSpace::build(image);
+    let prepared = networks.prepare(&space)?;
+    times.pyramid = ms(t);
+
+    let t = Instant::now();
+    let regions = mser::detect(image, &MserParams::default());
+    times.detect = ms(t);
+    let (w, h) = (image.width(), image.height());
+    // Patches come from the scale space: an image too small to have one gets no features.
+    let framed: Vec<Feature> = regions
+        .iter()
+        .filter(|_| !space.octaves.is_empty())
+        .filter_map(|r| keep_if_valid(r.feature(), w, h))
+        .collect();
+    orient_and_describe(&prepared, regions.len(), framed, config, networks, times)
 }
 
 /// Detection and shape of one image only: the number of detections and the shaped regions
