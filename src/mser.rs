@@ -172,18 +172,18 @@ pub fn detect(image: &GrayImage, params: &MserParams) -> Vec<Region> {
 
 const NONE: u32 = u32::MAX;
 
-/// The root of `p`'s set, halving the path on the way.
+/// The root of `p`'s set, halving the path on the way (`links[p][1]` is the find shortcut).
 #[inline]
-fn find(shortcut: &mut [u32], mut p: u32) -> u32 {
-    while shortcut[p as usize] != p {
-        let next = shortcut[shortcut[p as usize] as usize];
-        shortcut[p as usize] = next;
+fn find(links: &mut [[u32; 2]], mut p: u32) -> u32 {
+    while links[p as usize][1] != p {
+        let next = links[links[p as usize][1] as usize][1];
+        links[p as usize][1] = next;
         p = next;
     }
     p
 }
 
-/// The component tree's nodes: one per extremal region, children before parents.
+/// The component tree's nodes: one per extremal region.
 struct Tree {
     level: Vec<u8>,
     parent: Vec<u32>,
@@ -205,8 +205,7 @@ fn component_tree(values: &[u8], w: usize, h: usize) -> Tree {
     for i in 1..257 {
         counts[i] += counts[i - 1];
     }
-    let interior = counts[256];
-    let mut order = vec![0u32; interior];
+    let mut order = vec![0u32; counts[256]];
     for y in 1..h - 1 {
         for x in 1..w - 1 {
             let p = y * w + x;
@@ -216,94 +215,97 @@ fn component_tree(values: &[u8], w: usize, h: usize) -> Tree {
         }
     }
 
-    // Union-find: `parent` is the component tree over pixels (a set's root is its pixel of
-    // highest value, so a pixel whose parent has a higher value ends a region's level range),
-    // `shortcut` the compressed find structure, `rank` balances joins within one level.
-    let mut parent = vec![NONE; n];
-    let mut shortcut = vec![NONE; n];
-    let mut rank = vec![0u8; n];
+    // Union-find in value order. `links[p] = [parent, shortcut]`: the parent is the component
+    // tree over pixels (a set's root is its pixel of highest value, so a pixel whose parent has
+    // a higher value ends a region's level range), the shortcut the compressed find structure;
+    // both in one cache line. Border pixels are never added, so they stay NONE.
+    let mut links = vec![[NONE, NONE]; n];
     for &p in &order {
         let pu = p as usize;
-        parent[pu] = p;
-        shortcut[pu] = p;
-        let mut root = p;
+        links[pu] = [p, p];
         for q in [pu - 1, pu + 1, pu - w, pu + w] {
-            // Border pixels are never added, so they stay NONE.
-            if parent[q] == NONE {
+            if links[q][0] == NONE {
                 continue;
             }
-            let rq = find(&mut shortcut, q as u32);
-            if rq == root {
-                continue;
-            }
-            let (ru, rqu) = (root as usize, rq as usize);
-            if values[rqu] == values[ru] && rank[ru] < rank[rqu] {
-                parent[ru] = rq;
-                shortcut[ru] = rq;
-                root = rq;
-            } else {
-                parent[rqu] = root;
-                shortcut[rqu] = root;
-                if rank[ru] == rank[rqu] {
-                    rank[ru] = rank[ru].saturating_add(1);
-                }
+            let rq = find(&mut links, q as u32);
+            if rq != p {
+                // The neighbour's set (older, or of this level) joins the current pixel's: the
+                // root is always the newest pixel, of the highest value.
+                links[rq as usize] = [p, p];
             }
         }
     }
-    drop(shortcut);
-    drop(rank);
+    drop(order);
 
-    // Region nodes: pixels that are a set's root, or whose parent has a higher value. Numbered
-    // in sorted order, so a node's parent always has a higher number.
+    // Region nodes, numbered in raster order: pixels that are a set's root, or whose parent has
+    // a higher value.
     let mut node_of = vec![NONE; n];
     let mut level = Vec::new();
-    for &p in &order {
-        let pu = p as usize;
-        let q = parent[pu] as usize;
-        if q == pu || values[q] > values[pu] {
-            node_of[pu] = level.len() as u32;
-            level.push(values[pu]);
+    for y in 1..h - 1 {
+        for p in y * w + 1..y * w + w - 1 {
+            let q = links[p][0] as usize;
+            if q == p || values[q] > values[p] {
+                node_of[p] = level.len() as u32;
+                level.push(values[p]);
+            }
         }
     }
     let nodes = level.len();
     // Every pixel's node: its own, or that of the nearest ancestor of the same value.
     let mut path = Vec::new();
-    for &p in &order {
-        let mut q = p as usize;
-        while node_of[q] == NONE {
-            path.push(q);
-            q = parent[q] as usize;
+    for y in 1..h - 1 {
+        for p in y * w + 1..y * w + w - 1 {
+            let mut q = p;
+            while node_of[q] == NONE {
+                path.push(q);
+                q = links[q][0] as usize;
+            }
+            let id = node_of[q];
+            for &r in &path {
+                node_of[r] = id;
+            }
+            path.clear();
         }
-        let id = node_of[q];
-        for &r in &path {
-            node_of[r] = id;
-        }
-        path.clear();
     }
     let mut node_parent = vec![NONE; nodes];
     let mut area = vec![0u32; nodes];
     let mut moments = vec![[0.0f64; 5]; nodes];
-    for &p in &order {
-        let pu = p as usize;
-        let id = node_of[pu] as usize;
-        let q = parent[pu] as usize;
-        if q != pu && values[q] > values[pu] {
-            // `p` ends its node's level range: the node's parent is the node of `p`'s parent.
-            node_parent[id] = node_of[q];
+    for y in 1..h - 1 {
+        for p in y * w + 1..y * w + w - 1 {
+            let id = node_of[p] as usize;
+            let q = links[p][0] as usize;
+            if q != p && values[q] > values[p] {
+                // `p` ends its node's level range: the node's parent is the node of `p`'s parent.
+                node_parent[id] = node_of[q];
+            }
+            let (x, yf) = ((p - y * w) as f64, y as f64);
+            area[id] += 1;
+            let m = &mut moments[id];
+            m[0] += x;
+            m[1] += yf;
+            m[2] += x * x;
+            m[3] += x * yf;
+            m[4] += yf * yf;
         }
-        let (x, y) = ((pu % w) as f64, (pu / w) as f64);
-        area[id] += 1;
-        let m = &mut moments[id];
-        m[0] += x;
-        m[1] += y;
-        m[2] += x * x;
-        m[3] += x * y;
-        m[4] += y * y;
     }
-    for id in 0..nodes {
-        let up = node_parent[id];
+    // Nodes by level (a child's level is below its parent's), then areas and moments summed up.
+    let mut counts = [0usize; 257];
+    for &l in &level {
+        counts[l as usize + 1] += 1;
+    }
+    for i in 1..257 {
+        counts[i] += counts[i - 1];
+    }
+    let mut by_level = vec![0u32; nodes];
+    for (id, &l) in level.iter().enumerate() {
+        let slot = &mut counts[l as usize];
+        by_level[*slot] = id as u32;
+        *slot += 1;
+    }
+    for &id in &by_level {
+        let up = node_parent[id as usize];
         if up != NONE {
-            let (a, m) = (area[id], moments[id]);
+            let (a, m) = (area[id as usize], moments[id as usize]);
             area[up as usize] += a;
             let t = &mut moments[up as usize];
             for k in 0..5 {
@@ -367,11 +369,11 @@ fn regions_of(
         .collect();
     // The smallest variation among each node's children of at least min_area pixels.
     let mut min_child = vec![f32::INFINITY; nodes];
-    for id in 0..nodes {
+    for (id, &v) in variation.iter().enumerate() {
         let up = tree.parent[id];
         if up != NONE && tree.area[id] >= min_area {
             let m = &mut min_child[up as usize];
-            *m = m.min(variation[id]);
+            *m = m.min(v);
         }
     }
     let mut stable: Vec<bool> = (0..nodes)
@@ -440,7 +442,12 @@ mod tests {
     use super::*;
 
     /// A background of `bg` with filled ellipses `(cx, cy, a, b, θ, value)` painted on it.
-    fn ellipses(w: usize, h: usize, bg: f32, shapes: &[(f32, f32, f32, f32, f32, f32)]) -> GrayImage {
+    fn ellipses(
+        w: usize,
+        h: usize,
+        bg: f32,
+        shapes: &[(f32, f32, f32, f32, f32, f32)],
+    ) -> GrayImage {
         GrayImage::from_fn(w, h, |x, y| {
             let mut v = bg;
             for &(cx, cy, a, b, theta, value) in shapes {
@@ -478,9 +485,16 @@ mod tests {
             .collect();
         assert_eq!(bright.len(), 1, "{regions:?}");
         let r = bright[0];
-        assert!((r.centre[0] - 90.0).abs() < 0.1 && (r.centre[1] - 70.0).abs() < 0.1, "{r:?}");
+        assert!(
+            (r.centre[0] - 90.0).abs() < 0.1 && (r.centre[1] - 70.0).abs() < 0.1,
+            "{r:?}"
+        );
         let area = std::f32::consts::PI * a * b;
-        assert!((r.area as f32 / area - 1.0).abs() < 0.03, "{} vs {area}", r.area);
+        assert!(
+            (r.area as f32 / area - 1.0).abs() < 0.03,
+            "{} vs {area}",
+            r.area
+        );
         let (s, c) = theta.sin_cos();
         let (l1, l2) = (a * a / 4.0, b * b / 4.0);
         let want = [
@@ -498,7 +512,11 @@ mod tests {
         // The frame: the same ellipse times mrSize, upright, axis ratio a/b.
         let laf = r.laf();
         assert_eq!(laf.a[0][1], 0.0);
-        assert!((laf.elongation() - a / b).abs() < 0.05 * a / b, "{}", laf.elongation());
+        assert!(
+            (laf.elongation() - a / b).abs() < 0.05 * a / b,
+            "{}",
+            laf.elongation()
+        );
         assert!((laf.scale() - MR_SIZE * (a * b).sqrt() / 2.0).abs() < 0.03 * laf.scale());
         // The region's own ellipse has the painted axes: a point on the long axis at distance
         // a lies on it.
@@ -514,7 +532,10 @@ mod tests {
             160,
             120,
             128.0,
-            &[(40.0, 60.0, 15.0, 15.0, 0.0, 250.0), (110.0, 60.0, 20.0, 10.0, 0.0, 5.0)],
+            &[
+                (40.0, 60.0, 15.0, 15.0, 0.0, 250.0),
+                (110.0, 60.0, 20.0, 10.0, 0.0, 5.0),
+            ],
         );
         let regions = detect(&image, &MserParams::default());
         let bright = nearest(&regions, [40.0, 60.0]);
@@ -542,7 +563,13 @@ mod tests {
         let mut areas: Vec<usize> = regions.iter().map(|r| r.area).collect();
         areas.sort();
         assert_eq!(areas, vec![200, 2400, 118 * 98 - 2400], "{regions:?}");
-        assert_eq!(regions.iter().filter(|r| r.polarity == Polarity::Dark).count(), 2);
+        assert_eq!(
+            regions
+                .iter()
+                .filter(|r| r.polarity == Polarity::Dark)
+                .count(),
+            2
+        );
         // min_area above the inner one, max_area below the outer one: none.
         let params = MserParams {
             min_area: 300,

@@ -112,7 +112,9 @@ fn run_mser(args: &DetectArgs) -> Result<()> {
         check_writable(path, &[])?;
     }
     let image = load_gray(&args.image, &LoadOptions::default())?;
+    let t = std::time::Instant::now();
     let regions = mser::detect(&image, &params);
+    let detect_ms = t.elapsed().as_secs_f64() * 1e3;
     let mut text = format!("1.0\n{}\n", regions.len());
     for r in &regions {
         let e = r.ellipse();
@@ -128,6 +130,12 @@ fn run_mser(args: &DetectArgs) -> Result<()> {
         Some(path) => std::fs::write(path, text).map_err(|e| Error::cannot_write(path, e))?,
         None => print!("{text}"),
     }
-    eprintln!("{}: {} MSER regions", args.image.display(), regions.len());
+    eprintln!(
+        "{}: {} MSER regions in {detect_ms:.1} ms ({}×{})",
+        args.image.display(),
+        regions.len(),
+        image.width(),
+        image.height()
+    );
     Ok(())
 }

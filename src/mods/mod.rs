@@ -502,7 +502,10 @@ mod tests {
             // may come out up to 25 % smaller.
             let want = crate::laf::MR_SIZE * (a * b).sqrt() / 2.0;
             let scale = best.laf.scale();
-            assert!((scale / want - 1.0).abs() < 0.25, "{spec:?}: scale {scale} vs {want}");
+            assert!(
+                (scale / want - 1.0).abs() < 0.25,
+                "{spec:?}: scale {scale} vs {want}"
+            );
             let elongation = best.laf.elongation();
             assert!(
                 (elongation / (a / b) - 1.0).abs() < 0.2,

@@ -220,7 +220,10 @@ mod tests {
 
         // At scale 1/4 (blurred first: a ramp stays a ramp) the view is a quarter of the size
         // in both directions, and points still map onto the same content.
-        let quarter = ViewSpec { scale: 0.25, ..spec };
+        let quarter = ViewSpec {
+            scale: 0.25,
+            ..spec
+        };
         let view = synthesize(&image, quarter, 1.6, 1.0);
         assert!((view.image.width() as f32 - canvas / 12.0).abs() < 2.0);
         for p in [[60.0, 50.0], [120.0, 90.0]] {
