@@ -174,7 +174,7 @@ const NONE: u32 = u32::MAX;
 
 /// The root of `p`'s set, halving the path on the way (`links[p][1]` is the find shortcut).
 #[inline]
-fn find(links: &mut [[u32; 2]], mut p: u32) -> u32 {
+fn find(links: &mut [[u32; 4]], mut p: u32) -> u32 {
     while links[p as usize][1] != p {
         let next = links[links[p as usize][1] as usize][1];
         links[p as usize][1] = next;
@@ -215,24 +215,46 @@ fn component_tree(values: &[u8], w: usize, h: usize) -> Tree {
         }
     }
 
-    // Union-find in value order. `links[p] = [parent, shortcut]`: the parent is the component
-    // tree over pixels (a set's root is its pixel of highest value, so a pixel whose parent has
-    // a higher value ends a region's level range), the shortcut the compressed find structure;
-    // both in one cache line. Border pixels are never added, so they stay NONE.
-    let mut links = vec![[NONE, NONE]; n];
+    // Union-find in value order. `links[p] = [parent, shortcut, top, rank]`, in one cache line:
+    // the parent is the component tree over pixels (a pixel whose parent has a higher value ends
+    // a region's level range); the shortcut, rank and top belong to the find structure (union by
+    // rank, path halving), top being, for a set's root, the set's tree root: its newest pixel, of
+    // the highest value. Border pixels are never added, so they stay NONE.
+    let mut links = vec![[NONE; 4]; n];
     for &p in &order {
         let pu = p as usize;
-        links[pu] = [p, p];
+        links[pu] = [p, p, p, 0];
+        let mut root = p;
         for q in [pu - 1, pu + 1, pu - w, pu + w] {
             if links[q][0] == NONE {
                 continue;
             }
             let rq = find(&mut links, q as u32);
-            if rq != p {
-                // The neighbour's set (older, or of this level) joins the current pixel's: the
-                // root is always the newest pixel, of the highest value.
-                links[rq as usize] = [p, p];
+            if rq == root {
+                continue;
             }
+            // An older region hangs under the current one; of two tops of this level, the newer
+            // hangs under the older (flat areas become stars, not chains).
+            let top = links[root as usize][2];
+            let top_q = links[rq as usize][2];
+            let new_top = if values[top_q as usize] == values[top as usize] {
+                links[top as usize][0] = top_q;
+                top_q
+            } else {
+                links[top_q as usize][0] = top;
+                top
+            };
+            let (rank, rank_q) = (links[root as usize][3], links[rq as usize][3]);
+            if rank < rank_q {
+                links[root as usize][1] = rq;
+                root = rq;
+            } else {
+                links[rq as usize][1] = root;
+                if rank == rank_q {
+                    links[root as usize][3] += 1;
+                }
+            }
+            links[root as usize][2] = new_top;
         }
     }
     drop(order);
