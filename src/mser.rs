@@ -104,17 +104,10 @@ impl Region {
         ]
     }
 
-    /// The region's ellipse `(x − c)ᵀ·(4C)⁻¹·(x − c) = 1` in the Oxford format `(x, y, a, b, c)`.
+    /// The region's ellipse `(x − c)ᵀ·(4C)⁻¹·(x − c) = 1` in the Oxford format `(x, y, a, b, c)`:
+    /// the frame with 2 in place of mrSize.
     pub fn ellipse(&self) -> [f32; 5] {
-        let [xx, xy, yy] = self.area_covariance().map(|v| 4.0 * v);
-        let det = xx * yy - xy * xy;
-        [
-            self.centre[0],
-            self.centre[1],
-            (yy / det) as f32,
-            (-xy / det) as f32,
-            (xx / det) as f32,
-        ]
+        self.laf().scaled(2.0 / MR_SIZE).to_ellipse()
     }
 
     /// The upright frame `mrSize·√C` at the centroid (see the module documentation).

@@ -335,43 +335,44 @@ pub(crate) fn extract_features(
     config: &Config,
     networks: &Networks,
 ) -> Result<ImageFeatures> {
+    extract_with(image, config, networks, |prepared, times| {
+        let t = Instant::now();
+        let detections = detect(prepared.space, &config.threshold);
+        times.detect = ms(t);
+
+        let t = Instant::now();
+        let shaped = shape_stage(prepared, &detections, config, networks)?;
+        times.shape = ms(t);
+        Ok((detections.len(), shaped))
+    })
+}
+
+/// The scale space of one image, the frames `frames` finds on it (the number of detections and
+/// the shaped frames), then orientation and description.
+fn extract_with(
+    image: &GrayImage,
+    config: &Config,
+    networks: &Networks,
+    frames: impl FnOnce(&PreparedImage, &mut FeatureTimes) -> Result<(usize, Vec<Feature>)>,
+) -> Result<ImageFeatures> {
     let mut times = FeatureTimes::default();
     let t = Instant::now();
     let space = ScaleSpace::build(image);
     let prepared = networks.prepare(&space)?;
     times.pyramid = ms(t);
+    let (detections, shaped) = frames(&prepared, &mut times)?;
 
-    let t = Instant::now();
-    let detections = detect(&space, &config.threshold);
-    times.detect = ms(t);
-
-    let t = Instant::now();
-    let shaped = shape_stage(&prepared, &detections, config, networks)?;
-    times.shape = ms(t);
-    orient_and_describe(&prepared, detections.len(), shaped, config, networks, times)
-}
-
-/// The stages after the shape: orientation and description of the `shaped` frames of one image.
-fn orient_and_describe(
-    prepared: &PreparedImage,
-    detections: usize,
-    shaped: Vec<Feature>,
-    config: &Config,
-    networks: &Networks,
-    mut times: FeatureTimes,
-) -> Result<ImageFeatures> {
     let shaped_count = shaped.len();
     let t = Instant::now();
-    let oriented = orient_stage(prepared, shaped, config, networks)?;
+    let oriented = orient_stage(&prepared, shaped, config, networks)?;
     times.orient = ms(t);
 
     let t = Instant::now();
-    let described = describe_stage(prepared, &oriented, config, networks)?;
+    let described = describe_stage(&prepared, &oriented, config, networks)?;
     times.describe = ms(t);
-    let input = &prepared.space.input;
     Ok(ImageFeatures {
-        width: input.width(),
-        height: input.height(),
+        width: image.width(),
+        height: image.height(),
         detections,
         shaped: shaped_count,
         described,
@@ -388,23 +389,19 @@ pub(crate) fn extract_mser_features(
     config: &Config,
     networks: &Networks,
 ) -> Result<ImageFeatures> {
-    let mut times = FeatureTimes::default();
-    let t = Instant::now();
-    let space = ScaleSpace::build(image);
-    let prepared = networks.prepare(&space)?;
-    times.pyramid = ms(t);
-
-    let t = Instant::now();
-    let regions = mser::detect(image, &MserParams::default());
-    times.detect = ms(t);
-    let (w, h) = (image.width(), image.height());
-    // Patches come from the scale space: an image too small to have one gets no features.
-    let framed: Vec<Feature> = regions
-        .iter()
-        .filter(|_| !space.octaves.is_empty())
-        .filter_map(|r| keep_if_valid(r.feature(), w, h))
-        .collect();
-    orient_and_describe(&prepared, regions.len(), framed, config, networks, times)
+    extract_with(image, config, networks, |prepared, times| {
+        let t = Instant::now();
+        let regions = mser::detect(image, &MserParams::default());
+        times.detect = ms(t);
+        let (w, h) = (image.width(), image.height());
+        // Patches come from the scale space: an image too small to have one gets no features.
+        let framed: Vec<Feature> = regions
+            .iter()
+            .filter(|_| !prepared.space.octaves.is_empty())
+            .filter_map(|r| keep_if_valid(r.feature(), w, h))
+            .collect();
+        Ok((regions.len(), framed))
+    })
 }
 
 /// Detection and shape of one image only: the number of detections and the shaped regions

@@ -78,10 +78,7 @@ pub fn run(args: DetectArgs) -> Result<()> {
         }
         (detections, shaped)
     };
-    match &args.out {
-        Some(path) => std::fs::write(path, text).map_err(|e| Error::cannot_write(path, e))?,
-        None => print!("{text}"),
-    }
+    write_text(args.out.as_deref(), &text)?;
     eprintln!(
         "{}: {} detections, {} features",
         args.image.display(),
@@ -126,10 +123,7 @@ fn run_mser(args: &DetectArgs) -> Result<()> {
         )
         .ok();
     }
-    match &args.out {
-        Some(path) => std::fs::write(path, text).map_err(|e| Error::cannot_write(path, e))?,
-        None => print!("{text}"),
-    }
+    write_text(args.out.as_deref(), &text)?;
     eprintln!(
         "{}: {} MSER regions in {detect_ms:.1} ms ({}×{})",
         args.image.display(),
@@ -138,4 +132,15 @@ fn run_mser(args: &DetectArgs) -> Result<()> {
         image.height()
     );
     Ok(())
+}
+
+/// Writes `text` to `out`, or to stdout.
+fn write_text(out: Option<&std::path::Path>, text: &str) -> Result<()> {
+    match out {
+        Some(path) => std::fs::write(path, text).map_err(|e| Error::cannot_write(path, e)),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
 }

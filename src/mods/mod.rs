@@ -353,6 +353,11 @@ mod tests {
     use crate::networks::Models;
     use crate::pipeline::Method;
 
+    /// A feature's squared distance from the test images' centre (200, 180).
+    fn from_centre(f: &&crate::feature::Feature) -> f32 {
+        (f.laf.c[0] - 200.0).powi(2) + (f.laf.c[1] - 180.0).powi(2)
+    }
+
     /// The blob's σ: big enough that squeezed 4× it is still above the scale space's σ₀ = 1.6.
     const BLOB_SIGMA: f32 = 10.0;
 
@@ -409,12 +414,7 @@ mod tests {
                 .described
                 .features
                 .iter()
-                .min_by(|a, b| {
-                    let d = |f: &&crate::feature::Feature| {
-                        (f.laf.c[0] - 200.0).powi(2) + (f.laf.c[1] - 180.0).powi(2)
-                    };
-                    d(a).total_cmp(&d(b))
-                })
+                .min_by(|a, b| from_centre(a).total_cmp(&from_centre(b)))
                 .expect("the blob is found on the view");
             let (cx, cy) = (best.laf.c[0], best.laf.c[1]);
             assert!(
@@ -484,12 +484,7 @@ mod tests {
                 .described
                 .features
                 .iter()
-                .min_by(|p, q| {
-                    let d = |f: &&crate::feature::Feature| {
-                        (f.laf.c[0] - 200.0).powi(2) + (f.laf.c[1] - 180.0).powi(2)
-                    };
-                    d(p).total_cmp(&d(q))
-                })
+                .min_by(|p, q| from_centre(p).total_cmp(&from_centre(q)))
                 .unwrap_or_else(|| panic!("{spec:?}: the ellipse is found"));
             let (cx, cy) = (best.laf.c[0], best.laf.c[1]);
             assert!(
