@@ -14,9 +14,9 @@ pub struct Feature {
     pub response: f32,
     /// The detector scale σ in input-image pixels.
     pub sigma: f32,
-    /// The octave of the detection (0 is the input resolution).
+    /// The octave of the detection (0 is the input resolution; 0 for MSER regions).
     pub octave: u8,
-    /// The detection level within the octave, 1..=3.
+    /// The detection level within the octave, 1..=3 (0 for MSER regions: no scale space).
     pub level: u8,
 }
 

@@ -72,6 +72,7 @@ pub mod matcher;
 pub mod matching;
 pub mod math;
 pub mod mods;
+pub mod mser;
 pub mod networks;
 pub mod nn;
 pub mod orient;

@@ -23,13 +23,15 @@ use crate::geometry::{self, Geometry, LafCheck, RansacConfig, RansacMethod};
 use crate::image::{GrayImage, LoadOptions, DEFAULT_MAX_MEGAPIXELS};
 use crate::laf::Laf;
 use crate::matching::{remove_duplicates, Tentative};
+use crate::mser::{self, MserParams};
 use crate::networks::{Networks, PreparedImage, WeightsFile};
 use crate::nn::{NetworkKind, HARDNET_DIM};
 use crate::orient::{orient_by_histogram, orient_from_orinet_outputs, OrientationMethod};
 use crate::pyramid::ScaleSpace;
 use crate::schedule::{ModsReport, Schedule};
 use crate::shape::{
-    shape_classical, shape_from_affnet_outputs, turned_circles, ShapeFailures, ShapeMethod,
+    keep_if_valid, shape_classical, shape_from_affnet_outputs, turned_circles, ShapeFailures,
+    ShapeMethod,
 };
 use crate::{Error, Result};
 
@@ -334,21 +336,34 @@ pub(crate) fn extract_features(
     config: &Config,
     networks: &Networks,
 ) -> Result<ImageFeatures> {
+    extract_with(image, config, networks, |prepared, times| {
+        let t = Instant::now();
+        let detections = detect(prepared.space, &config.threshold);
+        times.detect = ms(t);
+
+        let t = Instant::now();
+        let shaped = shape_stage(prepared, &detections, config, networks)?;
+        times.shape = ms(t);
+        Ok((detections.len(), shaped))
+    })
+}
+
+/// The scale space of one image, the frames `frames` finds on it (the number of detections and
+/// the shaped frames), then orientation and description.
+fn extract_with(
+    image: &GrayImage,
+    config: &Config,
+    networks: &Networks,
+    frames: impl FnOnce(&PreparedImage, &mut FeatureTimes) -> Result<(usize, Vec<Feature>)>,
+) -> Result<ImageFeatures> {
     let mut times = FeatureTimes::default();
     let t = Instant::now();
     let space = ScaleSpace::build(image);
     let prepared = networks.prepare(&space)?;
     times.pyramid = ms(t);
+    let (detections, shaped) = frames(&prepared, &mut times)?;
 
-    let t = Instant::now();
-    let detections = detect(&space, &config.threshold);
-    times.detect = ms(t);
-
-    let t = Instant::now();
-    let shaped = shape_stage(&prepared, &detections, config, networks)?;
-    times.shape = ms(t);
     let shaped_count = shaped.len();
-
     let t = Instant::now();
     let oriented = orient_stage(&prepared, shaped, config, networks)?;
     times.orient = ms(t);
@@ -359,10 +374,34 @@ pub(crate) fn extract_features(
     Ok(ImageFeatures {
         width: image.width(),
         height: image.height(),
-        detections: detections.len(),
+        detections,
         shaped: shaped_count,
         described,
         times,
+    })
+}
+
+/// MSER regions of one image (dark and bright, OpenCV's parameters), framed by their second
+/// moments instead of a shape stage, then oriented and described like Hessian regions; frames
+/// more elongated than 6:1 or touching the border are dropped. `detections` counts the regions,
+/// `shaped` those kept.
+pub(crate) fn extract_mser_features(
+    image: &GrayImage,
+    config: &Config,
+    networks: &Networks,
+) -> Result<ImageFeatures> {
+    extract_with(image, config, networks, |prepared, times| {
+        let t = Instant::now();
+        let regions = mser::detect(image, &MserParams::default());
+        times.detect = ms(t);
+        let (w, h) = (image.width(), image.height());
+        // Patches come from the scale space: an image too small to have one gets no features.
+        let framed: Vec<Feature> = regions
+            .iter()
+            .filter(|_| !prepared.space.octaves.is_empty())
+            .filter_map(|r| keep_if_valid(r.feature(), w, h))
+            .collect();
+        Ok((regions.len(), framed))
     })
 }
 

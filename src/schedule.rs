@@ -37,6 +37,8 @@ choices! {
     pub enum StepDetector {
         /// Hessian-Affine: the method's detector and shape (Baumberg, or AffNet for `modsnet`).
         Hessian = "hessian",
+        /// MSER, dark and bright regions, each framed by its second moments (no shape stage).
+        Mser = "mser",
     }
 }
 
@@ -56,6 +58,10 @@ pub struct Step {
     pub detector: StepDetector,
     /// Tilts t ≥ 1 of the synthesised views (1: the image itself).
     pub tilts: Vec<f32>,
+    /// Scales in (0, 1] of the synthesised views (1: full size); every tilt is made at every
+    /// scale, the image blurred against aliasing before it is shrunk.
+    #[serde(default = "unit_scales")]
+    pub scales: Vec<f32>,
     /// Φ in degrees: a tilt t gets `floor(180·t/Φ)` rotations `r·180°/n` (360: the reference's
     /// coarsest, 60 its finest).
     #[serde(default = "full_turn")]
@@ -70,6 +76,14 @@ pub struct Step {
 
 fn full_turn() -> f32 {
     360.0
+}
+
+fn unit_scales() -> Vec<f32> {
+    vec![1.0]
+}
+
+fn unit() -> f32 {
+    1.0
 }
 
 /// The anti-aliasing constant of the built-in schedules (ASIFT's 0.8·t in x).
@@ -89,13 +103,16 @@ pub struct FginnSettings {
     pub contradiction_px: f32,
 }
 
-/// A synthesised view: a rotation, then a tilt.
+/// A synthesised view: a rotation, then a tilt, at a scale.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ViewSpec {
     /// Tilt t ≥ 1: the rotated image is shrunk by 1/t along x.
     pub tilt: f32,
     /// Rotation in degrees before the tilt.
     pub phi_deg: f32,
+    /// Scale in (0, 1]: the view is shrunk by it in both directions (1: full size).
+    #[serde(default = "unit")]
+    pub scale: f32,
 }
 
 /// A MODS schedule; see the [module documentation](self).
@@ -119,23 +136,26 @@ pub struct Schedule {
 }
 
 impl Step {
-    /// The views of this step, each once: tilt 1 unrotated, tilt t with `floor(180·t/Φ)`
-    /// rotations (at least one).
+    /// The views of this step, each once, for every scale: tilt 1 unrotated, tilt t with
+    /// `floor(180·t/Φ)` rotations (at least one).
     pub fn views(&self) -> Vec<ViewSpec> {
         let mut out: Vec<ViewSpec> = Vec::new();
-        for &tilt in &self.tilts {
-            let n = if tilt <= 1.0 {
-                1
-            } else {
-                ((180.0 * tilt / self.rotation_step_deg).floor() as usize).max(1)
-            };
-            for r in 0..n {
-                let view = ViewSpec {
-                    tilt,
-                    phi_deg: r as f32 * 180.0 / n as f32,
+        for &scale in &self.scales {
+            for &tilt in &self.tilts {
+                let n = if tilt <= 1.0 {
+                    1
+                } else {
+                    ((180.0 * tilt / self.rotation_step_deg).floor() as usize).max(1)
                 };
-                if !out.contains(&view) {
-                    out.push(view);
+                for r in 0..n {
+                    let view = ViewSpec {
+                        tilt,
+                        phi_deg: r as f32 * 180.0 / n as f32,
+                        scale,
+                    };
+                    if !out.contains(&view) {
+                        out.push(view);
+                    }
                 }
             }
         }
@@ -250,6 +270,9 @@ impl Schedule {
             if step.tilts.is_empty() || step.tilts.iter().any(|t| !(*t >= 1.0 && *t <= 32.0)) {
                 return bad(format!("step {i}: tilts must be in [1, 32]"));
             }
+            if step.scales.is_empty() || step.scales.iter().any(|s| !(*s >= 0.05 && *s <= 1.0)) {
+                return bad(format!("step {i}: scales must be in [0.05, 1]"));
+            }
             if !(step.rotation_step_deg >= 1.0 && step.rotation_step_deg <= 360.0) {
                 return bad(format!("step {i}: rotation_step_deg must be in [1, 360]"));
             }
@@ -277,6 +300,7 @@ fn hessian_steps(descriptors: Vec<StepDescriptor>, last: Vec<StepDescriptor>) ->
     let step = |tilts: Vec<f32>, phi: f32, descriptors: Vec<StepDescriptor>| Step {
         detector: StepDetector::Hessian,
         tilts,
+        scales: unit_scales(),
         rotation_step_deg: phi,
         init_sigma: DEFAULT_INIT_SIGMA,
         descriptors,
@@ -335,7 +359,8 @@ mod tests {
         let v = s.steps[2].views();
         assert!(v.contains(&ViewSpec {
             tilt: 2.0,
-            phi_deg: 60.0
+            phi_deg: 60.0,
+            scale: 1.0
         }));
     }
 
@@ -357,6 +382,29 @@ mod tests {
             "descriptors":[{"descriptor":"rootsift","ratio":0.8}]}]}"#;
         let m = Schedule::from_json(minimal).unwrap();
         assert_eq!(m.steps[0].views().len(), 3);
+        assert_eq!(m.steps[0].scales, vec![1.0]);
         assert_eq!(m.laf_check, None);
+        let bad_scale = minimal.replace(r#""tilts":[1,4],"#, r#""tilts":[1,4],"scales":[2],"#);
+        let e = Schedule::from_json(&bad_scale).unwrap_err().to_string();
+        assert!(e.contains("scales must be in [0.05, 1]"), "{e}");
+    }
+
+    #[test]
+    fn mser_steps_make_every_tilt_at_every_scale() {
+        // MODS's step 3: tilts {1, 3, 6, 9} × scales {1, 1/4, 1/8}, Φ = 360°:
+        // (1 + 1 + 3 + 4) views per scale.
+        let text = r#"{"name":"m","fginn":{"neighbours":50,"contradiction_px":10},
+            "duplicate_radius":2,"steps":[{"detector":"mser","tilts":[1,3,6,9],
+            "scales":[1,0.25,0.125],"descriptors":[{"descriptor":"rootsift","ratio":0.8}]}]}"#;
+        let s = Schedule::from_json(text).unwrap();
+        assert_eq!(s.steps[0].detector, StepDetector::Mser);
+        let views = s.steps[0].views();
+        assert_eq!(views.len(), 27);
+        assert_eq!(views.iter().filter(|v| v.scale == 0.125).count(), 9);
+        assert!(views.contains(&ViewSpec {
+            tilt: 9.0,
+            phi_deg: 135.0,
+            scale: 0.25
+        }));
     }
 }

@@ -15,7 +15,7 @@ const LAYERS: &[&str] = &[
     // Leaves: no wbs imports, or only each other's.
     "error", "files", "provenance", "choice", "math", "image", "simd", "laf", "geometry", "matching", "synth",
     "protocol", // Images and frames.
-    "pyramid", "patch", "detect", "feature",
+    "pyramid", "patch", "detect", "feature", "mser",
     // The neural-network core (ops, networks, weights) and its CUDA backend, then the device
     // choice over both.
     "nn", "gpu", "device",

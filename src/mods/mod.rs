@@ -13,7 +13,7 @@
 
 pub mod views;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -23,13 +23,15 @@ use crate::image::GrayImage;
 use crate::matching::{fginn, k_nearest, remove_duplicates, Tentative};
 use crate::networks::Networks;
 use crate::pipeline::{
-    centres, extract_features, ms, verify_tentatives, Config, MatchReport, Pooled,
+    centres, extract_features, extract_mser_features, ms, verify_tentatives, Config, MatchReport,
+    Pooled,
 };
-use crate::schedule::{ModsReport, Schedule, StepReport, ViewSpec};
+use crate::schedule::{ModsReport, Schedule, StepDetector, StepReport, ViewSpec};
 use crate::Result;
 
 /// One view's regions, mapped back into the image.
 struct ViewFeatures {
+    detector: StepDetector,
     descriptor: DescriptorKind,
     spec: ViewSpec,
     init_sigma: f32,
@@ -46,21 +48,26 @@ struct ImageViews<'a> {
 }
 
 impl ImageViews<'_> {
-    fn has(&self, descriptor: DescriptorKind, spec: ViewSpec, init_sigma: f32) -> bool {
-        self.views
-            .iter()
-            .any(|v| v.descriptor == descriptor && v.spec == spec && v.init_sigma == init_sigma)
+    fn has(&self, pool: Pool, spec: ViewSpec, init_sigma: f32) -> bool {
+        self.views.iter().any(|v| {
+            (v.detector, v.descriptor) == pool && v.spec == spec && v.init_sigma == init_sigma
+        })
     }
 
-    /// The pooled regions of one descriptor: features, descriptors, views, detections, shaped.
-    fn pool(&self, descriptor: DescriptorKind) -> (Described, usize, usize, usize) {
+    /// The pooled regions of one detector and descriptor: features, descriptors, views,
+    /// detections, shaped.
+    fn pool(&self, (detector, descriptor): Pool) -> (Described, usize, usize, usize) {
         let mut out = Described {
             features: Vec::new(),
             descriptors: Vec::new(),
             dimension: descriptor.dimension(),
         };
         let (mut views, mut detections, mut shaped) = (0, 0, 0);
-        for v in self.views.iter().filter(|v| v.descriptor == descriptor) {
+        for v in self
+            .views
+            .iter()
+            .filter(|v| v.detector == detector && v.descriptor == descriptor)
+        {
             out.features.extend_from_slice(&v.described.features);
             out.descriptors.extend_from_slice(&v.described.descriptors);
             views += 1;
@@ -82,9 +89,13 @@ pub fn zoom_for(width: usize, height: usize, upsample_below: usize) -> f32 {
     }
 }
 
+/// Regions are pooled, and matched, per detector and descriptor (as in MODS).
+type Pool = (StepDetector, DescriptorKind);
+
 /// A job: one view of one image.
 struct Job {
     image: usize,
+    detector: StepDetector,
     descriptor: DescriptorKind,
     spec: ViewSpec,
     init_sigma: f32,
@@ -114,7 +125,18 @@ pub(crate) fn match_images(
     };
     let mut last: Option<MatchReport> = None;
     let mut views_ms = 0.0;
+    // Every pool made so far with the ratio its latest step gives it, and the raw matches of the
+    // last time it was matched (a pool no new view joined is not searched again).
+    let mut pools: Vec<(Pool, f32)> = Vec::new();
+    let mut matched: HashMap<Pool, ([usize; 2], f32, Vec<Tentative>)> = HashMap::new();
     for (index, step) in schedule.steps.iter().enumerate() {
+        for d in &step.descriptors {
+            let pool = (step.detector, d.descriptor);
+            match pools.iter_mut().find(|(p, _)| *p == pool) {
+                Some(entry) => entry.1 = d.ratio,
+                None => pools.push((pool, d.ratio)),
+            }
+        }
         let mut times = BTreeMap::new();
         // Views this step needs that no earlier step made.
         let t = Instant::now();
@@ -122,9 +144,10 @@ pub(crate) fn match_images(
         for (i, im) in images.iter().enumerate() {
             for d in &step.descriptors {
                 for spec in step.views() {
-                    if !im.has(d.descriptor, spec, step.init_sigma) {
+                    if !im.has((step.detector, d.descriptor), spec, step.init_sigma) {
                         jobs.push(Job {
                             image: i,
+                            detector: step.detector,
                             descriptor: d.descriptor,
                             spec,
                             init_sigma: step.init_sigma,
@@ -162,27 +185,35 @@ pub(crate) fn match_images(
         let mut tentatives: Vec<Tentative> = Vec::new();
         let mut counts = [[0usize; 3]; 2];
         let mut pooled_views = [0usize; 2];
-        for d in &step.descriptors {
-            let pools = [0, 1].map(|i| images[i].pool(d.descriptor));
+        for &(pool, ratio) in &pools {
+            let pools = [0, 1].map(|i| images[i].pool(pool));
             for i in 0..2 {
                 pooled_views[i] += pools[i].1;
                 counts[i][0] += pools[i].2;
                 counts[i][1] += pools[i].3;
             }
             let (p1, p2) = (&pools[0].0, &pools[1].0);
-            let raw = if p1.is_empty() || p2.is_empty() {
-                Vec::new()
-            } else if pools[0].1 == 1 && pools[1].1 == 1 {
-                networks.ratio_matches(p1, p2, d.ratio)?
-            } else {
-                let k = schedule.fginn.neighbours.min(p2.len());
-                let nn = k_nearest(&p1.descriptors, &p2.descriptors, p1.dimension, k);
-                fginn(
-                    &nn,
-                    &centres(&p2.features),
-                    d.ratio,
-                    schedule.fginn.contradiction_px,
-                )
+            let view_counts = [pools[0].1, pools[1].1];
+            let raw = match matched.get(&pool) {
+                Some((seen, r, raw)) if *seen == view_counts && *r == ratio => raw.clone(),
+                _ => {
+                    let raw = if p1.is_empty() || p2.is_empty() {
+                        Vec::new()
+                    } else if pools[0].1 == 1 && pools[1].1 == 1 {
+                        networks.ratio_matches(p1, p2, ratio)?
+                    } else {
+                        let k = schedule.fginn.neighbours.min(p2.len());
+                        let nn = k_nearest(&p1.descriptors, &p2.descriptors, p1.dimension, k);
+                        fginn(
+                            &nn,
+                            &centres(&p2.features),
+                            ratio,
+                            schedule.fginn.contradiction_px,
+                        )
+                    };
+                    matched.insert(pool, (view_counts, ratio, raw.clone()));
+                    raw
+                }
             };
             let (o1, o2) = (features[0].len(), features[1].len());
             tentatives.extend(raw.into_iter().map(|m| Tentative {
@@ -282,7 +313,10 @@ fn make_view(
     let view = views::synthesize(image, job.spec, job.init_sigma, zoom);
     let mut view_config = config.clone();
     view_config.descriptor = job.descriptor;
-    let found = extract_features(&view.image, &view_config, networks)?;
+    let found = match job.detector {
+        StepDetector::Hessian => extract_features(&view.image, &view_config, networks)?,
+        StepDetector::Mser => extract_mser_features(&view.image, &view_config, networks)?,
+    };
     let kept = views::map_back(
         &found.described.features,
         &view.to_view,
@@ -302,6 +336,7 @@ fn make_view(
             .extend_from_slice(&found.described.descriptors[i * dim..(i + 1) * dim]);
     }
     Ok(ViewFeatures {
+        detector: job.detector,
         descriptor: job.descriptor,
         spec: job.spec,
         init_sigma: job.init_sigma,
@@ -317,6 +352,11 @@ mod tests {
     use crate::device::ResolvedDevice;
     use crate::networks::Models;
     use crate::pipeline::Method;
+
+    /// A feature's squared distance from the test images' centre (200, 180).
+    fn from_centre(f: &&crate::feature::Feature) -> f32 {
+        (f.laf.c[0] - 200.0).powi(2) + (f.laf.c[1] - 180.0).powi(2)
+    }
 
     /// The blob's σ: big enough that squeezed 4× it is still above the scale space's σ₀ = 1.6.
     const BLOB_SIGMA: f32 = 10.0;
@@ -341,6 +381,7 @@ mod tests {
                 ViewSpec {
                     tilt: 4.0,
                     phi_deg: 30.0,
+                    scale: 1.0,
                 },
                 1.0,
             ),
@@ -348,6 +389,7 @@ mod tests {
                 ViewSpec {
                     tilt: 2.0,
                     phi_deg: 120.0,
+                    scale: 1.0,
                 },
                 1.0,
             ),
@@ -355,12 +397,14 @@ mod tests {
                 ViewSpec {
                     tilt: 2.0,
                     phi_deg: 45.0,
+                    scale: 1.0,
                 },
                 2.0,
             ),
         ] {
             let job = Job {
                 image: 0,
+                detector: StepDetector::Hessian,
                 descriptor: DescriptorKind::Rootsift,
                 spec,
                 init_sigma: 1.6,
@@ -370,12 +414,7 @@ mod tests {
                 .described
                 .features
                 .iter()
-                .min_by(|a, b| {
-                    let d = |f: &&crate::feature::Feature| {
-                        (f.laf.c[0] - 200.0).powi(2) + (f.laf.c[1] - 180.0).powi(2)
-                    };
-                    d(a).total_cmp(&d(b))
-                })
+                .min_by(|a, b| from_centre(a).total_cmp(&from_centre(b)))
                 .expect("the blob is found on the view");
             let (cx, cy) = (best.laf.c[0], best.laf.c[1]);
             assert!(
@@ -398,6 +437,74 @@ mod tests {
                 radius > 0.6 * BLOB_SIGMA * crate::laf::MR_SIZE
                     && radius < 2.2 * BLOB_SIGMA * crate::laf::MR_SIZE,
                 "{spec:?}: radius {radius}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_mser_region_found_on_shrunk_and_tilted_views_maps_back_onto_itself() {
+        let networks = Networks::place(Models::none(), &ResolvedDevice::cpu()).unwrap();
+        let config = Config::preset(Method::Mods);
+        // A bright filled ellipse, semi-axes 40 and 25 along x and y, at (200, 180).
+        let (a, b) = (40.0f32, 25.0f32);
+        let image = GrayImage::from_fn(400, 360, |x, y| {
+            let (dx, dy) = ((x as f32 - 200.0) / a, (y as f32 - 180.0) / b);
+            if dx * dx + dy * dy <= 1.0 {
+                210.0
+            } else {
+                30.0
+            }
+        });
+        for spec in [
+            ViewSpec {
+                tilt: 1.0,
+                phi_deg: 0.0,
+                scale: 0.25,
+            },
+            ViewSpec {
+                tilt: 3.0,
+                phi_deg: 30.0,
+                scale: 1.0,
+            },
+            ViewSpec {
+                tilt: 1.0,
+                phi_deg: 0.0,
+                scale: 0.125,
+            },
+        ] {
+            let job = Job {
+                image: 0,
+                detector: StepDetector::Mser,
+                descriptor: DescriptorKind::Rootsift,
+                spec,
+                init_sigma: 1.6,
+            };
+            let view = make_view(&image, 1.0, &job, &config, &networks).unwrap();
+            let best = view
+                .described
+                .features
+                .iter()
+                .min_by(|p, q| from_centre(p).total_cmp(&from_centre(q)))
+                .unwrap_or_else(|| panic!("{spec:?}: the ellipse is found"));
+            let (cx, cy) = (best.laf.c[0], best.laf.c[1]);
+            assert!(
+                (cx - 200.0).abs() < 2.0 && (cy - 180.0).abs() < 2.0,
+                "{spec:?}: centre ({cx}, {cy})"
+            );
+            // The frame is mrSize·√C of the ellipse (√C has semi-axes a/2, b/2), whatever the
+            // view: the same area and elongation (orientation turns it, not more). On a shrunk
+            // view the edge is blurred and the most stable threshold lies inside it: the frame
+            // may come out up to 25 % smaller.
+            let want = crate::laf::MR_SIZE * (a * b).sqrt() / 2.0;
+            let scale = best.laf.scale();
+            assert!(
+                (scale / want - 1.0).abs() < 0.25,
+                "{spec:?}: scale {scale} vs {want}"
+            );
+            let elongation = best.laf.elongation();
+            assert!(
+                (elongation / (a / b) - 1.0).abs() < 0.2,
+                "{spec:?}: elongation {elongation}"
             );
         }
     }

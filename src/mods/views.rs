@@ -74,8 +74,9 @@ pub struct View {
 
 /// Synthesises `spec` of `image` (zoomed by `zoom` first, for small images): rotation by φ about
 /// the origin into a canvas that holds the whole image (128 outside it), a Gaussian blur of
-/// σ_x = init_sigma·t/(2·zoom) along x and init_sigma/(2·zoom) along y when t > 1, then x shrunk
-/// by 1/t, all bilinear. The identity view (t = 1, φ = 0, zoom 1) is the image itself.
+/// σ_x = init_sigma·t/(2·z) along x and init_sigma/(2·z) along y when t > 1 or z < 1, with
+/// z = zoom·scale the view's scale, then x scaled by z/t and y by z, all bilinear. The identity
+/// view (t = 1, φ = 0, z = 1) is the image itself.
 pub fn synthesize(image: &GrayImage, spec: ViewSpec, init_sigma: f32, zoom: f32) -> View {
     let (w, h) = (image.width(), image.height());
     let phi = spec.phi_deg.to_radians();
@@ -126,16 +127,18 @@ pub fn synthesize(image: &GrayImage, spec: ViewSpec, init_sigma: f32, zoom: f32)
         })
     };
     let tilt = spec.tilt.max(1.0);
-    let blurred = if tilt > 1.0 {
+    // The view's scale; images are only zoomed up (zoom ≥ 1), views only shrunk (scale ≤ 1).
+    let z = zoom.max(1.0) * spec.scale.min(1.0);
+    let blurred = if tilt > 1.0 || z < 1.0 {
         gaussian_blur_xy(
             &rotated,
-            init_sigma * tilt / (2.0 * zoom.max(1.0)),
-            init_sigma / (2.0 * zoom.max(1.0)),
+            init_sigma * tilt / (2.0 * z),
+            init_sigma / (2.0 * z),
         )
     } else {
         rotated
     };
-    let (sx, sy) = (zoom / tilt, zoom);
+    let (sx, sy) = (z / tilt, z);
     let view = if sx == 1.0 && sy == 1.0 {
         blurred
     } else {
@@ -197,6 +200,7 @@ mod tests {
         let spec = ViewSpec {
             tilt: 3.0,
             phi_deg: 40.0,
+            scale: 1.0,
         };
         let view = synthesize(&image, spec, 0.0, 1.0);
         for p in [[50.0, 40.0], [120.0, 100.0], [10.0, 130.0]] {
@@ -213,6 +217,21 @@ mod tests {
         // The view is about 1/3 as wide as the rotated canvas.
         let canvas = 200.0 * 40f32.to_radians().cos() + 150.0 * 40f32.to_radians().sin();
         assert!((view.image.width() as f32 - canvas / 3.0).abs() < 2.0);
+
+        // At scale 1/4 (blurred first: a ramp stays a ramp) the view is a quarter of the size
+        // in both directions, and points still map onto the same content.
+        let quarter = ViewSpec {
+            scale: 0.25,
+            ..spec
+        };
+        let view = synthesize(&image, quarter, 1.6, 1.0);
+        assert!((view.image.width() as f32 - canvas / 12.0).abs() < 2.0);
+        for p in [[60.0, 50.0], [120.0, 90.0]] {
+            let v = view.to_view.apply(p);
+            let got = view.image.sample_clamped(v[0], v[1]);
+            let want = image.sample_clamped(p[0], p[1]);
+            assert!((got - want).abs() < 1.0, "scale 1/4 {p:?}: {got} vs {want}");
+        }
     }
 
     #[test]
