@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::describe::{Described, DescriptorKind};
 use crate::image::GrayImage;
-use crate::matching::{fginn, k_nearest, remove_duplicates, Tentative};
+use crate::matching::{remove_duplicates, FginnMatcher, Tentative};
 use crate::networks::Networks;
 use crate::pipeline::{
     centres, extract_features, ms, verify_tentatives, Config, MatchReport, Pooled,
@@ -114,6 +114,8 @@ pub(crate) fn match_images(
     };
     let mut last: Option<MatchReport> = None;
     let mut views_ms = 0.0;
+    // One FGINN search per descriptor, extended step by step with the new views' regions.
+    let mut searches: Vec<(DescriptorKind, FginnMatcher)> = Vec::new();
     for (index, step) in schedule.steps.iter().enumerate() {
         let mut times = BTreeMap::new();
         // Views this step needs that no earlier step made.
@@ -175,10 +177,10 @@ pub(crate) fn match_images(
             } else if pools[0].1 == 1 && pools[1].1 == 1 {
                 networks.ratio_matches(p1, p2, d.ratio)?
             } else {
-                let k = schedule.fginn.neighbours.min(p2.len());
-                let nn = k_nearest(&p1.descriptors, &p2.descriptors, p1.dimension, k);
-                fginn(
-                    &nn,
+                let search = search_for(&mut searches, d.descriptor, p1, p2, schedule);
+                search.matches(
+                    &p1.descriptors,
+                    &p2.descriptors,
                     &centres(&p2.features),
                     d.ratio,
                     schedule.fginn.contradiction_px,
@@ -269,6 +271,41 @@ pub(crate) fn match_images(
     }
     report.mods = Some(mods);
     Ok(report)
+}
+
+/// The FGINN search of `descriptor`'s pools, made for the lowest ratio any step gives it so that
+/// it serves every step. A pool is the previous step's plus the new views' regions (views are only
+/// ever appended), so the search only needs extending; a pool that does not extend the last one
+/// gets a new search.
+fn search_for<'a>(
+    searches: &'a mut Vec<(DescriptorKind, FginnMatcher)>,
+    descriptor: DescriptorKind,
+    pool1: &Described,
+    pool2: &Described,
+    schedule: &Schedule,
+) -> &'a mut FginnMatcher {
+    let fresh = || {
+        let ratio = schedule
+            .steps
+            .iter()
+            .flat_map(|s| &s.descriptors)
+            .filter(|d| d.descriptor == descriptor)
+            .map(|d| d.ratio)
+            .fold(1.0f32, f32::min);
+        FginnMatcher::new(pool1.dimension, schedule.fginn.neighbours, ratio)
+    };
+    let at = match searches.iter().position(|(d, _)| *d == descriptor) {
+        Some(at) => at,
+        None => {
+            searches.push((descriptor, fresh()));
+            searches.len() - 1
+        }
+    };
+    let search = &mut searches[at].1;
+    if search.query_rows() > pool1.len() || search.database_rows() > pool2.len() {
+        *search = fresh();
+    }
+    search
 }
 
 /// Synthesises one view, runs the feature stages on it and maps its regions back.
