@@ -1011,8 +1011,8 @@ mod tests {
             pos.push([3.0 + copy as f32 * 0.5, 7.0]);
         }
         // Exact copies: ties broken by row.
-        d.extend_from_slice(&d[..20 * dim].to_vec());
-        pos.extend_from_slice(&pos[..20].to_vec());
+        d.extend_from_within(..20 * dim);
+        pos.extend_from_within(..20);
         let mut q = Vec::new();
         for r in 0..200 {
             let e = &noise[(n + r) * dim..(n + r + 1) * dim];
@@ -1024,7 +1024,7 @@ mod tests {
             );
         }
         q.extend(random_unit_rows(300, dim, 23));
-        q.extend_from_slice(&d[5 * dim..6 * dim].to_vec());
+        q.extend_from_slice(&d[5 * dim..6 * dim]);
         let cases = [
             (50, 0.8, 30.0),
             (50, 0.9, 10.0),
