@@ -853,6 +853,39 @@ mod tests {
         out
     }
 
+    /// Region `r` of `base` seen in `1 + r % views` views: copies with small noise (rows of
+    /// `noise`, in turn) at nearly the same position. Returns the rows, their positions and the
+    /// noise rows used.
+    fn regions_in_views(
+        base: &[f32],
+        noise: &[f32],
+        dim: usize,
+        views: usize,
+    ) -> (Vec<f32>, Vec<[f32; 2]>, usize) {
+        let (mut d, mut pos) = (Vec::new(), Vec::new());
+        let mut n = 0;
+        for (r, row) in base.chunks_exact(dim).enumerate() {
+            for copy in 0..(1 + r % views) {
+                let e = &noise[n * dim..(n + 1) * dim];
+                d.extend(row.iter().zip(e).map(|(a, b)| a + 0.05 * b));
+                pos.push([(r * 37 % 500) as f32 + copy as f32, (r * 91 % 400) as f32]);
+                n += 1;
+            }
+        }
+        (d, pos, n)
+    }
+
+    /// `count` queries near the first rows of `base`, with more noise (rows of `noise`).
+    fn queries_near(base: &[f32], noise: &[f32], dim: usize, count: usize) -> Vec<f32> {
+        let mut q = Vec::new();
+        for r in 0..count {
+            let e = &noise[r * dim..(r + 1) * dim];
+            let row = &base[r * dim..(r + 1) * dim];
+            q.extend(row.iter().zip(e).map(|(a, b)| a + 0.2 * b));
+        }
+        q
+    }
+
     #[test]
     fn fginn_equals_brute_force_on_regions_seen_in_several_views() {
         // 60 regions in image 2, each seen in 1–4 "views": copies of one descriptor with small
@@ -860,26 +893,8 @@ mod tests {
         let dim = 16;
         let base = random_unit_rows(60, dim, 11);
         let noise = random_unit_rows(400, dim, 12);
-        let (mut d, mut pos) = (Vec::new(), Vec::new());
-        let mut n = 0;
-        for (r, row) in base.chunks_exact(dim).enumerate() {
-            for copy in 0..(1 + r % 4) {
-                let e = &noise[n * dim..(n + 1) * dim];
-                d.extend(row.iter().zip(e).map(|(a, b)| a + 0.05 * b));
-                pos.push([(r * 37 % 500) as f32 + copy as f32, (r * 91 % 400) as f32]);
-                n += 1;
-            }
-        }
-        let mut q = Vec::new();
-        for r in 0..40 {
-            let e = &noise[(n + r) * dim..(n + r + 1) * dim];
-            q.extend(
-                base[r * dim..(r + 1) * dim]
-                    .iter()
-                    .zip(e)
-                    .map(|(a, b)| a + 0.2 * b),
-            );
-        }
+        let (d, pos, n) = regions_in_views(&base, &noise, dim, 4);
+        let mut q = queries_near(&base, &noise[n * dim..], dim, 40);
         q.extend(random_unit_rows(10, dim, 13));
         for (k, ratio, far) in [(50, 0.8, 10.0), (5, 0.9, 2.0), (3, 0.8, 100.0)] {
             let nn = k_nearest(&q, &d, dim, k);
@@ -947,21 +962,25 @@ mod tests {
                         );
                     }
                 }
-                let pairs = |t: &[Tentative]| -> Vec<(usize, usize)> {
-                    t.iter().map(|t| (t.query, t.train)).collect()
+                // The same correspondences, ratios to rounding.
+                let same = |got: &[Tentative], what: &str| {
+                    let pairs = |t: &[Tentative]| -> Vec<(usize, usize)> {
+                        t.iter().map(|t| (t.query, t.train)).collect()
+                    };
+                    assert_eq!(
+                        pairs(got),
+                        pairs(&want),
+                        "{what}: k {k} ratio {ratio} parts {parts}"
+                    );
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!((a.ratio - b.ratio).abs() < 1e-4, "{what}: {a:?} vs {b:?}");
+                    }
                 };
                 let tentatives = fginn(&got, pos, ratio, far);
                 if parts == 1 {
                     assert_eq!(tentatives, want, "k {k} ratio {ratio} contradiction {far}");
                 } else {
-                    assert_eq!(
-                        pairs(&tentatives),
-                        pairs(&want),
-                        "k {k} ratio {ratio} parts {parts}"
-                    );
-                    for (a, b) in tentatives.iter().zip(&want) {
-                        assert!((a.ratio - b.ratio).abs() < 1e-4, "{a:?} vs {b:?}");
-                    }
+                    same(&tentatives, "extended");
                 }
                 // The two-pass matcher, extended the same way.
                 let mut matcher = FginnMatcher::new(dim, k, ratio * 0.95);
@@ -971,14 +990,7 @@ mod tests {
                     two_pass =
                         matcher.matches(&q[..qr * dim], &d[..dr.max(1) * dim], pos, ratio, far);
                 }
-                assert_eq!(
-                    pairs(&two_pass),
-                    pairs(&want),
-                    "two-pass: k {k} ratio {ratio} parts {parts}"
-                );
-                for (a, b) in two_pass.iter().zip(&want) {
-                    assert!((a.ratio - b.ratio).abs() < 1e-4, "{a:?} vs {b:?}");
-                }
+                same(&two_pass, "two-pass");
                 // A search made for a lower ratio also decides the higher one.
                 let mut lower = FginnSearch::new(dim, k, ratio * 0.9);
                 lower.extend(q, d);
@@ -994,16 +1006,7 @@ mod tests {
         let dim = 16;
         let base = random_unit_rows(300, dim, 21);
         let noise = random_unit_rows(2000, dim, 22);
-        let (mut d, mut pos) = (Vec::new(), Vec::new());
-        let mut n = 0;
-        for (r, row) in base.chunks_exact(dim).enumerate() {
-            for copy in 0..(1 + r % 5) {
-                let e = &noise[n * dim..(n + 1) * dim];
-                d.extend(row.iter().zip(e).map(|(a, b)| a + 0.05 * b));
-                pos.push([(r * 37 % 500) as f32 + copy as f32, (r * 91 % 400) as f32]);
-                n += 1;
-            }
-        }
+        let (mut d, mut pos, n) = regions_in_views(&base, &noise, dim, 5);
         // One region seen in 20 views: the first pass of FginnMatcher cannot decide it.
         for copy in 0..20 {
             let e = &noise[(1000 + copy) * dim..(1001 + copy) * dim];
@@ -1013,16 +1016,7 @@ mod tests {
         // Exact copies: ties broken by row.
         d.extend_from_within(..20 * dim);
         pos.extend_from_within(..20);
-        let mut q = Vec::new();
-        for r in 0..200 {
-            let e = &noise[(n + r) * dim..(n + r + 1) * dim];
-            q.extend(
-                base[r * dim..(r + 1) * dim]
-                    .iter()
-                    .zip(e)
-                    .map(|(a, b)| a + 0.2 * b),
-            );
-        }
+        let mut q = queries_near(&base, &noise[n * dim..], dim, 200);
         q.extend(random_unit_rows(300, dim, 23));
         q.extend_from_slice(&d[5 * dim..6 * dim]);
         let cases = [
