@@ -42,15 +42,18 @@ pub struct Tentative {
 /// Exact two nearest neighbours of each query (row-major `dim`-vectors) in the database. Panics
 /// when `dim` is 0 or does not divide both lengths.
 pub fn two_nearest(queries: &[f32], database: &[f32], dim: usize) -> TwoNearest {
-    let rows = blocked_scan(
+    let norms = row_norms(queries, dim);
+    let mut best = vec![(f32::INFINITY, f32::INFINITY, u32::MAX); norms.len()];
+    scan_blocks(
         queries,
         database,
         dim,
-        || (f32::INFINITY, f32::INFINITY, u32::MAX),
+        0,
+        &mut best,
         |best, scores, offset| scan_two_smallest(scores, offset, best),
     );
     let mut result: TwoNearest = TwoNearest::default();
-    for ((s1, s2, index), qn) in rows {
+    for ((s1, s2, index), qn) in best.into_iter().zip(norms) {
         result.nearest.push(index);
         result.d1.push(distance(qn, s1));
         result.d2.push(distance(qn, s2));
@@ -75,18 +78,21 @@ pub struct KNearest {
 /// Panics when `dim` is 0 or does not divide both lengths.
 pub fn k_nearest(queries: &[f32], database: &[f32], dim: usize, k: usize) -> KNearest {
     let k = k.max(1);
-    let rows = blocked_scan(
+    let norms = row_norms(queries, dim);
+    let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(k + 1); norms.len()];
+    scan_blocks(
         queries,
         database,
         dim,
-        || Vec::<(f32, u32)>::with_capacity(k + 1),
+        0,
+        &mut best,
         |best, scores, offset| scan_k_smallest(scores, offset, k, best),
     );
     let mut result = KNearest {
         k,
         ..Default::default()
     };
-    for (best, qn) in rows {
+    for (best, qn) in best.into_iter().zip(norms) {
         for j in 0..k {
             let (s, index) = best.get(j).copied().unwrap_or((f32::INFINITY, u32::MAX));
             result.indices.push(index);
@@ -101,33 +107,37 @@ fn distance(query_norm: f32, score: f32) -> f32 {
     (query_norm + score).max(0.0).sqrt()
 }
 
-/// Runs `scan(state, scores, first_database_row)` over blocks of `‖d‖² − 2·q·d` scores for every
-/// query (see the module documentation) and returns each query's final state with `‖q‖²`.
-fn blocked_scan<S: Send>(
+/// `‖row‖²` of every row.
+fn row_norms(rows: &[f32], dim: usize) -> Vec<f32> {
+    assert!(dim > 0 && rows.len().is_multiple_of(dim));
+    rows.chunks_exact(dim)
+        .map(|row| row.iter().map(|v| v * v).sum::<f32>())
+        .collect()
+}
+
+/// Runs `scan(state, scores, database_row_of_scores[0])` over blocks of `‖d‖² − 2·q·d` scores
+/// (see the module documentation), one state per query row, database rows numbered from
+/// `first_row`. The database is scanned in row order for every query.
+fn scan_blocks<S: Send>(
     queries: &[f32],
     database: &[f32],
     dim: usize,
-    init: impl Fn() -> S + Sync,
+    first_row: u32,
+    states: &mut [S],
     scan: impl Fn(&mut S, &[f32], u32) + Sync,
-) -> Vec<(S, f32)> {
+) {
     assert!(dim > 0 && queries.len().is_multiple_of(dim) && database.len().is_multiple_of(dim));
-    let n_queries = queries.len() / dim;
+    assert_eq!(states.len(), queries.len() / dim);
     let n_database = database.len() / dim;
-    let norm = |row: &[f32]| row.iter().map(|v| v * v).sum::<f32>();
     if n_database == 0 {
-        return queries
-            .chunks_exact(dim)
-            .map(|q| (init(), norm(q)))
-            .collect();
+        return;
     }
-    let database_norms: Vec<f32> = database.chunks_exact(dim).map(norm).collect();
-    let blocks: Vec<Vec<(S, f32)>> = (0..n_queries.div_ceil(QUERY_BLOCK))
-        .into_par_iter()
-        .map(|block| {
-            let first = block * QUERY_BLOCK;
-            let rows = QUERY_BLOCK.min(n_queries - first);
-            let q = &queries[first * dim..(first + rows) * dim];
-            let mut best: Vec<S> = (0..rows).map(|_| init()).collect();
+    let database_norms = row_norms(database, dim);
+    states
+        .par_chunks_mut(QUERY_BLOCK)
+        .zip(queries.par_chunks(QUERY_BLOCK * dim))
+        .for_each(|(best, q)| {
+            let rows = best.len();
             let mut scores = vec![0f32; rows * DATABASE_BLOCK.min(n_database)];
             for start in (0..n_database).step_by(DATABASE_BLOCK) {
                 let cols = DATABASE_BLOCK.min(n_database - start);
@@ -162,16 +172,24 @@ fn blocked_scan<S: Send>(
                     );
                 }
                 for (r, b) in best.iter_mut().enumerate() {
-                    scan(b, &scores[r * cols..(r + 1) * cols], start as u32);
+                    scan(
+                        b,
+                        &scores[r * cols..(r + 1) * cols],
+                        first_row + start as u32,
+                    );
                 }
             }
-            best.into_iter()
-                .zip(q.chunks_exact(dim))
-                .map(|(b, row)| (b, norm(row)))
-                .collect()
-        })
-        .collect();
-    blocks.into_iter().flatten().collect()
+        });
+}
+
+/// Whether any score is below `bound`: lane-wise compares and an OR, which vectorise (a min
+/// fold does not, as `f32::min` is not associative under NaN).
+#[inline]
+fn any_below(scores: &[f32], bound: f32) -> bool {
+    scores
+        .iter()
+        .fold(0u32, |any, &v| any | u32::from(v < bound))
+        != 0
 }
 
 /// Keeps the `k` smallest (score, index) pairs, ascending, in `best`. Chunks whose minimum cannot
@@ -184,8 +202,7 @@ fn scan_k_smallest(scores: &[f32], offset: u32, k: usize, best: &mut Vec<(f32, u
         } else {
             best[k - 1].0
         };
-        let min = chunk.iter().fold(f32::INFINITY, |m, &v| m.min(v));
-        if min >= worst {
+        if !any_below(chunk, worst) {
             continue;
         }
         for (j, &v) in chunk.iter().enumerate() {
@@ -208,8 +225,7 @@ fn scan_two_smallest(scores: &[f32], offset: u32, best: &mut (f32, f32, u32)) {
     let mut chunks = scores.chunks_exact(CHUNK);
     let mut base = offset;
     for chunk in &mut chunks {
-        let min = chunk.iter().fold(f32::INFINITY, |m, &v| m.min(v));
-        if min < b2 {
+        if any_below(chunk, b2) {
             for (j, &v) in chunk.iter().enumerate() {
                 if v < b2 {
                     if v < b1 {
@@ -271,40 +287,360 @@ pub fn fginn(
     max_ratio: f32,
     contradiction_px: f32,
 ) -> Vec<Tentative> {
+    (0..nn.indices.len() / nn.k.max(1))
+        .filter_map(
+            |i| match fginn_walk(nn, i, positions2, max_ratio, contradiction_px) {
+                Walk::Accept(t) => Some(t),
+                Walk::Reject | Walk::Undecided => None,
+            },
+        )
+        .collect()
+}
+
+/// Where FGINN's walk over one query's listed neighbours ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Walk {
+    Accept(Tentative),
+    /// No neighbour, or a geometrically inconsistent one before any distinctive one.
+    Reject,
+    /// Every listed neighbour was consistent and not distinctive (all `k` of them).
+    Undecided,
+}
+
+/// FGINN's walk (see [`fginn`]) over the neighbours `nn` lists for query `i`.
+fn fginn_walk(
+    nn: &KNearest,
+    i: usize,
+    positions2: &[[f32; 2]],
+    max_ratio: f32,
+    contradiction_px: f32,
+) -> Walk {
     let k = nn.k;
     let far2 = contradiction_px * contradiction_px;
-    (0..nn.indices.len() / k.max(1))
-        .filter_map(|i| {
-            let idx = &nn.indices[i * k..(i + 1) * k];
-            let dist = &nn.distances[i * k..(i + 1) * k];
-            if idx[0] == u32::MAX {
-                return None;
+    let idx = &nn.indices[i * k..(i + 1) * k];
+    let dist = &nn.distances[i * k..(i + 1) * k];
+    if idx[0] == u32::MAX {
+        return Walk::Reject;
+    }
+    let p0 = positions2[idx[0] as usize];
+    for j in 1..k {
+        if idx[j] == u32::MAX {
+            return Walk::Reject;
+        }
+        let ratio = if dist[j] > 0.0 {
+            dist[0] / dist[j]
+        } else {
+            f32::INFINITY
+        };
+        if ratio <= max_ratio {
+            return Walk::Accept(Tentative {
+                query: i,
+                train: idx[0] as usize,
+                ratio,
+            });
+        }
+        let p = positions2[idx[j] as usize];
+        if (p[0] - p0[0]).powi(2) + (p[1] - p0[1]).powi(2) > far2 {
+            return Walk::Reject;
+        }
+    }
+    Walk::Undecided
+}
+
+/// FGINN's neighbour search (reference §4.2): exact, and incremental across MODS steps.
+///
+/// [`fginn`] walks a query's neighbours nearest first and stops at the first one with
+/// `d₀/d_j ≤ max_ratio`, or earlier at a geometrically inconsistent one; so only the neighbours
+/// nearer than `d₀/max_ratio` and the first one beyond can decide a query, and most queries need
+/// far fewer than `k`. Per query this search keeps, from the blocked scores of [`k_nearest`], the
+/// nearest row, the rows nearer than that bound (at most `k` in all) and the nearest row of the
+/// rest. [`FginnSearch::neighbours`] lists them nearest first as a [`KNearest`] padded with
+/// u32::MAX; on it [`fginn`] with any ratio ≥ `max_ratio` accepts and rejects exactly what it
+/// does on `k_nearest(…, k)` (same scores, same order, ties by row).
+///
+/// [`FginnSearch::extend`] adds rows to both sides: only the new query × database blocks are
+/// computed. A MODS step's pools extend the previous step's, so each step pays only for its new
+/// views.
+pub struct FginnSearch {
+    dim: usize,
+    k: usize,
+    /// 1/max_ratio², the bound on (d_j/d₀)² below which a neighbour cannot decide.
+    inv_ratio2: f32,
+    database_rows: usize,
+    queries: Vec<Decisive>,
+}
+
+/// An entry (score, database row); entries compare by score, then by row.
+type Entry = (f32, u32);
+
+const NO_ENTRY: Entry = (f32::INFINITY, u32::MAX);
+
+fn entry_less(a: Entry, b: Entry) -> bool {
+    a.0 < b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+/// One query's state in [`FginnSearch`]. Invariants: `best` is the smallest entry seen; `list`
+/// holds every other entry seen with score < `limit` and not after `cap`, unordered; every entry
+/// seen and not kept comes after all kept ones, and `next` is the smallest of them.
+#[derive(Clone, Debug)]
+struct Decisive {
+    query_norm: f32,
+    best: Entry,
+    /// The score bound for d₀/max_ratio (with a margin for rounding).
+    limit: f32,
+    /// Set once `list` had to be cut to the k − 1 smallest: entries after it cannot be among the
+    /// first k.
+    cap: Entry,
+    list: Vec<Entry>,
+    next: Entry,
+}
+
+impl Decisive {
+    fn new(query_norm: f32) -> Decisive {
+        Decisive {
+            query_norm,
+            best: NO_ENTRY,
+            limit: f32::INFINITY,
+            cap: NO_ENTRY,
+            list: Vec::new(),
+            next: NO_ENTRY,
+        }
+    }
+
+    fn keeps(&self, e: Entry) -> bool {
+        e.0 < self.limit && !entry_less(self.cap, e)
+    }
+
+    /// Scans a row of scores for database rows `offset`, `offset + 1`, …, which come after every
+    /// row seen so far. Chunks none of whose scores can be kept or become `next` cost one
+    /// vectorisable pass.
+    fn scan(&mut self, scores: &[f32], offset: u32, k: usize, inv_ratio2: f32) {
+        const CHUNK: usize = 16;
+        for (c, chunk) in scores.chunks(CHUNK).enumerate() {
+            // Every entry still to come that is kept, or becomes `best` or `next`, is below
+            // `next`: kept ones come before it, and it has a lower row.
+            if !any_below(chunk, self.next.0) {
+                continue;
             }
-            let p0 = positions2[idx[0] as usize];
-            for j in 1..k {
-                if idx[j] == u32::MAX {
-                    return None;
-                }
-                let ratio = if dist[j] > 0.0 {
-                    dist[0] / dist[j]
-                } else {
-                    f32::INFINITY
-                };
-                if ratio <= max_ratio {
-                    return Some(Tentative {
-                        query: i,
-                        train: idx[0] as usize,
-                        ratio,
-                    });
-                }
-                let p = positions2[idx[j] as usize];
-                if (p[0] - p0[0]).powi(2) + (p[1] - p0[1]).powi(2) > far2 {
-                    return None;
+            for (j, &v) in chunk.iter().enumerate() {
+                self.push((v, offset + (c * CHUNK + j) as u32), k, inv_ratio2);
+            }
+        }
+    }
+
+    fn push(&mut self, e: Entry, k: usize, inv_ratio2: f32) {
+        if entry_less(e, self.best) {
+            let old = std::mem::replace(&mut self.best, e);
+            let d0 = (self.query_norm + e.0).max(0.0);
+            self.limit = d0 * inv_ratio2 * (1.0 + 1e-4) - self.query_norm
+                + 1e-6 * (1.0 + self.query_norm.abs());
+            self.drop_unkept();
+            if old.1 != u32::MAX {
+                self.consider(old, k);
+            }
+        } else {
+            self.consider(e, k);
+        }
+    }
+
+    fn consider(&mut self, e: Entry, k: usize) {
+        if self.keeps(e) {
+            self.list.push(e);
+            if self.list.len() >= 2 * k + 16 {
+                // Keep the k − 1 smallest (with `best`, the first k).
+                let last = k.saturating_sub(2);
+                self.list
+                    .select_nth_unstable_by(last, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                self.cap = self.list[last];
+                self.drop_unkept();
+            }
+        } else if entry_less(e, self.next) {
+            self.next = e;
+        }
+    }
+
+    /// Moves the entries that `limit` and `cap` no longer keep out of `list`.
+    fn drop_unkept(&mut self) {
+        let (limit, cap) = (self.limit, self.cap);
+        let mut next = self.next;
+        self.list.retain(|&e| {
+            let keep = e.0 < limit && !entry_less(cap, e);
+            if !keep && entry_less(e, next) {
+                next = e;
+            }
+            keep
+        });
+        self.next = next;
+    }
+}
+
+impl FginnSearch {
+    /// An empty search for `dim`-vectors, `k` neighbours (at least 2) and ratios ≥ `max_ratio`
+    /// (in (0, 1]).
+    pub fn new(dim: usize, k: usize, max_ratio: f32) -> FginnSearch {
+        let ratio = max_ratio.clamp(1e-3, 1.0);
+        FginnSearch {
+            dim,
+            k: k.max(2),
+            inv_ratio2: 1.0 / (ratio * ratio),
+            database_rows: 0,
+            queries: Vec::new(),
+        }
+    }
+
+    /// Query rows searched so far.
+    pub fn query_rows(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Database rows searched so far.
+    pub fn database_rows(&self) -> usize {
+        self.database_rows
+    }
+
+    /// Brings the search up to `queries` and `database` (row-major `dim`-vectors), which must
+    /// begin with the rows of the previous call: the previous queries are searched in the new
+    /// database rows, the new queries in all of them. Panics when `dim` does not divide a length
+    /// or a side is shorter than before.
+    pub fn extend(&mut self, queries: &[f32], database: &[f32]) {
+        let dim = self.dim;
+        let (old_queries, old_rows) = (self.queries.len(), self.database_rows);
+        assert!(queries.len() >= old_queries * dim && database.len() >= old_rows * dim);
+        let (k, inv_ratio2) = (self.k, self.inv_ratio2);
+        let scan =
+            |s: &mut Decisive, scores: &[f32], offset: u32| s.scan(scores, offset, k, inv_ratio2);
+        scan_blocks(
+            &queries[..old_queries * dim],
+            &database[old_rows * dim..],
+            dim,
+            old_rows as u32,
+            &mut self.queries,
+            scan,
+        );
+        let new_queries = &queries[old_queries * dim..];
+        let mut fresh: Vec<Decisive> = row_norms(new_queries, dim)
+            .into_iter()
+            .map(Decisive::new)
+            .collect();
+        scan_blocks(new_queries, database, dim, 0, &mut fresh, scan);
+        self.queries.extend(fresh);
+        self.database_rows = database.len() / dim;
+    }
+
+    /// The neighbours that decide [`fginn`] for every query so far, nearest first, as a
+    /// [`KNearest`] of `min(k, database rows)` columns (padded with u32::MAX and infinity).
+    pub fn neighbours(&self) -> KNearest {
+        let k = self.k.min(self.database_rows).max(1);
+        let mut result = KNearest {
+            k,
+            indices: Vec::with_capacity(self.queries.len() * k),
+            distances: Vec::with_capacity(self.queries.len() * k),
+        };
+        let mut row: Vec<Entry> = Vec::with_capacity(self.k + 1);
+        for q in &self.queries {
+            row.clear();
+            if q.best.1 != u32::MAX {
+                row.push(q.best);
+                let first = row.len();
+                row.extend_from_slice(&q.list);
+                row[first..].sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                row.truncate(k);
+                if row.len() < k && q.next.1 != u32::MAX {
+                    row.push(q.next);
                 }
             }
-            None
-        })
-        .collect()
+            for j in 0..k {
+                let (s, index) = row.get(j).copied().unwrap_or(NO_ENTRY);
+                result.indices.push(index);
+                result.distances.push(distance(q.query_norm, s));
+            }
+        }
+        result
+    }
+}
+
+/// Neighbours the first pass of [`FginnMatcher`] lists per query.
+const SHALLOW_NEIGHBOURS: usize = 8;
+
+/// FGINN ([`fginn`]) over pools that grow step by step, in two exact passes: an incremental
+/// [`FginnSearch`] for the first [`SHALLOW_NEIGHBOURS`] neighbours decides most queries (their walk
+/// meets a distinctive or an inconsistent neighbour early); only the queries whose walk runs
+/// through all of them are searched again for all `k`. A shallow list is cut sooner, so far fewer
+/// scores pass its threshold. The tentatives are those of `fginn(k_nearest(…, k))`; the second
+/// pass and extended blocks can move the last bits of a distance (see [`FginnSearch::extend`]).
+pub struct FginnMatcher {
+    dim: usize,
+    k: usize,
+    min_ratio: f32,
+    shallow: FginnSearch,
+}
+
+impl FginnMatcher {
+    /// For `dim`-vectors, `k` neighbours and ratios ≥ `min_ratio`.
+    pub fn new(dim: usize, k: usize, min_ratio: f32) -> FginnMatcher {
+        FginnMatcher {
+            dim,
+            k: k.max(2),
+            min_ratio,
+            shallow: FginnSearch::new(dim, k.clamp(2, SHALLOW_NEIGHBOURS), min_ratio),
+        }
+    }
+
+    /// Query rows searched so far.
+    pub fn query_rows(&self) -> usize {
+        self.shallow.query_rows()
+    }
+
+    /// Database rows searched so far.
+    pub fn database_rows(&self) -> usize {
+        self.shallow.database_rows()
+    }
+
+    /// Extends the search to `queries` and `database` (as [`FginnSearch::extend`]) and returns
+    /// FGINN's tentatives for all queries, in query order, with `max_ratio` (≥ the ratio given to
+    /// [`FginnMatcher::new`]) and `contradiction_px`; `positions2` are the database rows'
+    /// positions in image 2.
+    pub fn matches(
+        &mut self,
+        queries: &[f32],
+        database: &[f32],
+        positions2: &[[f32; 2]],
+        max_ratio: f32,
+        contradiction_px: f32,
+    ) -> Vec<Tentative> {
+        self.shallow.extend(queries, database);
+        let shallow = self.shallow.neighbours();
+        let full_k = self.k.min(self.shallow.database_rows()).max(1);
+        let mut out = Vec::new();
+        let mut deep = Vec::new();
+        for i in 0..self.shallow.query_rows() {
+            match fginn_walk(&shallow, i, positions2, max_ratio, contradiction_px) {
+                Walk::Accept(t) => out.push(t),
+                Walk::Undecided if shallow.k < full_k => deep.push(i),
+                Walk::Reject | Walk::Undecided => {}
+            }
+        }
+        if !deep.is_empty() {
+            let dim = self.dim;
+            let rows: Vec<f32> = deep
+                .iter()
+                .flat_map(|&i| &queries[i * dim..(i + 1) * dim])
+                .copied()
+                .collect();
+            let mut search = FginnSearch::new(dim, self.k, self.min_ratio);
+            search.extend(&rows, database);
+            let nn = search.neighbours();
+            for (row, &i) in deep.iter().enumerate() {
+                if let Walk::Accept(t) =
+                    fginn_walk(&nn, row, positions2, max_ratio, contradiction_px)
+                {
+                    out.push(Tentative { query: i, ..t });
+                }
+            }
+            out.sort_by_key(|t| t.query);
+        }
+        out
+    }
 }
 
 /// Removes duplicates: a correspondence whose end points both lie within `radius` px of an
@@ -517,6 +853,39 @@ mod tests {
         out
     }
 
+    /// Region `r` of `base` seen in `1 + r % views` views: copies with small noise (rows of
+    /// `noise`, in turn) at nearly the same position. Returns the rows, their positions and the
+    /// noise rows used.
+    fn regions_in_views(
+        base: &[f32],
+        noise: &[f32],
+        dim: usize,
+        views: usize,
+    ) -> (Vec<f32>, Vec<[f32; 2]>, usize) {
+        let (mut d, mut pos) = (Vec::new(), Vec::new());
+        let mut n = 0;
+        for (r, row) in base.chunks_exact(dim).enumerate() {
+            for copy in 0..(1 + r % views) {
+                let e = &noise[n * dim..(n + 1) * dim];
+                d.extend(row.iter().zip(e).map(|(a, b)| a + 0.05 * b));
+                pos.push([(r * 37 % 500) as f32 + copy as f32, (r * 91 % 400) as f32]);
+                n += 1;
+            }
+        }
+        (d, pos, n)
+    }
+
+    /// `count` queries near the first rows of `base`, with more noise (rows of `noise`).
+    fn queries_near(base: &[f32], noise: &[f32], dim: usize, count: usize) -> Vec<f32> {
+        let mut q = Vec::new();
+        for r in 0..count {
+            let e = &noise[r * dim..(r + 1) * dim];
+            let row = &base[r * dim..(r + 1) * dim];
+            q.extend(row.iter().zip(e).map(|(a, b)| a + 0.2 * b));
+        }
+        q
+    }
+
     #[test]
     fn fginn_equals_brute_force_on_regions_seen_in_several_views() {
         // 60 regions in image 2, each seen in 1–4 "views": copies of one descriptor with small
@@ -524,26 +893,8 @@ mod tests {
         let dim = 16;
         let base = random_unit_rows(60, dim, 11);
         let noise = random_unit_rows(400, dim, 12);
-        let (mut d, mut pos) = (Vec::new(), Vec::new());
-        let mut n = 0;
-        for (r, row) in base.chunks_exact(dim).enumerate() {
-            for copy in 0..(1 + r % 4) {
-                let e = &noise[n * dim..(n + 1) * dim];
-                d.extend(row.iter().zip(e).map(|(a, b)| a + 0.05 * b));
-                pos.push([(r * 37 % 500) as f32 + copy as f32, (r * 91 % 400) as f32]);
-                n += 1;
-            }
-        }
-        let mut q = Vec::new();
-        for r in 0..40 {
-            let e = &noise[(n + r) * dim..(n + r + 1) * dim];
-            q.extend(
-                base[r * dim..(r + 1) * dim]
-                    .iter()
-                    .zip(e)
-                    .map(|(a, b)| a + 0.2 * b),
-            );
-        }
+        let (d, pos, n) = regions_in_views(&base, &noise, dim, 4);
+        let mut q = queries_near(&base, &noise[n * dim..], dim, 40);
         q.extend(random_unit_rows(10, dim, 13));
         for (k, ratio, far) in [(50, 0.8, 10.0), (5, 0.9, 2.0), (3, 0.8, 100.0)] {
             let nn = k_nearest(&q, &d, dim, k);
@@ -560,6 +911,140 @@ mod tests {
                 assert!(got.len() > plain, "FGINN {} vs 2-NN {plain}", got.len());
             }
         }
+    }
+
+    /// Checks that [`FginnSearch`], in one go and extended in `parts` steps, lists a prefix of
+    /// `k_nearest` bit for bit that holds every neighbour FGINN looks at, and that FGINN gives
+    /// exactly the same tentatives on it.
+    fn check_fginn_search(
+        q: &[f32],
+        d: &[f32],
+        dim: usize,
+        pos: &[[f32; 2]],
+        cases: &[(usize, f32, f32)],
+    ) {
+        let (nq, nd) = (q.len() / dim, d.len() / dim);
+        for &(k, ratio, far) in cases {
+            let full = k_nearest(q, d, dim, k.min(nd));
+            let want = fginn(&full, pos, ratio, far);
+            for parts in [1usize, 2, 3] {
+                let mut search = FginnSearch::new(dim, k, ratio);
+                for p in 1..=parts {
+                    let (qr, dr) = (nq * p / parts, nd * p / parts);
+                    search.extend(&q[..qr * dim], &d[..dr.max(1) * dim]);
+                }
+                assert_eq!((search.query_rows(), search.database_rows()), (nq, nd));
+                let got = search.neighbours();
+                assert_eq!(got.k, full.k);
+                let mut listed = 0;
+                for i in 0..nq {
+                    for j in 0..got.k {
+                        let at = i * got.k + j;
+                        if got.indices[at] == u32::MAX {
+                            break;
+                        }
+                        listed += 1;
+                        let (a, b) = (got.distances[at], full.distances[at]);
+                        // In one go the scores are the same GEMM's, bit for bit; extended, the
+                        // blocks cut the database elsewhere, which moves the rounding of
+                        // ‖q‖² + ‖d‖² − 2·q·d (about 1e-7 of ‖q‖² + ‖d‖²).
+                        let close = if parts == 1 {
+                            a.to_bits() == b.to_bits()
+                        } else {
+                            (a * a - b * b).abs() <= 1e-5 * (1.0 + b * b)
+                        };
+                        assert!(
+                            got.indices[at] == full.indices[at] && close,
+                            "k {k} ratio {ratio} parts {parts}: query {i} neighbour {j}: \
+                             {} {a} vs {} {b}",
+                            got.indices[at],
+                            full.indices[at]
+                        );
+                    }
+                }
+                // The same correspondences, ratios to rounding.
+                let same = |got: &[Tentative], what: &str| {
+                    let pairs = |t: &[Tentative]| -> Vec<(usize, usize)> {
+                        t.iter().map(|t| (t.query, t.train)).collect()
+                    };
+                    assert_eq!(
+                        pairs(got),
+                        pairs(&want),
+                        "{what}: k {k} ratio {ratio} parts {parts}"
+                    );
+                    for (a, b) in got.iter().zip(&want) {
+                        assert!((a.ratio - b.ratio).abs() < 1e-4, "{what}: {a:?} vs {b:?}");
+                    }
+                };
+                let tentatives = fginn(&got, pos, ratio, far);
+                if parts == 1 {
+                    assert_eq!(tentatives, want, "k {k} ratio {ratio} contradiction {far}");
+                } else {
+                    same(&tentatives, "extended");
+                }
+                // The two-pass matcher, extended the same way.
+                let mut matcher = FginnMatcher::new(dim, k, ratio * 0.95);
+                let mut two_pass = Vec::new();
+                for p in 1..=parts {
+                    let (qr, dr) = (nq * p / parts, nd * p / parts);
+                    two_pass =
+                        matcher.matches(&q[..qr * dim], &d[..dr.max(1) * dim], pos, ratio, far);
+                }
+                same(&two_pass, "two-pass");
+                // A search made for a lower ratio also decides the higher one.
+                let mut lower = FginnSearch::new(dim, k, ratio * 0.9);
+                lower.extend(q, d);
+                assert_eq!(fginn(&lower.neighbours(), pos, ratio, far), want);
+                assert!(listed >= nq.min(1));
+            }
+        }
+    }
+
+    #[test]
+    fn fginn_search_lists_what_fginn_needs_of_the_exact_k_nearest() {
+        // Regions seen in several views (clusters of near copies), queries near some of them.
+        let dim = 16;
+        let base = random_unit_rows(300, dim, 21);
+        let noise = random_unit_rows(2000, dim, 22);
+        let (mut d, mut pos, n) = regions_in_views(&base, &noise, dim, 5);
+        // One region seen in 20 views: the first pass of FginnMatcher cannot decide it.
+        for copy in 0..20 {
+            let e = &noise[(1000 + copy) * dim..(1001 + copy) * dim];
+            d.extend(base[..dim].iter().zip(e).map(|(a, b)| a + 0.05 * b));
+            pos.push([3.0 + copy as f32 * 0.5, 7.0]);
+        }
+        // Exact copies: ties broken by row.
+        d.extend_from_within(..20 * dim);
+        pos.extend_from_within(..20);
+        let mut q = queries_near(&base, &noise[n * dim..], dim, 200);
+        q.extend(random_unit_rows(300, dim, 23));
+        q.extend_from_slice(&d[5 * dim..6 * dim]);
+        let cases = [
+            (50, 0.8, 30.0),
+            (50, 0.9, 10.0),
+            (5, 0.8, 2.0),
+            (8, 0.3, 1000.0),
+            (2, 0.8, 10.0),
+        ];
+        check_fginn_search(&q, &d, dim, &pos, &cases);
+        let mut shallow = FginnSearch::new(dim, SHALLOW_NEIGHBOURS, 0.8);
+        shallow.extend(&q, &d);
+        let nn = shallow.neighbours();
+        assert!(
+            (0..200).any(|i| fginn_walk(&nn, i, &pos, 0.8, 30.0) == Walk::Undecided),
+            "no query needs the second pass"
+        );
+        // A database smaller than k, and 128-d random rows (many rows within d₀/ratio: the
+        // list is cut to k again and again).
+        check_fginn_search(&q[..40 * dim], &d[..30 * dim], dim, &pos, &cases);
+        let (q, d) = (
+            random_unit_rows(300, 128, 24),
+            random_unit_rows(3000, 128, 25),
+        );
+        let pos: Vec<[f32; 2]> = (0..3000)
+            .map(|i| [(i % 7) as f32, (i / 7) as f32])
+            .collect();
+        check_fginn_search(&q, &d, 128, &pos, &[(50, 0.8, 30.0), (10, 0.5, 5.0)]);
     }
 
     #[test]

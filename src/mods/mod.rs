@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use crate::describe::{Described, DescriptorKind};
 use crate::image::GrayImage;
-use crate::matching::{fginn, k_nearest, remove_duplicates, Tentative};
+use crate::matching::{remove_duplicates, FginnMatcher, Tentative};
 use crate::networks::Networks;
 use crate::pipeline::{
     centres, extract_features, extract_mser_features, ms, verify_tentatives, Config, MatchReport,
@@ -125,9 +125,11 @@ pub(crate) fn match_images(
     };
     let mut last: Option<MatchReport> = None;
     let mut views_ms = 0.0;
-    // Every pool made so far with the ratio its latest step gives it, and the raw matches of the
-    // last time it was matched (a pool no new view joined is not searched again).
+    // Every pool made so far with the ratio its latest step gives it; one FGINN search per
+    // pool, extended step by step with the new views' regions; and the raw matches of the last
+    // time each pool was matched (a pool no new view joined is not searched again).
     let mut pools: Vec<(Pool, f32)> = Vec::new();
+    let mut searches: Vec<(Pool, FginnMatcher)> = Vec::new();
     let mut matched: HashMap<Pool, ([usize; 2], f32, Vec<Tentative>)> = HashMap::new();
     for (index, step) in schedule.steps.iter().enumerate() {
         for d in &step.descriptors {
@@ -202,10 +204,10 @@ pub(crate) fn match_images(
                     } else if pools[0].1 == 1 && pools[1].1 == 1 {
                         networks.ratio_matches(p1, p2, ratio)?
                     } else {
-                        let k = schedule.fginn.neighbours.min(p2.len());
-                        let nn = k_nearest(&p1.descriptors, &p2.descriptors, p1.dimension, k);
-                        fginn(
-                            &nn,
+                        let search = search_for(&mut searches, pool, p1, p2, schedule);
+                        search.matches(
+                            &p1.descriptors,
+                            &p2.descriptors,
                             &centres(&p2.features),
                             ratio,
                             schedule.fginn.contradiction_px,
@@ -300,6 +302,42 @@ pub(crate) fn match_images(
     }
     report.mods = Some(mods);
     Ok(report)
+}
+
+/// The FGINN search of `descriptor`'s pools, made for the lowest ratio any step gives it so that
+/// it serves every step. A pool is the previous step's plus the new views' regions (views are only
+/// ever appended), so the search only needs extending; a pool that does not extend the last one
+/// gets a new search.
+fn search_for<'a>(
+    searches: &'a mut Vec<(Pool, FginnMatcher)>,
+    pool: Pool,
+    pool1: &Described,
+    pool2: &Described,
+    schedule: &Schedule,
+) -> &'a mut FginnMatcher {
+    let fresh = || {
+        let ratio = schedule
+            .steps
+            .iter()
+            .filter(|s| s.detector == pool.0)
+            .flat_map(|s| &s.descriptors)
+            .filter(|d| d.descriptor == pool.1)
+            .map(|d| d.ratio)
+            .fold(1.0f32, f32::min);
+        FginnMatcher::new(pool1.dimension, schedule.fginn.neighbours, ratio)
+    };
+    let at = match searches.iter().position(|(p, _)| *p == pool) {
+        Some(at) => at,
+        None => {
+            searches.push((pool, fresh()));
+            searches.len() - 1
+        }
+    };
+    let search = &mut searches[at].1;
+    if search.query_rows() > pool1.len() || search.database_rows() > pool2.len() {
+        *search = fresh();
+    }
+    search
 }
 
 /// Synthesises one view, runs the feature stages on it and maps its regions back.
