@@ -146,7 +146,7 @@ fn run_cuda(args: &BenchArgs) -> Result<()> {
         let gpu = crate::gpu::Gpu::open("wbs bench --device cuda")?;
         let pair = match &args.pair {
             Some(p) => Some((p[0].clone(), p[1].clone())),
-            None => super::gpu_check_cmd::check_pairs(&None).pop(),
+            None => super::device_cmd::check_pairs(&None).pop(),
         };
         let text = crate::cli::device_bench::bench_report(
             &gpu,

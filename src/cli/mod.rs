@@ -10,8 +10,8 @@ mod detect_cmd;
 pub mod device_bench;
 #[cfg(feature = "cuda")]
 pub mod device_check;
+mod device_cmd;
 mod eval_cmd;
-mod gpu_check_cmd;
 mod match_cmd;
 mod synth_cmd;
 mod train_cmd;
@@ -71,9 +71,9 @@ pub enum Command {
     /// Make training pairs (64×64 patches of the same point) from a folder of photographs.
     TrainData(train_data_cmd::TrainDataArgs),
     /// Check every CUDA kernel against its CPU reference and `match` on both devices (needs a GPU).
-    GpuCheck(gpu_check_cmd::GpuCheckArgs),
+    GpuCheck(device_cmd::GpuCheckArgs),
     /// Compile every CUDA kernel to PTX here (no GPU needed), for a GPU machine without NVRTC.
-    GpuPtx(gpu_check_cmd::GpuPtxArgs),
+    GpuPtx(device_cmd::GpuPtxArgs),
 }
 
 /// Which detector runs.
@@ -347,8 +347,8 @@ pub fn run() -> i32 {
         Command::Weights(args) => weights_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::TrainData(args) => train_data_cmd::run(args),
-        Command::GpuCheck(args) => gpu_check_cmd::run(args),
-        Command::GpuPtx(args) => gpu_check_cmd::run_ptx(args),
+        Command::GpuCheck(args) => device_cmd::run(args),
+        Command::GpuPtx(args) => device_cmd::run_ptx(args),
     };
     match result {
         Ok(()) => 0,

@@ -154,11 +154,12 @@ pub fn read_exif<R: BufRead + Seek>(reader: &mut R) -> ExifStatus {
         .or_else(|e| e.distill_partial_result(|errors| first_error = errors.into_iter().next()));
     let exif = match read {
         // Broken in part: what could be read is used, unless nothing could.
-        Ok(exif) if exif.fields().next().is_none() && first_error.is_some() => {
-            let e = first_error.expect("checked");
-            return ExifStatus::Corrupt(format!("unreadable EXIF: {e}"));
-        }
-        Ok(exif) => exif,
+        Ok(exif) => match first_error {
+            Some(e) if exif.fields().next().is_none() => {
+                return ExifStatus::Corrupt(format!("unreadable EXIF: {e}"));
+            }
+            _ => exif,
+        },
         Err(exif::Error::NotFound(_)) => return ExifStatus::Absent,
         Err(e) => return ExifStatus::Corrupt(format!("unreadable EXIF: {e}")),
     };

@@ -122,7 +122,8 @@ impl FeatureReuse {
     }
 
     /// How many images are held now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         let entries = self.lock();
         entries
             .values()

@@ -1,5 +1,7 @@
-//! `wbs gpu-check`: every CUDA kernel against its CPU reference, then `wbs match` on both devices
-//! (docs/gpu-validation.md). Without a GPU it fails with one line.
+//! The CLI's device subcommands (argument parsing and printing only; the checks themselves are
+//! `cli::device_check` over `gpu` ops). `wbs gpu-check`: every CUDA kernel against its CPU
+//! reference, then `wbs match` on both devices (docs/gpu-validation.md); without a GPU it fails
+//! with one line. `wbs gpu-ptx`: the kernels compiled to PTX for a machine without NVRTC.
 
 use std::path::PathBuf;
 
