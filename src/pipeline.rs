@@ -28,7 +28,7 @@ use crate::networks::{Networks, PreparedImage, WeightsFile};
 use crate::nn::{NetworkKind, HARDNET_DIM};
 use crate::orient::{orient_by_histogram, orient_from_orinet_outputs, OrientationMethod};
 use crate::pyramid::ScaleSpace;
-use crate::schedule::{ModsReport, Schedule};
+use crate::schedule::{ModsReport, Schedule, StepDetector};
 use crate::shape::{
     keep_if_valid, shape_classical, shape_from_affnet_outputs, turned_circles, ShapeFailures,
     ShapeMethod,
@@ -181,7 +181,12 @@ impl Config {
     pub fn networks(&self) -> Vec<(NetworkKind, Option<&Path>)> {
         let w = &self.weights;
         let mut wanted = Vec::new();
-        if self.shape == ShapeMethod::Affnet {
+        let scheduled_affnet = self.schedule.as_ref().is_some_and(|s| {
+            s.steps.iter().any(|st| {
+                st.detector == StepDetector::Hessian && st.shape == Some(ShapeMethod::Affnet)
+            })
+        });
+        if self.shape == ShapeMethod::Affnet || scheduled_affnet {
             wanted.push((NetworkKind::AffNet, w.affnet.as_deref()));
         }
         if self.orientation == OrientationMethod::Orinet {
@@ -336,7 +341,21 @@ pub(crate) fn extract_features(
     config: &Config,
     networks: &Networks,
 ) -> Result<ImageFeatures> {
-    extract_with(image, config, networks, |prepared, times| {
+    let mut each = extract_features_each(image, config, &[config.descriptor], networks)?;
+    Ok(each.remove(0))
+}
+
+/// [`extract_features`] for several descriptors at once (MODS's steps with RootSIFT and
+/// HalfRootSIFT): the scale space, the detections and their shapes are computed once, the
+/// orientation and the description once per descriptor. One result per descriptor, in order;
+/// each equals what [`extract_features`] gives with that descriptor.
+pub(crate) fn extract_features_each(
+    image: &GrayImage,
+    config: &Config,
+    descriptors: &[DescriptorKind],
+    networks: &Networks,
+) -> Result<Vec<ImageFeatures>> {
+    extract_with(image, config, descriptors, networks, |prepared, times| {
         let t = Instant::now();
         let detections = detect(prepared.space, &config.threshold);
         times.detect = ms(t);
@@ -348,49 +367,63 @@ pub(crate) fn extract_features(
     })
 }
 
-/// The scale space of one image, the frames `frames` finds on it (the number of detections and
-/// the shaped frames), then orientation and description.
+/// The scale space of one image and the frames `frames` finds on it (the number of detections
+/// and the shaped frames), then orientation and description once per descriptor. The shared
+/// stages' times (pyramid, detection, shape) are reported with the first descriptor's features.
 fn extract_with(
     image: &GrayImage,
     config: &Config,
+    descriptors: &[DescriptorKind],
     networks: &Networks,
     frames: impl FnOnce(&PreparedImage, &mut FeatureTimes) -> Result<(usize, Vec<Feature>)>,
-) -> Result<ImageFeatures> {
-    let mut times = FeatureTimes::default();
+) -> Result<Vec<ImageFeatures>> {
+    let mut shared = FeatureTimes::default();
     let t = Instant::now();
     let space = ScaleSpace::build(image);
     let prepared = networks.prepare(&space)?;
-    times.pyramid = ms(t);
-    let (detections, shaped) = frames(&prepared, &mut times)?;
+    shared.pyramid = ms(t);
+    let (detections, shaped) = frames(&prepared, &mut shared)?;
 
     let shaped_count = shaped.len();
-    let t = Instant::now();
-    let oriented = orient_stage(&prepared, shaped, config, networks)?;
-    times.orient = ms(t);
+    let mut out = Vec::with_capacity(descriptors.len());
+    for (i, &descriptor) in descriptors.iter().enumerate() {
+        let mut times = if i == 0 {
+            shared.clone()
+        } else {
+            FeatureTimes::default()
+        };
+        let mut described_config = config.clone();
+        described_config.descriptor = descriptor;
+        let t = Instant::now();
+        let oriented = orient_stage(&prepared, shaped.clone(), &described_config, networks)?;
+        times.orient = ms(t);
 
-    let t = Instant::now();
-    let described = describe_stage(&prepared, &oriented, config, networks)?;
-    times.describe = ms(t);
-    Ok(ImageFeatures {
-        width: image.width(),
-        height: image.height(),
-        detections,
-        shaped: shaped_count,
-        described,
-        times,
-    })
+        let t = Instant::now();
+        let described = describe_stage(&prepared, &oriented, &described_config, networks)?;
+        times.describe = ms(t);
+        out.push(ImageFeatures {
+            width: image.width(),
+            height: image.height(),
+            detections,
+            shaped: shaped_count,
+            described,
+            times,
+        });
+    }
+    Ok(out)
 }
 
 /// MSER regions of one image (dark and bright, OpenCV's parameters), framed by their second
-/// moments instead of a shape stage, then oriented and described like Hessian regions; frames
-/// more elongated than 6:1 or touching the border are dropped. `detections` counts the regions,
-/// `shaped` those kept.
-pub(crate) fn extract_mser_features(
+/// moments instead of a shape stage, then oriented and described like Hessian regions, once per
+/// descriptor as [`extract_features_each`]; frames more elongated than 6:1 or touching the
+/// border are dropped. `detections` counts the regions, `shaped` those kept.
+pub(crate) fn extract_mser_features_each(
     image: &GrayImage,
     config: &Config,
+    descriptors: &[DescriptorKind],
     networks: &Networks,
-) -> Result<ImageFeatures> {
-    extract_with(image, config, networks, |prepared, times| {
+) -> Result<Vec<ImageFeatures>> {
+    extract_with(image, config, descriptors, networks, |prepared, times| {
         let t = Instant::now();
         let regions = mser::detect(image, &MserParams::default());
         times.detect = ms(t);

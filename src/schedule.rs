@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::describe::DescriptorKind;
 use crate::geometry::LafCheck;
+use crate::shape::ShapeMethod;
 use crate::{Error, Result};
 
 choices! {
@@ -72,6 +73,10 @@ pub struct Step {
     pub init_sigma: f32,
     /// The descriptors, each matched in its own pool.
     pub descriptors: Vec<StepDescriptor>,
+    /// The affine shape of this step's Hessian regions: `none`, `baumberg` or `affnet` (absent:
+    /// the method's, Baumberg for `mods`, AffNet for `modsnet`). MSER regions have their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<ShapeMethod>,
 }
 
 fn full_turn() -> f32 {
@@ -304,6 +309,7 @@ fn hessian_steps(descriptors: Vec<StepDescriptor>, last: Vec<StepDescriptor>) ->
         rotation_step_deg: phi,
         init_sigma: DEFAULT_INIT_SIGMA,
         descriptors,
+        shape: None,
     };
     let tilts = vec![1.0, 2.0, 4.0, 6.0, 8.0];
     vec![
@@ -384,6 +390,15 @@ mod tests {
         assert_eq!(m.steps[0].views().len(), 3);
         assert_eq!(m.steps[0].scales, vec![1.0]);
         assert_eq!(m.laf_check, None);
+        assert_eq!(m.steps[0].shape, None);
+        let none = minimal.replace(r#""tilts":[1,4],"#, r#""tilts":[1,4],"shape":"none","#);
+        let none = Schedule::from_json(&none).unwrap();
+        assert_eq!(none.steps[0].shape, Some(ShapeMethod::None));
+        let text = serde_json::to_string(&none).unwrap();
+        assert!(text.contains(r#""shape":"none""#), "{text}");
+        assert!(!serde_json::to_string(&m).unwrap().contains("shape"));
+        let bad_shape = minimal.replace(r#""tilts":[1,4],"#, r#""tilts":[1,4],"shape":"round","#);
+        assert!(Schedule::from_json(&bad_shape).is_err());
         let bad_scale = minimal.replace(r#""tilts":[1,4],"#, r#""tilts":[1,4],"scales":[2],"#);
         let e = Schedule::from_json(&bad_scale).unwrap_err().to_string();
         assert!(e.contains("scales must be in [0.05, 1]"), "{e}");

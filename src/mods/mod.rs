@@ -23,10 +23,11 @@ use crate::image::GrayImage;
 use crate::matching::{remove_duplicates, FginnMatcher, Tentative};
 use crate::networks::Networks;
 use crate::pipeline::{
-    centres, extract_features, extract_mser_features, ms, verify_tentatives, Config, MatchReport,
-    Pooled,
+    centres, extract_features_each, extract_mser_features_each, ms, verify_tentatives, Config,
+    MatchReport, Pooled,
 };
 use crate::schedule::{ModsReport, Schedule, StepDetector, StepReport, ViewSpec};
+use crate::shape::ShapeMethod;
 use crate::Result;
 
 /// One view's regions, mapped back into the image.
@@ -35,6 +36,7 @@ struct ViewFeatures {
     descriptor: DescriptorKind,
     spec: ViewSpec,
     init_sigma: f32,
+    shape: ShapeMethod,
     detections: usize,
     shaped: usize,
     described: Described,
@@ -48,9 +50,13 @@ struct ImageViews<'a> {
 }
 
 impl ImageViews<'_> {
-    fn has(&self, pool: Pool, spec: ViewSpec, init_sigma: f32) -> bool {
+    /// Whether `job`'s view was made with `descriptor` already.
+    fn has(&self, job: &Job, descriptor: DescriptorKind) -> bool {
         self.views.iter().any(|v| {
-            (v.detector, v.descriptor) == pool && v.spec == spec && v.init_sigma == init_sigma
+            (v.detector, v.descriptor) == (job.detector, descriptor)
+                && v.spec == job.spec
+                && v.init_sigma == job.init_sigma
+                && v.shape == job.shape
         })
     }
 
@@ -92,13 +98,15 @@ pub fn zoom_for(width: usize, height: usize, upsample_below: usize) -> f32 {
 /// Regions are pooled, and matched, per detector and descriptor (as in MODS).
 type Pool = (StepDetector, DescriptorKind);
 
-/// A job: one view of one image.
+/// A job: one view of one image, described with each of `descriptors` (detected once).
 struct Job {
     image: usize,
     detector: StepDetector,
-    descriptor: DescriptorKind,
+    descriptors: Vec<DescriptorKind>,
     spec: ViewSpec,
     init_sigma: f32,
+    /// The shape stage of Hessian views (the step's, else the method's).
+    shape: ShapeMethod,
 }
 
 /// Runs `schedule` on two images with the stages of `config` (its descriptor and ratio are set per
@@ -144,17 +152,23 @@ pub(crate) fn match_images(
         let t = Instant::now();
         let mut jobs = Vec::new();
         for (i, im) in images.iter().enumerate() {
-            for d in &step.descriptors {
-                for spec in step.views() {
-                    if !im.has((step.detector, d.descriptor), spec, step.init_sigma) {
-                        jobs.push(Job {
-                            image: i,
-                            detector: step.detector,
-                            descriptor: d.descriptor,
-                            spec,
-                            init_sigma: step.init_sigma,
-                        });
-                    }
+            for spec in step.views() {
+                let job = Job {
+                    image: i,
+                    detector: step.detector,
+                    descriptors: Vec::new(),
+                    spec,
+                    init_sigma: step.init_sigma,
+                    shape: step.shape.unwrap_or(config.shape),
+                };
+                let descriptors: Vec<DescriptorKind> = step
+                    .descriptors
+                    .iter()
+                    .map(|d| d.descriptor)
+                    .filter(|&d| !im.has(&job, d))
+                    .collect();
+                if !descriptors.is_empty() {
+                    jobs.push(Job { descriptors, ..job });
                 }
             }
         }
@@ -165,16 +179,17 @@ pub(crate) fn match_images(
             1
         };
         for chunk in jobs.chunks(group) {
-            let made: Vec<Result<ViewFeatures>> = chunk
+            let made: Vec<Result<Vec<ViewFeatures>>> = chunk
                 .par_iter()
                 .map(|job| {
                     let im = &images[job.image];
                     make_view(im.image, im.zoom, job, config, networks)
                 })
                 .collect();
-            for (job, view) in chunk.iter().zip(made) {
-                images[job.image].views.push(view?);
-                new_views[job.image] += 1;
+            for (job, views) in chunk.iter().zip(made) {
+                let views = views?;
+                new_views[job.image] += views.len();
+                images[job.image].views.extend(views);
             }
         }
         let step_views_ms = ms(t);
@@ -340,48 +355,61 @@ fn search_for<'a>(
     search
 }
 
-/// Synthesises one view, runs the feature stages on it and maps its regions back.
+/// Synthesises one view, runs the feature stages on it (detection and shape once, orientation
+/// and description per descriptor) and maps its regions back: one result per descriptor.
 fn make_view(
     image: &GrayImage,
     zoom: f32,
     job: &Job,
     config: &Config,
     networks: &Networks,
-) -> Result<ViewFeatures> {
+) -> Result<Vec<ViewFeatures>> {
     let view = views::synthesize(image, job.spec, job.init_sigma, zoom);
     let mut view_config = config.clone();
-    view_config.descriptor = job.descriptor;
+    view_config.shape = job.shape;
     let found = match job.detector {
-        StepDetector::Hessian => extract_features(&view.image, &view_config, networks)?,
-        StepDetector::Mser => extract_mser_features(&view.image, &view_config, networks)?,
+        StepDetector::Hessian => {
+            extract_features_each(&view.image, &view_config, &job.descriptors, networks)?
+        }
+        StepDetector::Mser => {
+            extract_mser_features_each(&view.image, &view_config, &job.descriptors, networks)?
+        }
     };
-    let kept = views::map_back(
-        &found.described.features,
-        &view.to_view,
-        image.width(),
-        image.height(),
-    );
-    let dim = found.described.dimension;
-    let mut described = Described {
-        features: Vec::with_capacity(kept.len()),
-        descriptors: Vec::with_capacity(kept.len() * dim),
-        dimension: dim,
-    };
-    for (i, f) in kept {
-        described.features.push(f);
-        described
-            .descriptors
-            .extend_from_slice(&found.described.descriptors[i * dim..(i + 1) * dim]);
-    }
-    Ok(ViewFeatures {
-        detector: job.detector,
-        descriptor: job.descriptor,
-        spec: job.spec,
-        init_sigma: job.init_sigma,
-        detections: found.detections,
-        shaped: found.shaped,
-        described,
-    })
+    let made = job
+        .descriptors
+        .iter()
+        .zip(found)
+        .map(|(&descriptor, found)| {
+            let kept = views::map_back(
+                &found.described.features,
+                &view.to_view,
+                image.width(),
+                image.height(),
+            );
+            let dim = found.described.dimension;
+            let mut described = Described {
+                features: Vec::with_capacity(kept.len()),
+                descriptors: Vec::with_capacity(kept.len() * dim),
+                dimension: dim,
+            };
+            for (i, f) in kept {
+                described.features.push(f);
+                described
+                    .descriptors
+                    .extend_from_slice(&found.described.descriptors[i * dim..(i + 1) * dim]);
+            }
+            ViewFeatures {
+                detector: job.detector,
+                descriptor,
+                spec: job.spec,
+                init_sigma: job.init_sigma,
+                shape: job.shape,
+                detections: found.detections,
+                shaped: found.shaped,
+                described,
+            }
+        });
+    Ok(made.collect())
 }
 
 #[cfg(test)]
@@ -443,11 +471,14 @@ mod tests {
             let job = Job {
                 image: 0,
                 detector: StepDetector::Hessian,
-                descriptor: DescriptorKind::Rootsift,
+                descriptors: vec![DescriptorKind::Rootsift],
                 spec,
                 init_sigma: 1.6,
+                shape: config.shape,
             };
-            let view = make_view(&image, zoom, &job, &config, &networks).unwrap();
+            let view = make_view(&image, zoom, &job, &config, &networks)
+                .unwrap()
+                .remove(0);
             let best = view
                 .described
                 .features
@@ -477,6 +508,91 @@ mod tests {
                 "{spec:?}: radius {radius}"
             );
         }
+    }
+
+    #[test]
+    fn a_view_described_twice_equals_two_views_described_once() {
+        // One detection for RootSIFT and HalfRootSIFT must give each exactly what a view made
+        // for that descriptor alone gives (features, frames, descriptors), for both detectors.
+        let networks = Networks::place(Models::none(), &ResolvedDevice::cpu()).unwrap();
+        let config = Config::preset(Method::Mods);
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/img1.png");
+        let image = crate::image::load_gray(&sample, &Default::default()).unwrap();
+        let spec = ViewSpec {
+            tilt: 2.0,
+            phi_deg: 30.0,
+            scale: 1.0,
+        };
+        for detector in [StepDetector::Hessian, StepDetector::Mser] {
+            let both = [DescriptorKind::Rootsift, DescriptorKind::Halfrootsift];
+            let job = |descriptors: Vec<DescriptorKind>| Job {
+                image: 0,
+                detector,
+                descriptors,
+                spec,
+                init_sigma: 1.6,
+                shape: config.shape,
+            };
+            let together = make_view(&image, 1.0, &job(both.to_vec()), &config, &networks).unwrap();
+            assert_eq!(together.len(), 2);
+            for (view, descriptor) in together.iter().zip(both) {
+                let alone = make_view(&image, 1.0, &job(vec![descriptor]), &config, &networks)
+                    .unwrap()
+                    .remove(0);
+                assert_eq!(view.descriptor, descriptor);
+                assert!(
+                    !alone.described.features.is_empty(),
+                    "{detector:?}: no features"
+                );
+                assert_eq!(view.described.features, alone.described.features);
+                assert_eq!(view.described.descriptors, alone.described.descriptors);
+                assert_eq!(view.described.dimension, descriptor.dimension());
+                assert_eq!(
+                    (view.detections, view.shaped),
+                    (alone.detections, alone.shaped)
+                );
+            }
+            // HalfRootSIFT's frames come from the folded histogram: not the same set.
+            assert_ne!(
+                together[0].described.features,
+                together[1].described.features
+            );
+        }
+    }
+
+    #[test]
+    fn a_step_shape_overrides_the_methods() {
+        // The sample pair through one tilt-1 step: with the step's shape `none` every region is
+        // a circle (before orientation, which only turns it); with the method's (Baumberg) some
+        // are ellipses. A step asking for AffNet makes the settings load it.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+        let load = |name: &str| crate::image::load_gray(&root.join(name), &Default::default());
+        let (image1, image2) = (load("img1.png").unwrap(), load("img2.png").unwrap());
+        let networks = Networks::place(Models::none(), &ResolvedDevice::cpu()).unwrap();
+        let config = Config::preset(Method::Mods);
+        let most_elongated = |shape: Option<ShapeMethod>| {
+            let mut schedule = Schedule::cviu();
+            schedule.steps.truncate(1);
+            schedule.steps[0].shape = shape;
+            let report = match_images(&image1, &image2, &config, &schedule, &networks).unwrap();
+            let details = report.details.expect("details");
+            assert!(details.features1.len() > 100);
+            details
+                .features1
+                .iter()
+                .map(|f| f.laf.elongation())
+                .fold(1.0f32, f32::max)
+        };
+        assert!(most_elongated(Some(ShapeMethod::None)) < 1.001);
+        assert!(most_elongated(None) > 1.5);
+
+        let mut with_affnet = config.clone();
+        assert!(with_affnet.networks().is_empty());
+        let mut schedule = Schedule::cviu();
+        schedule.steps[2].shape = Some(ShapeMethod::Affnet);
+        with_affnet.schedule = Some(schedule);
+        let wanted: Vec<_> = with_affnet.networks().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(wanted, vec![crate::nn::NetworkKind::AffNet]);
     }
 
     #[test]
@@ -513,11 +629,14 @@ mod tests {
             let job = Job {
                 image: 0,
                 detector: StepDetector::Mser,
-                descriptor: DescriptorKind::Rootsift,
+                descriptors: vec![DescriptorKind::Rootsift],
                 spec,
                 init_sigma: 1.6,
+                shape: config.shape,
             };
-            let view = make_view(&image, 1.0, &job, &config, &networks).unwrap();
+            let view = make_view(&image, 1.0, &job, &config, &networks)
+                .unwrap()
+                .remove(0);
             let best = view
                 .described
                 .features
