@@ -162,7 +162,7 @@ impl Config {
             affnet_turns: 1,
             device: Device::Auto,
             laf_check: None,
-            schedule: method.is_mods().then(Schedule::cviu),
+            schedule: method.is_mods().then(Schedule::wbs),
         }
     }
 

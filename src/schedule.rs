@@ -169,28 +169,49 @@ impl Step {
 }
 
 impl Schedule {
-    /// A built-in schedule by name: `cviu` or `wxbs`.
+    /// A built-in schedule by name: `wbs`, `cviu` or `wxbs`.
     pub fn builtin(name: &str) -> Option<Schedule> {
         match name {
+            "wbs" => Some(Schedule::wbs()),
             "cviu" => Some(Schedule::cviu()),
             "wxbs" => Some(Schedule::wxbs()),
             _ => None,
         }
     }
 
-    /// The names of the built-in schedules.
-    pub const BUILTIN: [&'static str; 2] = ["cviu", "wxbs"];
+    /// The names of the built-in schedules, the default first.
+    pub const BUILTIN: [&'static str; 3] = ["wbs", "cviu", "wxbs"];
+
+    /// wbs's default: [`Schedule::cviu`] with HalfRootSIFT (MODS's WxBS descriptor for contrast
+    /// reversal: thermal/visible, day/night) added where it costs least. Step 0 is `cviu`'s (the
+    /// image, RootSIFT), so pairs it registers cost what `hesaff` costs; step 1 adds HalfRootSIFT
+    /// on the image alone; step 2 is `cviu`'s first views step (RootSIFT); the two later steps
+    /// describe their views with both. `docs/mods.md` has the measurements behind the order.
+    pub fn wbs() -> Schedule {
+        let r = vec![descriptor(DescriptorKind::Rootsift, 0.8)];
+        let both = vec![
+            descriptor(DescriptorKind::Rootsift, 0.8),
+            descriptor(DescriptorKind::Halfrootsift, 0.8),
+        ];
+        let tilts = vec![1.0, 2.0, 4.0, 6.0, 8.0];
+        Schedule {
+            name: "wbs".into(),
+            steps: vec![
+                hessian_step(vec![1.0], 360.0, r.clone()),
+                hessian_step(vec![1.0], 360.0, both.clone()),
+                hessian_step(tilts.clone(), 360.0, r),
+                hessian_step(tilts.clone(), 120.0, both.clone()),
+                hessian_step(tilts, 60.0, both),
+            ],
+            ..Schedule::cviu()
+        }
+    }
 
     /// The Hessian steps of MODS's CVIU schedule (reference §4.1, steps 4–6), preceded by one
     /// step on the image alone (the `hesaff` pipeline): FGINN with 30 px, duplicates within
     /// 2 px, the LAF check with the CVIU constants.
     pub fn cviu() -> Schedule {
-        let rootsift = |ratio| {
-            vec![StepDescriptor {
-                descriptor: DescriptorKind::Rootsift,
-                ratio,
-            }]
-        };
+        let rootsift = |ratio| vec![descriptor(DescriptorKind::Rootsift, ratio)];
         Schedule {
             name: "cviu".into(),
             fginn: FginnSettings {
@@ -209,14 +230,8 @@ impl Schedule {
     pub fn wxbs() -> Schedule {
         let both = |ratio| {
             vec![
-                StepDescriptor {
-                    descriptor: DescriptorKind::Rootsift,
-                    ratio,
-                },
-                StepDescriptor {
-                    descriptor: DescriptorKind::Halfrootsift,
-                    ratio,
-                },
+                descriptor(DescriptorKind::Rootsift, ratio),
+                descriptor(DescriptorKind::Halfrootsift, ratio),
             ]
         };
         Schedule {
@@ -299,10 +314,14 @@ impl Schedule {
     }
 }
 
-/// Step 0 on the image alone, then MODS's Hessian steps: tilts {1, 2, 4, 6, 8} with Φ = 360°,
-/// 120°, 60° (1 + 10, 31 and 61 views).
-fn hessian_steps(descriptors: Vec<StepDescriptor>, last: Vec<StepDescriptor>) -> Vec<Step> {
-    let step = |tilts: Vec<f32>, phi: f32, descriptors: Vec<StepDescriptor>| Step {
+/// One descriptor of a step.
+fn descriptor(descriptor: DescriptorKind, ratio: f32) -> StepDescriptor {
+    StepDescriptor { descriptor, ratio }
+}
+
+/// A Hessian step with the built-in schedules' anti-aliasing and the method's shape.
+fn hessian_step(tilts: Vec<f32>, phi: f32, descriptors: Vec<StepDescriptor>) -> Step {
+    Step {
         detector: StepDetector::Hessian,
         tilts,
         scales: unit_scales(),
@@ -310,13 +329,18 @@ fn hessian_steps(descriptors: Vec<StepDescriptor>, last: Vec<StepDescriptor>) ->
         init_sigma: DEFAULT_INIT_SIGMA,
         descriptors,
         shape: None,
-    };
+    }
+}
+
+/// Step 0 on the image alone, then MODS's Hessian steps: tilts {1, 2, 4, 6, 8} with Φ = 360°,
+/// 120°, 60° (1 + 10, 31 and 61 views).
+fn hessian_steps(descriptors: Vec<StepDescriptor>, last: Vec<StepDescriptor>) -> Vec<Step> {
     let tilts = vec![1.0, 2.0, 4.0, 6.0, 8.0];
     vec![
-        step(vec![1.0], 360.0, descriptors.clone()),
-        step(tilts.clone(), 360.0, descriptors.clone()),
-        step(tilts.clone(), 120.0, descriptors),
-        step(tilts, 60.0, last),
+        hessian_step(vec![1.0], 360.0, descriptors.clone()),
+        hessian_step(tilts.clone(), 360.0, descriptors.clone()),
+        hessian_step(tilts.clone(), 120.0, descriptors),
+        hessian_step(tilts, 60.0, last),
     ]
 }
 
@@ -368,6 +392,27 @@ mod tests {
             phi_deg: 60.0,
             scale: 1.0
         }));
+    }
+
+    #[test]
+    fn the_default_is_cviu_with_halfrootsift_after_step_0() {
+        let (w, c) = (Schedule::wbs(), Schedule::cviu());
+        assert_eq!(Schedule::builtin(Schedule::BUILTIN[0]), Some(w.clone()));
+        let counts: Vec<usize> = w.steps.iter().map(|st| st.views().len()).collect();
+        assert_eq!(counts, vec![1, 1, 11, 31, 61]);
+        let half = |st: &Step| {
+            st.descriptors
+                .iter()
+                .any(|d| d.descriptor == DescriptorKind::Halfrootsift)
+        };
+        let halves: Vec<bool> = w.steps.iter().map(half).collect();
+        assert_eq!(halves, vec![false, true, false, true, true]);
+        // Step 0 and the views of step 2 are cviu's steps 0 and 1; the constants are cviu's.
+        assert_eq!((&w.steps[0], &w.steps[2]), (&c.steps[0], &c.steps[1]));
+        assert_eq!(
+            (w.fginn, w.duplicate_radius, w.laf_check),
+            (c.fginn, c.duplicate_radius, c.laf_check)
+        );
     }
 
     #[test]

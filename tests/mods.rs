@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use wbs::image::{load_rgb, to_gray, LoadOptions};
 use wbs::pipeline::{Config, Method};
-use wbs::protocol::{judge, GroundTruth};
+use wbs::protocol::{judge, load_ground_truth, GroundTruth};
 use wbs::synth::{synthesize, SynthParams};
 use wbs::Matcher;
 
@@ -48,19 +48,54 @@ fn mods_registers_a_tilt_6_pair_that_hesaff_does_not() {
         mods.inliers,
         steps.steps.iter().map(|s| s.inliers).collect::<Vec<_>>()
     );
-    // Step 0 is the image alone and fails like hesaff; step 1 adds the 10 tilted views of each
-    // image and registers; the step-0 view is reused, not made again.
-    assert_eq!(steps.registered_at, Some(1));
-    assert_eq!(steps.steps.len(), 2);
-    assert_eq!(steps.steps[0].views, [1, 1]);
-    assert_eq!(steps.steps[1].views, [11, 11]);
-    assert_eq!(steps.steps[1].new_views, [10, 10]);
-    assert!(!steps.steps[0].registered && steps.steps[1].registered);
-    assert!(steps.steps[1].features[0] > steps.steps[0].features[0]);
+    // Step 0 is the image alone and fails like hesaff; step 1 adds HalfRootSIFT on the image
+    // alone (a second pool of one view) and fails too; step 2 adds the 10 tilted views of each
+    // image to the RootSIFT pool and registers; the step-0 view is reused, not made again.
+    assert_eq!(steps.schedule, "wbs");
+    assert_eq!(steps.registered_at, Some(2));
+    assert_eq!(steps.steps.len(), 3);
+    let views: Vec<[usize; 2]> = steps.steps.iter().map(|s| s.views).collect();
+    let new_views: Vec<[usize; 2]> = steps.steps.iter().map(|s| s.new_views).collect();
+    assert_eq!(views, vec![[1, 1], [2, 2], [12, 12]]);
+    assert_eq!(new_views, vec![[1, 1], [1, 1], [10, 10]]);
+    assert!(!steps.steps[1].registered && steps.steps[2].registered);
+    assert!(steps.steps[2].features[0] > steps.steps[1].features[0]);
     assert!(mods.inliers >= 50, "{} inliers", mods.inliers);
     for key in ["views", "match", "verify", "total"] {
-        assert!(steps.steps[1].timings_ms.contains_key(key), "{key}");
+        assert!(steps.steps[2].timings_ms.contains_key(key), "{key}");
     }
+}
+
+#[test]
+fn the_default_schedule_registers_a_contrast_reversed_pair_at_step_1() {
+    // The sample pair with image 2's grey levels inverted (as thermal against visible, or
+    // lamps at night): RootSIFT sees opposite gradients, HalfRootSIFT folds them.
+    let load = |name: &str| {
+        let rgb = load_rgb(
+            &root().join("data/sample").join(name),
+            &LoadOptions::default(),
+        );
+        to_gray(&image::DynamicImage::ImageRgb8(rgb.unwrap()))
+    };
+    let a = load("img1.png");
+    let mut b = load("img2.png");
+    b.data_mut().iter_mut().for_each(|v| *v = 255.0 - *v);
+    let truth = load_ground_truth(&root().join("data/sample/H1to2p")).unwrap();
+    let hesaff = Matcher::new(Config::preset(Method::Hesaff))
+        .unwrap()
+        .match_images(&a, &b)
+        .unwrap();
+    assert!(!judge(&hesaff.inlier_matches, None, &truth, 15).registered);
+    let mods = Matcher::new(Config::preset(Method::Mods))
+        .unwrap()
+        .match_images(&a, &b)
+        .unwrap();
+    let steps = mods.mods.as_ref().expect("a mods report");
+    assert_eq!(steps.registered_at, Some(1), "{:?}", steps.steps);
+    assert_eq!(steps.steps[0].inliers, 0);
+    let judgement = judge(&mods.inlier_matches, None, &truth, 15);
+    assert!(judgement.registered, "{judgement:?}");
+    assert!(mods.inliers >= 40, "{} inliers", mods.inliers);
 }
 
 fn wbs(args: &[&str]) -> Output {

@@ -148,8 +148,8 @@ pub struct FeatureArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = whole::<usize>,
           allow_negative_numbers = true)]
     pub affnet_turns: usize,
-    /// MODS schedule for --method mods/modsnet: a built-in name (cviu, wxbs) or a JSON file
-    /// (format: docs/mods.md) [default: cviu].
+    /// MODS schedule for --method mods/modsnet: a built-in name (wbs, cviu, wxbs) or a JSON file
+    /// (format: docs/mods.md) [default: wbs: cviu's steps with HalfRootSIFT after step 0].
     #[arg(long, value_name = "NAME|FILE")]
     pub schedule: Option<String>,
     /// The LAF check after verification (MODS; on for mods/modsnet through their schedule).

@@ -254,10 +254,11 @@ pub(crate) fn match_images(
         if let Some(d) = step.descriptors.first() {
             step_config.descriptor = d.descriptor;
         }
-        if step
-            .descriptors
+        // The LAF check lets frames turn by 180° when any pool matched here (this step's or an
+        // earlier one's) folds orientations.
+        if pools
             .iter()
-            .any(|d| d.descriptor.wants_half_orientation())
+            .any(|((_, descriptor), _)| descriptor.wants_half_orientation())
         {
             step_config.descriptor = DescriptorKind::Halfrootsift;
         }
