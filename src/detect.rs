@@ -10,10 +10,12 @@
 //! (28.44), exactly as hesaff does.
 //!
 //! **Adaptive threshold (AdHess).** [`Threshold::Adaptive`] lowers the threshold until `target`
-//! features are found, but never below `floor`: detection runs once at the floor, features are
-//! ranked by |response|, and every feature above the standard threshold is kept plus the strongest
-//! weaker ones until `target` is reached. This equals lowering the threshold continuously from the
-//! standard value and stopping at the first value that yields `target` features.
+//! features are found, but never below `floor`: detection runs at the standard threshold, and
+//! when that finds fewer than `target`, once more at the floor (on the same responses); features
+//! are then ranked by |response|, and every feature above the standard threshold is kept plus the
+//! strongest weaker ones until `target` is reached. This equals lowering the threshold
+//! continuously from the standard value and stopping at the first value that yields `target`
+//! features; an image that has `target` at the standard value gets exactly the fixed threshold's.
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -49,7 +51,8 @@ pub enum Threshold {
         threshold: f32,
         /// The number of features to reach by lowering the threshold.
         target: usize,
-        /// The lowest threshold (hesaff units); detection runs once at this value.
+        /// The lowest threshold (hesaff units); detection runs again at this value when the
+        /// standard threshold finds fewer than `target`.
         floor: f32,
     },
 }
@@ -114,39 +117,59 @@ pub struct Detection {
 }
 
 /// Detects Hessian blobs in a scale space, octave by octave in scan order (level, row, column);
-/// the adaptive threshold then keeps its selection in that order.
+/// the adaptive threshold then keeps its selection in that order. The adaptive threshold first
+/// detects at the standard threshold and stops there when that gives `target` regions (the
+/// continuous lowering stops at its first value); only an image with fewer is detected again at
+/// the floor, on the same responses.
 pub fn detect(space: &ScaleSpace, threshold: &Threshold) -> Vec<Detection> {
-    let floor = threshold.detection_floor();
-    let final_threshold = floor * floor;
-    let mut per_octave: Vec<Vec<Detection>> = space
+    let responses: Vec<Vec<GrayImage>> = space
         .octaves
         .par_iter()
-        .enumerate()
-        .map(|(index, octave)| {
-            let responses: Vec<GrayImage> = octave
+        .map(|octave| {
+            octave
                 .levels
                 .par_iter()
                 .zip(octave.sigmas.par_iter())
                 .map(|(level, &sigma)| hessian_response(level, sigma))
-                .collect();
-            detect_octave(
-                &responses,
-                &octave.levels,
-                &octave.sigmas,
-                octave.pixel_distance,
-                index,
-                final_threshold,
-            )
+                .collect()
         })
         .collect();
-    let mut detections: Vec<Detection> = per_octave.iter_mut().flat_map(std::mem::take).collect();
-    if let Threshold::Adaptive {
-        threshold, target, ..
-    } = *threshold
-    {
-        select_adaptive(&mut detections, threshold * threshold, target);
+    let at = |t: f32| -> Vec<Detection> {
+        let mut per_octave: Vec<Vec<Detection>> = space
+            .octaves
+            .par_iter()
+            .zip(responses.par_iter())
+            .enumerate()
+            .map(|(index, (octave, responses))| {
+                detect_octave(
+                    responses,
+                    &octave.levels,
+                    &octave.sigmas,
+                    octave.pixel_distance,
+                    index,
+                    t * t,
+                )
+            })
+            .collect();
+        per_octave.iter_mut().flat_map(std::mem::take).collect()
+    };
+    match *threshold {
+        Threshold::Fixed { threshold } => at(threshold),
+        Threshold::Adaptive {
+            threshold: standard,
+            target,
+            ..
+        } => {
+            let strong = at(standard);
+            let floor = threshold.detection_floor();
+            if strong.len() >= target || floor >= standard {
+                return strong;
+            }
+            let mut detections = at(floor);
+            select_adaptive(&mut detections, standard * standard, target);
+            detections
+        }
     }
-    detections
 }
 
 /// Keeps every detection with |response| ≥ `standard` and the strongest others up to `target`.
@@ -488,6 +511,27 @@ mod tests {
         assert!(adaptive
             .iter()
             .any(|d| (d.x - 60.0).abs() < 1.0 && (d.y - 60.0).abs() < 1.0));
+    }
+
+    #[test]
+    fn adaptive_is_the_fixed_threshold_when_that_reaches_the_target() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/img1.png");
+        let image = crate::image::load_gray(&path, &Default::default()).unwrap();
+        let space = ScaleSpace::build(&image);
+        let fixed = detect(&space, &Threshold::default());
+        let n = fixed.len();
+        assert!(n > 500, "{n}");
+        assert_eq!(detect(&space, &Threshold::adaptive(n)), fixed);
+        assert_eq!(detect(&space, &Threshold::adaptive(n / 2)), fixed);
+        // Above it, the floor pass tops the strong ones up to the target.
+        let more = detect(&space, &Threshold::adaptive(n + 500));
+        assert_eq!(more.len(), n + 500);
+        let t = DEFAULT_THRESHOLD * DEFAULT_THRESHOLD;
+        let strong = more.iter().filter(|d| d.response.abs() >= t).count();
+        assert!(
+            strong as f64 >= 0.98 * n as f64,
+            "{strong} of {n} strong kept"
+        );
     }
 
     #[test]

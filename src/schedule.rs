@@ -91,6 +91,10 @@ fn unit() -> f32 {
     1.0
 }
 
+/// The `wbs` schedule's `min_regions`: a low-contrast image (a thermal frame) or view keeps at
+/// least this many Hessian regions.
+pub const WBS_MIN_REGIONS: usize = 1000;
+
 /// The anti-aliasing constant of the built-in schedules (ASIFT's 0.8·t in x).
 pub const DEFAULT_INIT_SIGMA: f32 = 1.6;
 
@@ -136,6 +140,12 @@ pub struct Schedule {
     /// (0: never).
     #[serde(default)]
     pub upsample_below: usize,
+    /// Hessian images and views with fewer regions than this above the method's fixed threshold
+    /// also get the strongest weaker ones, down to 1/8 of the threshold, until they have this
+    /// many (the adaptive threshold, AdHess; MODS's `NotLessThanRegions`); absent: the method's
+    /// threshold as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_regions: Option<usize>,
     /// The steps, cheapest first.
     pub steps: Vec<Step>,
 }
@@ -186,7 +196,8 @@ impl Schedule {
     /// reversal: thermal/visible, day/night) added where it costs least. Step 0 is `cviu`'s (the
     /// image, RootSIFT), so pairs it registers cost what `hesaff` costs; step 1 adds HalfRootSIFT
     /// on the image alone; step 2 is `cviu`'s first views step (RootSIFT); the two later steps
-    /// describe their views with both. `docs/mods.md` has the measurements behind the order.
+    /// describe their views with both. Low-contrast images and views keep at least
+    /// [`WBS_MIN_REGIONS`] regions. `docs/mods.md` has the measurements behind these choices.
     pub fn wbs() -> Schedule {
         let r = vec![descriptor(DescriptorKind::Rootsift, 0.8)];
         let both = vec![
@@ -196,6 +207,7 @@ impl Schedule {
         let tilts = vec![1.0, 2.0, 4.0, 6.0, 8.0];
         Schedule {
             name: "wbs".into(),
+            min_regions: Some(WBS_MIN_REGIONS),
             steps: vec![
                 hessian_step(vec![1.0], 360.0, r.clone()),
                 hessian_step(vec![1.0], 360.0, both.clone()),
@@ -221,6 +233,7 @@ impl Schedule {
             duplicate_radius: 2.0,
             laf_check: Some(LafCheck::default()),
             upsample_below: 500,
+            min_regions: None,
             steps: hessian_steps(rootsift(0.8), rootsift(0.8)),
         }
     }
@@ -247,6 +260,7 @@ impl Schedule {
                 ..LafCheck::default()
             }),
             upsample_below: 500,
+            min_regions: None,
             steps: hessian_steps(both(0.8), both(0.9)),
         }
     }
@@ -282,6 +296,9 @@ impl Schedule {
         }
         if self.fginn.neighbours < 2 || self.fginn.contradiction_px.is_nan() {
             return bad("fginn needs at least 2 neighbours and a contradiction distance".into());
+        }
+        if self.min_regions == Some(0) {
+            return bad("min_regions must be at least 1".into());
         }
         if !(self.duplicate_radius >= 0.0) {
             return bad("duplicate_radius must be ≥ 0".into());
@@ -435,7 +452,13 @@ mod tests {
         assert_eq!(m.steps[0].views().len(), 3);
         assert_eq!(m.steps[0].scales, vec![1.0]);
         assert_eq!(m.laf_check, None);
-        assert_eq!(m.steps[0].shape, None);
+        assert_eq!((m.steps[0].shape, m.min_regions), (None, None));
+        let zero = minimal.replace(
+            r#""duplicate_radius":2,"#,
+            r#""duplicate_radius":2,"min_regions":0,"#,
+        );
+        let e = Schedule::from_json(&zero).unwrap_err().to_string();
+        assert!(e.contains("min_regions must be at least 1"), "{e}");
         let none = minimal.replace(r#""tilts":[1,4],"#, r#""tilts":[1,4],"shape":"none","#);
         let none = Schedule::from_json(&none).unwrap();
         assert_eq!(none.steps[0].shape, Some(ShapeMethod::None));

@@ -19,6 +19,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::describe::{Described, DescriptorKind};
+use crate::detect::Threshold;
 use crate::image::GrayImage;
 use crate::matching::{remove_duplicates, FginnMatcher, Tentative};
 use crate::networks::Networks;
@@ -183,7 +184,8 @@ pub(crate) fn match_images(
                 .par_iter()
                 .map(|job| {
                     let im = &images[job.image];
-                    make_view(im.image, im.zoom, job, config, networks)
+                    let config = view_config(config, schedule, job.spec);
+                    make_view(im.image, im.zoom, job, &config, networks)
                 })
                 .collect();
             for (job, views) in chunk.iter().zip(made) {
@@ -318,6 +320,26 @@ pub(crate) fn match_images(
     }
     report.mods = Some(mods);
     Ok(report)
+}
+
+/// The settings a view is described with: `config`, with the schedule's `min_regions` turning a
+/// fixed Hessian threshold t into the adaptive one (t, floor t/8). The number of regions to reach
+/// is `min_regions` for the image itself and shrinks with the view's area (a view squeezed by the
+/// tilt t and the scale s has s²/t of the image's area, so it asks for s²/t of `min_regions`):
+/// views of a well-textured image keep the fixed threshold's regions.
+fn view_config(config: &Config, schedule: &Schedule, spec: ViewSpec) -> Config {
+    let mut out = config.clone();
+    if let (Some(min_regions), Threshold::Fixed { threshold }) =
+        (schedule.min_regions, config.threshold)
+    {
+        let area = (spec.scale * spec.scale / spec.tilt) as f64;
+        out.threshold = Threshold::Adaptive {
+            threshold,
+            target: ((min_regions as f64 * area).round() as usize).max(1),
+            floor: threshold / 8.0,
+        };
+    }
+    out
 }
 
 /// The FGINN search of `descriptor`'s pools, made for the lowest ratio any step gives it so that
@@ -594,6 +616,70 @@ mod tests {
         with_affnet.schedule = Some(schedule);
         let wanted: Vec<_> = with_affnet.networks().into_iter().map(|(k, _)| k).collect();
         assert_eq!(wanted, vec![crate::nn::NetworkKind::AffNet]);
+    }
+
+    #[test]
+    fn min_regions_keeps_a_low_contrast_image_described() {
+        // The sample image at 12 % of its contrast: the fixed threshold finds few regions; with
+        // the schedule's `min_regions` the weaker ones fill up to it, and a normal image keeps
+        // every strong region (none are dropped to meet the number).
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+        let load = |name: &str| crate::image::load_gray(&root.join(name), &Default::default());
+        let (image1, image2) = (load("img1.png").unwrap(), load("img2.png").unwrap());
+        let mut faint = image1.clone();
+        faint
+            .data_mut()
+            .iter_mut()
+            .for_each(|v| *v = 128.0 + 0.12 * (*v - 128.0));
+        let networks = Networks::place(Models::none(), &ResolvedDevice::cpu()).unwrap();
+        let config = Config::preset(Method::Mods);
+        assert!(matches!(config.threshold, Threshold::Fixed { .. }));
+        let detections = |image: &GrayImage, min_regions| {
+            let mut schedule = Schedule::wbs();
+            schedule.steps.truncate(1);
+            schedule.min_regions = min_regions;
+            let report = match_images(image, &image2, &config, &schedule, &networks).unwrap();
+            report.detections[0]
+        };
+        let (fixed, filled) = (detections(&faint, None), detections(&faint, Some(1000)));
+        assert!(fixed < 400, "{fixed} detections at the fixed threshold");
+        assert_eq!(filled, 1000);
+        let (fixed, filled) = (detections(&image1, None), detections(&image1, Some(1000)));
+        assert!(fixed > 1000, "{fixed}");
+        assert!(filled >= fixed, "{filled} < {fixed}");
+
+        // The settings' own adaptive threshold is left alone.
+        let mut adaptive = config.clone();
+        adaptive.threshold = Threshold::adaptive(3000);
+        let image_itself = ViewSpec {
+            tilt: 1.0,
+            phi_deg: 0.0,
+            scale: 1.0,
+        };
+        let wbs = Schedule::wbs();
+        let kept = view_config(&adaptive, &wbs, image_itself).threshold;
+        assert_eq!(kept, adaptive.threshold);
+        let cviu = Schedule::cviu();
+        assert_eq!(
+            view_config(&config, &cviu, image_itself).threshold,
+            config.threshold
+        );
+        // A view asks for its share of the image's area.
+        let tilted = ViewSpec {
+            tilt: 4.0,
+            phi_deg: 45.0,
+            scale: 0.5,
+        };
+        let Threshold::Adaptive { target, floor, .. } =
+            view_config(&config, &wbs, tilted).threshold
+        else {
+            panic!("adaptive expected");
+        };
+        assert_eq!(
+            target,
+            (crate::schedule::WBS_MIN_REGIONS as f64 / 16.0).round() as usize
+        );
+        assert!((floor - crate::detect::DEFAULT_THRESHOLD / 8.0).abs() < 1e-6);
     }
 
     #[test]
