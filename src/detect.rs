@@ -122,25 +122,30 @@ pub struct Detection {
 /// continuous lowering stops at its first value); only an image with fewer is detected again at
 /// the floor, on the same responses.
 pub fn detect(space: &ScaleSpace, threshold: &Threshold) -> Vec<Detection> {
-    let responses: Vec<Vec<GrayImage>> = space
-        .octaves
-        .par_iter()
-        .map(|octave| {
-            octave
-                .levels
-                .par_iter()
-                .zip(octave.sigmas.par_iter())
-                .map(|(level, &sigma)| hessian_response(level, sigma))
-                .collect()
-        })
-        .collect();
-    let at = |t: f32| -> Vec<Detection> {
+    let responses = |octave: &crate::pyramid::Octave| -> Vec<GrayImage> {
+        octave
+            .levels
+            .par_iter()
+            .zip(octave.sigmas.par_iter())
+            .map(|(level, &sigma)| hessian_response(level, sigma))
+            .collect()
+    };
+    // Detections at threshold `t`, on the responses `kept` (per octave) when given, else on
+    // responses computed per octave and dropped (a fixed threshold holds no more than before).
+    let at = |t: f32, kept: Option<&[Vec<GrayImage>]>| -> Vec<Detection> {
         let mut per_octave: Vec<Vec<Detection>> = space
             .octaves
             .par_iter()
-            .zip(responses.par_iter())
             .enumerate()
-            .map(|(index, (octave, responses))| {
+            .map(|(index, octave)| {
+                let fresh;
+                let responses = match kept {
+                    Some(kept) => &kept[index],
+                    None => {
+                        fresh = responses(octave);
+                        &fresh
+                    }
+                };
                 detect_octave(
                     responses,
                     &octave.levels,
@@ -154,18 +159,19 @@ pub fn detect(space: &ScaleSpace, threshold: &Threshold) -> Vec<Detection> {
         per_octave.iter_mut().flat_map(std::mem::take).collect()
     };
     match *threshold {
-        Threshold::Fixed { threshold } => at(threshold),
+        Threshold::Fixed { threshold } => at(threshold, None),
         Threshold::Adaptive {
             threshold: standard,
             target,
             ..
         } => {
-            let strong = at(standard);
+            let kept: Vec<Vec<GrayImage>> = space.octaves.par_iter().map(responses).collect();
+            let strong = at(standard, Some(&kept));
             let floor = threshold.detection_floor();
             if strong.len() >= target || floor >= standard {
                 return strong;
             }
-            let mut detections = at(floor);
+            let mut detections = at(floor, Some(&kept));
             select_adaptive(&mut detections, standard * standard, target);
             detections
         }

@@ -341,48 +341,33 @@ pub(crate) fn extract_features(
     config: &Config,
     networks: &Networks,
 ) -> Result<ImageFeatures> {
-    let mut each = extract_features_each(image, config, &[config.descriptor], networks)?;
+    let descriptors = [config.descriptor];
+    let mut each =
+        extract_features_each(image, config, StepDetector::Hessian, &descriptors, networks)?;
     Ok(each.remove(0))
 }
 
-/// [`extract_features`] for several descriptors at once (MODS's steps with RootSIFT and
-/// HalfRootSIFT): the scale space, the detections and their shapes are computed once, the
-/// orientation and the description once per descriptor. One result per descriptor, in order;
-/// each equals what [`extract_features`] gives with that descriptor.
+/// [`extract_features`] with `detector` and for several descriptors at once (MODS's steps with
+/// RootSIFT and HalfRootSIFT): the scale space, the regions and their shapes are computed once,
+/// the orientation and the description once per descriptor. One result per descriptor, in
+/// order; each equals what a run for that descriptor alone gives. The shared stages' times
+/// (pyramid, detection, shape) are reported with the first descriptor's features.
 pub(crate) fn extract_features_each(
     image: &GrayImage,
     config: &Config,
+    detector: StepDetector,
     descriptors: &[DescriptorKind],
     networks: &Networks,
-) -> Result<Vec<ImageFeatures>> {
-    extract_with(image, config, descriptors, networks, |prepared, times| {
-        let t = Instant::now();
-        let detections = detect(prepared.space, &config.threshold);
-        times.detect = ms(t);
-
-        let t = Instant::now();
-        let shaped = shape_stage(prepared, &detections, config, networks)?;
-        times.shape = ms(t);
-        Ok((detections.len(), shaped))
-    })
-}
-
-/// The scale space of one image and the frames `frames` finds on it (the number of detections
-/// and the shaped frames), then orientation and description once per descriptor. The shared
-/// stages' times (pyramid, detection, shape) are reported with the first descriptor's features.
-fn extract_with(
-    image: &GrayImage,
-    config: &Config,
-    descriptors: &[DescriptorKind],
-    networks: &Networks,
-    frames: impl FnOnce(&PreparedImage, &mut FeatureTimes) -> Result<(usize, Vec<Feature>)>,
 ) -> Result<Vec<ImageFeatures>> {
     let mut shared = FeatureTimes::default();
     let t = Instant::now();
     let space = ScaleSpace::build(image);
     let prepared = networks.prepare(&space)?;
     shared.pyramid = ms(t);
-    let (detections, shaped) = frames(&prepared, &mut shared)?;
+    let (detections, shaped) = match detector {
+        StepDetector::Hessian => hessian_frames(&prepared, config, networks, &mut shared)?,
+        StepDetector::Mser => mser_frames(image, &prepared, &mut shared),
+    };
 
     let shaped_count = shaped.len();
     let mut out = Vec::with_capacity(descriptors.len());
@@ -413,29 +398,42 @@ fn extract_with(
     Ok(out)
 }
 
-/// MSER regions of one image (dark and bright, OpenCV's parameters), framed by their second
-/// moments instead of a shape stage, then oriented and described like Hessian regions, once per
-/// descriptor as [`extract_features_each`]; frames more elongated than 6:1 or touching the
-/// border are dropped. `detections` counts the regions, `shaped` those kept.
-pub(crate) fn extract_mser_features_each(
-    image: &GrayImage,
+/// Hessian detections and the shape stage: their number and the shaped frames.
+fn hessian_frames(
+    prepared: &PreparedImage,
     config: &Config,
-    descriptors: &[DescriptorKind],
     networks: &Networks,
-) -> Result<Vec<ImageFeatures>> {
-    extract_with(image, config, descriptors, networks, |prepared, times| {
-        let t = Instant::now();
-        let regions = mser::detect(image, &MserParams::default());
-        times.detect = ms(t);
-        let (w, h) = (image.width(), image.height());
-        // Patches come from the scale space: an image too small to have one gets no features.
-        let framed: Vec<Feature> = regions
-            .iter()
-            .filter(|_| !prepared.space.octaves.is_empty())
-            .filter_map(|r| keep_if_valid(r.feature(), w, h))
-            .collect();
-        Ok((regions.len(), framed))
-    })
+    times: &mut FeatureTimes,
+) -> Result<(usize, Vec<Feature>)> {
+    let t = Instant::now();
+    let detections = detect(prepared.space, &config.threshold);
+    times.detect = ms(t);
+
+    let t = Instant::now();
+    let shaped = shape_stage(prepared, &detections, config, networks)?;
+    times.shape = ms(t);
+    Ok((detections.len(), shaped))
+}
+
+/// MSER regions (dark and bright, OpenCV's parameters), framed by their second moments instead
+/// of a shape stage; frames more elongated than 6:1 or touching the border are dropped. The
+/// number of regions and the frames kept.
+fn mser_frames(
+    image: &GrayImage,
+    prepared: &PreparedImage,
+    times: &mut FeatureTimes,
+) -> (usize, Vec<Feature>) {
+    let t = Instant::now();
+    let regions = mser::detect(image, &MserParams::default());
+    times.detect = ms(t);
+    let (w, h) = (image.width(), image.height());
+    // Patches come from the scale space: an image too small to have one gets no features.
+    let framed: Vec<Feature> = regions
+        .iter()
+        .filter(|_| !prepared.space.octaves.is_empty())
+        .filter_map(|r| keep_if_valid(r.feature(), w, h))
+        .collect();
+    (regions.len(), framed)
 }
 
 /// Detection and shape of one image only: the number of detections and the shaped regions

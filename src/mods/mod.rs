@@ -24,8 +24,7 @@ use crate::image::GrayImage;
 use crate::matching::{remove_duplicates, FginnMatcher, Tentative};
 use crate::networks::Networks;
 use crate::pipeline::{
-    centres, extract_features_each, extract_mser_features_each, ms, verify_tentatives, Config,
-    MatchReport, Pooled,
+    centres, extract_features_each, ms, verify_tentatives, Config, MatchReport, Pooled,
 };
 use crate::schedule::{ModsReport, Schedule, StepDetector, StepReport, ViewSpec};
 use crate::shape::ShapeMethod;
@@ -184,7 +183,7 @@ pub(crate) fn match_images(
                 .par_iter()
                 .map(|job| {
                     let im = &images[job.image];
-                    let config = view_config(config, schedule, job.spec);
+                    let config = view_config(config, schedule, job);
                     make_view(im.image, im.zoom, job, &config, networks)
                 })
                 .collect();
@@ -322,13 +321,15 @@ pub(crate) fn match_images(
     Ok(report)
 }
 
-/// The settings a view is described with: `config`, with the schedule's `min_regions` turning a
-/// fixed Hessian threshold t into the adaptive one (t, floor t/8). The number of regions to reach
+/// The settings `job`'s view is described with: `config` with the job's shape, and the schedule's
+/// `min_regions` turning a fixed Hessian threshold t into the adaptive one (t, floor t/8). The number of regions to reach
 /// is `min_regions` for the image itself and shrinks with the view's area (a view squeezed by the
 /// tilt t and the scale s has s²/t of the image's area, so it asks for s²/t of `min_regions`):
 /// views of a well-textured image keep the fixed threshold's regions.
-fn view_config(config: &Config, schedule: &Schedule, spec: ViewSpec) -> Config {
+fn view_config(config: &Config, schedule: &Schedule, job: &Job) -> Config {
     let mut out = config.clone();
+    out.shape = job.shape;
+    let spec = job.spec;
     if let (Some(min_regions), Threshold::Fixed { threshold }) =
         (schedule.min_regions, config.threshold)
     {
@@ -378,7 +379,8 @@ fn search_for<'a>(
     search
 }
 
-/// Synthesises one view, runs the feature stages on it (detection and shape once, orientation
+/// Synthesises one view, runs the feature stages on it with `config` (made by [`view_config`]
+/// for this job) (detection and shape once, orientation
 /// and description per descriptor) and maps its regions back: one result per descriptor.
 fn make_view(
     image: &GrayImage,
@@ -388,16 +390,13 @@ fn make_view(
     networks: &Networks,
 ) -> Result<Vec<ViewFeatures>> {
     let view = views::synthesize(image, job.spec, job.init_sigma, zoom);
-    let mut view_config = config.clone();
-    view_config.shape = job.shape;
-    let found = match job.detector {
-        StepDetector::Hessian => {
-            extract_features_each(&view.image, &view_config, &job.descriptors, networks)?
-        }
-        StepDetector::Mser => {
-            extract_mser_features_each(&view.image, &view_config, &job.descriptors, networks)?
-        }
-    };
+    let found = extract_features_each(
+        &view.image,
+        config,
+        job.detector,
+        &job.descriptors,
+        networks,
+    )?;
     let made = job
         .descriptors
         .iter()
@@ -442,9 +441,32 @@ mod tests {
     use crate::networks::Models;
     use crate::pipeline::Method;
 
-    /// A feature's squared distance from the test images' centre (200, 180).
-    fn from_centre(f: &&crate::feature::Feature) -> f32 {
-        (f.laf.c[0] - 200.0).powi(2) + (f.laf.c[1] - 180.0).powi(2)
+    /// The feature of `view` nearest the test images' centre (200, 180).
+    fn nearest_centre(view: &ViewFeatures) -> Option<&crate::feature::Feature> {
+        let from_centre = |f: &&crate::feature::Feature| {
+            (f.laf.c[0] - 200.0).powi(2) + (f.laf.c[1] - 180.0).powi(2)
+        };
+        view.described
+            .features
+            .iter()
+            .min_by(|a, b| from_centre(a).total_cmp(&from_centre(b)))
+    }
+
+    /// A job for one view of image 0 with `detector` and `descriptors`, the method's shape.
+    fn job_for(
+        detector: StepDetector,
+        descriptors: Vec<DescriptorKind>,
+        spec: ViewSpec,
+        config: &Config,
+    ) -> Job {
+        Job {
+            image: 0,
+            detector,
+            descriptors,
+            spec,
+            init_sigma: 1.6,
+            shape: config.shape,
+        }
     }
 
     /// The blob's σ: big enough that squeezed 4× it is still above the scale space's σ₀ = 1.6.
@@ -491,23 +513,16 @@ mod tests {
                 2.0,
             ),
         ] {
-            let job = Job {
-                image: 0,
-                detector: StepDetector::Hessian,
-                descriptors: vec![DescriptorKind::Rootsift],
+            let job = job_for(
+                StepDetector::Hessian,
+                vec![DescriptorKind::Rootsift],
                 spec,
-                init_sigma: 1.6,
-                shape: config.shape,
-            };
+                &config,
+            );
             let view = make_view(&image, zoom, &job, &config, &networks)
                 .unwrap()
                 .remove(0);
-            let best = view
-                .described
-                .features
-                .iter()
-                .min_by(|a, b| from_centre(a).total_cmp(&from_centre(b)))
-                .expect("the blob is found on the view");
+            let best = nearest_centre(&view).expect("the blob is found on the view");
             let (cx, cy) = (best.laf.c[0], best.laf.c[1]);
             assert!(
                 (cx - 200.0).abs() < 2.0 && (cy - 180.0).abs() < 2.0,
@@ -548,14 +563,7 @@ mod tests {
         };
         for detector in [StepDetector::Hessian, StepDetector::Mser] {
             let both = [DescriptorKind::Rootsift, DescriptorKind::Halfrootsift];
-            let job = |descriptors: Vec<DescriptorKind>| Job {
-                image: 0,
-                detector,
-                descriptors,
-                spec,
-                init_sigma: 1.6,
-                shape: config.shape,
-            };
+            let job = |descriptors| job_for(detector, descriptors, spec, &config);
             let together = make_view(&image, 1.0, &job(both.to_vec()), &config, &networks).unwrap();
             assert_eq!(together.len(), 2);
             for (view, descriptor) in together.iter().zip(both) {
@@ -651,17 +659,19 @@ mod tests {
         // The settings' own adaptive threshold is left alone.
         let mut adaptive = config.clone();
         adaptive.threshold = Threshold::adaptive(3000);
+        let rootsift = || vec![DescriptorKind::Rootsift];
         let image_itself = ViewSpec {
             tilt: 1.0,
             phi_deg: 0.0,
             scale: 1.0,
         };
+        let image_itself = job_for(StepDetector::Hessian, rootsift(), image_itself, &config);
         let wbs = Schedule::wbs();
-        let kept = view_config(&adaptive, &wbs, image_itself).threshold;
+        let kept = view_config(&adaptive, &wbs, &image_itself).threshold;
         assert_eq!(kept, adaptive.threshold);
         let cviu = Schedule::cviu();
         assert_eq!(
-            view_config(&config, &cviu, image_itself).threshold,
+            view_config(&config, &cviu, &image_itself).threshold,
             config.threshold
         );
         // A view asks for its share of the image's area.
@@ -670,11 +680,14 @@ mod tests {
             phi_deg: 45.0,
             scale: 0.5,
         };
+        let mut tilted = job_for(StepDetector::Hessian, rootsift(), tilted, &config);
+        tilted.shape = ShapeMethod::None;
         let Threshold::Adaptive { target, floor, .. } =
-            view_config(&config, &wbs, tilted).threshold
+            view_config(&config, &wbs, &tilted).threshold
         else {
             panic!("adaptive expected");
         };
+        assert_eq!(view_config(&config, &wbs, &tilted).shape, ShapeMethod::None);
         assert_eq!(
             target,
             (crate::schedule::WBS_MIN_REGIONS as f64 / 16.0).round() as usize
@@ -713,23 +726,17 @@ mod tests {
                 scale: 0.125,
             },
         ] {
-            let job = Job {
-                image: 0,
-                detector: StepDetector::Mser,
-                descriptors: vec![DescriptorKind::Rootsift],
+            let job = job_for(
+                StepDetector::Mser,
+                vec![DescriptorKind::Rootsift],
                 spec,
-                init_sigma: 1.6,
-                shape: config.shape,
-            };
+                &config,
+            );
             let view = make_view(&image, 1.0, &job, &config, &networks)
                 .unwrap()
                 .remove(0);
-            let best = view
-                .described
-                .features
-                .iter()
-                .min_by(|p, q| from_centre(p).total_cmp(&from_centre(q)))
-                .unwrap_or_else(|| panic!("{spec:?}: the ellipse is found"));
+            let best =
+                nearest_centre(&view).unwrap_or_else(|| panic!("{spec:?}: the ellipse is found"));
             let (cx, cy) = (best.laf.c[0], best.laf.c[1]);
             assert!(
                 (cx - 200.0).abs() < 2.0 && (cy - 180.0).abs() < 2.0,
