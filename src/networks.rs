@@ -199,8 +199,10 @@ impl Networks {
         &self.host
     }
 
-    /// Whether two images' stages may run at the same time (on the CPU they do, on rayon's
-    /// pool; on CUDA they queue one after the other on the device's stream).
+    /// Whether the pipeline runs two images' stages at the same time (on the CPU it does, on
+    /// rayon's pool; on CUDA one image after the other, so that each stage's time is its own).
+    /// Calls from threads that do run at the same time (MODS views) are safe on every device: on
+    /// CUDA they take turns.
     pub fn runs_images_in_parallel(&self) -> bool {
         self.device.kind == DeviceKind::Cpu
     }
@@ -281,9 +283,14 @@ mod cuda {
     use crate::gpu::pyramid::GpuPyramid;
     use crate::gpu::search::device_tentatives;
     use crate::gpu::Gpu;
+    use std::sync::{Mutex, MutexGuard};
 
     pub(super) struct OnCuda {
         gpu: Gpu,
+        /// Taken by each device call: threads that make views or images in parallel (their CPU
+        /// stages overlap) use the device one at a time, so that at most one call's patches and
+        /// activations are on it.
+        turn: Mutex<()>,
         affnet: Option<GpuNet>,
         orinet: Option<GpuNet>,
         hardnet: Option<GpuNet>,
@@ -311,13 +318,22 @@ mod cuda {
             )?;
             Ok(OnCuda {
                 gpu,
+                turn: Mutex::new(()),
                 affnet,
                 orinet,
                 hardnet,
             })
         }
 
+        /// The device, for one call (a poisoned lock only means another thread's call failed).
+        fn take_turn(&self) -> MutexGuard<'_, ()> {
+            self.turn
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+
         pub(super) fn upload(&self, space: &ScaleSpace) -> Result<GpuPyramid> {
+            let _turn = self.take_turn();
             GpuPyramid::upload(&self.gpu, space)
         }
 
@@ -334,6 +350,7 @@ mod cuda {
                 NetworkKind::HardNet => self.hardnet.as_ref(),
             }
             .ok_or_else(|| not_loaded(kind))?;
+            let _turn = self.take_turn();
             let mut out = Vec::with_capacity(lafs.len() * kind.output_len());
             for chunk in lafs.chunks(DEVICE_BATCH) {
                 let patches = pyramid.extract(&self.gpu, space, chunk, &crate::patch::NET_PATCH)?;
@@ -351,6 +368,7 @@ mod cuda {
             d2: &Described,
             ratio: f32,
         ) -> Result<Vec<Tentative>> {
+            let _turn = self.take_turn();
             let queries = self.gpu.upload(&d1.descriptors)?;
             let database = self.gpu.upload(&d2.descriptors)?;
             device_tentatives(&self.gpu, &queries, &database, d1.dimension, ratio)

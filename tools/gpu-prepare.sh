@@ -28,7 +28,8 @@ for pair in "AffNet.pth affnet" "OriNet.pth orinet" "HardNet.pth hardnet" "HardN
   fi
 done
 if [ -f "$shared/datasets/OxAff/graf/img1.png" ]; then
-  cp -f "$shared/datasets/OxAff/graf/img1.png" "$shared/datasets/OxAff/graf/img3.png" "$out/graf/"
+  cp -f "$shared/datasets/OxAff/graf/img1.png" "$shared/datasets/OxAff/graf/img3.png" \
+    "$shared/datasets/OxAff/graf/img6.png" "$out/graf/"
 fi
 if [ -n "${WBS_TRAIN_IMAGES:-}" ]; then
   mkdir -p "$out/train-images"

@@ -9,7 +9,8 @@
 //! descriptor and matched again: the 2-NN ratio when each image has one view, FGINN otherwise;
 //! then the duplicate filter, LO-RANSAC and the LAF check. The first step that registers the pair
 //! ends the run. Views run in parallel in groups of rayon's thread count, so at most that many
-//! scale spaces exist at once.
+//! scale spaces exist at once; with `--device cuda` too (their network passes take turns on the
+//! device, `Networks` sees to it), since most of a view's work is on the CPU.
 
 pub mod views;
 
@@ -173,11 +174,9 @@ pub(crate) fn match_images(
             }
         }
         let mut new_views = [0usize; 2];
-        let group = if networks.runs_images_in_parallel() {
-            rayon::current_num_threads().max(1)
-        } else {
-            1
-        };
+        // On every device: a view's CPU stages (synthesis, detection, Baumberg, SIFT) run in
+        // parallel with the other views'; network passes and searches on a GPU take turns.
+        let group = rayon::current_num_threads().max(1);
         for chunk in jobs.chunks(group) {
             let made: Vec<Result<Vec<ViewFeatures>>> = chunk
                 .par_iter()
