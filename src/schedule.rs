@@ -91,9 +91,19 @@ fn unit() -> f32 {
     1.0
 }
 
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
 /// The `wbs` schedule's `min_regions`: a low-contrast image (a thermal frame) or view keeps at
 /// least this many Hessian regions.
 pub const WBS_MIN_REGIONS: usize = 1000;
+
+/// The `wbs` schedule's `view_max_side`: views of larger images are made from a copy this long.
+pub const WBS_VIEW_MAX_SIDE: usize = 1000;
+
+/// The smallest `view_max_side` a schedule may set (px).
+pub const VIEW_MAX_SIDE_MIN: usize = 100;
 
 /// The anti-aliasing constant of the built-in schedules (ASIFT's 0.8·t in x).
 pub const DEFAULT_INIT_SIGMA: f32 = 1.6;
@@ -146,8 +156,21 @@ pub struct Schedule {
     /// threshold as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_regions: Option<usize>,
+    /// Synthesised views are made from the image shrunk so that its longer side is at most this
+    /// (0: never); the image itself (tilt 1 at scale 1) keeps its size. Bounds the cost of the
+    /// views steps on large photos: their regions, and FGINN's search over them, grow with the
+    /// pixels (the search with their square).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub view_max_side: usize,
     /// The steps, cheapest first.
     pub steps: Vec<Step>,
+}
+
+impl ViewSpec {
+    /// The image itself: tilt 1 at scale 1 (no rotation, no shrinking).
+    pub fn is_image_itself(&self) -> bool {
+        self.tilt <= 1.0 && self.scale >= 1.0 && self.phi_deg == 0.0
+    }
 }
 
 impl Step {
@@ -208,6 +231,7 @@ impl Schedule {
         Schedule {
             name: "wbs".into(),
             min_regions: Some(WBS_MIN_REGIONS),
+            view_max_side: WBS_VIEW_MAX_SIDE,
             steps: vec![
                 hessian_step(vec![1.0], 360.0, r.clone()),
                 hessian_step(vec![1.0], 360.0, both.clone()),
@@ -234,6 +258,7 @@ impl Schedule {
             laf_check: Some(LafCheck::default()),
             upsample_below: 500,
             min_regions: None,
+            view_max_side: 0,
             steps: hessian_steps(rootsift(0.8), rootsift(0.8)),
         }
     }
@@ -261,6 +286,7 @@ impl Schedule {
             }),
             upsample_below: 500,
             min_regions: None,
+            view_max_side: 0,
             steps: hessian_steps(both(0.8), both(0.9)),
         }
     }
@@ -299,6 +325,11 @@ impl Schedule {
         }
         if self.min_regions == Some(0) {
             return bad("min_regions must be at least 1".into());
+        }
+        if self.view_max_side != 0 && self.view_max_side < VIEW_MAX_SIDE_MIN {
+            return bad(format!(
+                "view_max_side must be 0 (never) or at least {VIEW_MAX_SIDE_MIN}"
+            ));
         }
         if !(self.duplicate_radius >= 0.0) {
             return bad("duplicate_radius must be ≥ 0".into());
@@ -389,6 +420,9 @@ pub struct ModsReport {
     pub registered_at: Option<usize>,
     /// The zoom applied to each image before detection (1: none; small images are upsampled).
     pub zoom: [f32; 2],
+    /// The zoom of each image's synthesised views: `zoom`, or less where the schedule's
+    /// `view_max_side` shrinks a large image for them.
+    pub view_zoom: [f32; 2],
     /// One entry per step run.
     pub steps: Vec<StepReport>,
 }
@@ -459,6 +493,23 @@ mod tests {
         );
         let e = Schedule::from_json(&zero).unwrap_err().to_string();
         assert!(e.contains("min_regions must be at least 1"), "{e}");
+        assert_eq!(m.view_max_side, 0);
+        let side = |v: &str| {
+            minimal.replace(
+                r#""duplicate_radius":2,"#,
+                &format!(r#""duplicate_radius":2,"view_max_side":{v},"#),
+            )
+        };
+        assert_eq!(
+            Schedule::from_json(&side("1200")).unwrap().view_max_side,
+            1200
+        );
+        let e = Schedule::from_json(&side("40")).unwrap_err().to_string();
+        assert!(
+            e.contains("view_max_side must be 0 (never) or at least 100"),
+            "{e}"
+        );
+        assert!(Schedule::from_json(&side("-5")).is_err());
         let none = minimal.replace(r#""tilts":[1,4],"#, r#""tilts":[1,4],"shape":"none","#);
         let none = Schedule::from_json(&none).unwrap();
         assert_eq!(none.steps[0].shape, Some(ShapeMethod::None));

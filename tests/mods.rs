@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use wbs::image::{load_rgb, to_gray, LoadOptions};
 use wbs::pipeline::{Config, Method};
 use wbs::protocol::{judge, load_ground_truth, GroundTruth};
+use wbs::schedule::Schedule;
 use wbs::synth::{synthesize, SynthParams};
 use wbs::Matcher;
 
@@ -64,6 +65,43 @@ fn mods_registers_a_tilt_6_pair_that_hesaff_does_not() {
     for key in ["views", "match", "verify", "total"] {
         assert!(steps.steps[2].timings_ms.contains_key(key), "{key}");
     }
+    assert_eq!(
+        steps.view_zoom, steps.zoom,
+        "the default leaves a 512-px image's views alone"
+    );
+
+    // The same schedule with views made from 300-px copies: the images themselves (steps 0
+    // and 1) are described as before, the tilted views at 300/512 of the size, with fewer
+    // regions; the pair still registers at step 2.
+    let mut config = Config::preset(Method::Mods);
+    let mut schedule = Schedule::wbs();
+    schedule.view_max_side = 300;
+    config.schedule = Some(schedule);
+    let small = Matcher::new(config).unwrap().match_images(&a, &b).unwrap();
+    let small_steps = small.mods.as_ref().expect("a mods report");
+    let side = |im: &wbs::image::GrayImage| im.width().max(im.height()) as f32;
+    assert_eq!(small_steps.zoom, [1.0, 1.0]);
+    assert_eq!(small_steps.view_zoom, [300.0 / side(&a), 300.0 / side(&b)]);
+    let features = |s: &wbs::schedule::ModsReport, i: usize| s.steps[i].features;
+    assert_eq!(features(small_steps, 0), features(steps, 0));
+    assert_eq!(features(small_steps, 1), features(steps, 1));
+    let views_of = |s: &wbs::schedule::ModsReport| {
+        let [a, b] = features(s, 2);
+        let [a1, b1] = features(s, 0);
+        (a - a1, b - b1)
+    };
+    let (full, shrunk) = (views_of(steps), views_of(small_steps));
+    assert!(
+        shrunk.0 < full.0 * 3 / 4 && shrunk.1 < full.1 * 3 / 4,
+        "view regions {shrunk:?} vs {full:?}"
+    );
+    assert_eq!(
+        small_steps.registered_at,
+        Some(2),
+        "{:?}",
+        small_steps.steps
+    );
+    assert!(judge(&small.inlier_matches, None, &truth, 15).registered);
 }
 
 #[test]

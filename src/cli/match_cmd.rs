@@ -158,8 +158,16 @@ pub fn summary(report: &MatchReport) -> String {
         out += &format!("  {}    none found\n", report.geometry);
     }
     if let Some(mods) = &report.mods {
+        let views = if mods.view_zoom == mods.zoom {
+            String::new()
+        } else {
+            format!(
+                " (views {:.2} / {:.2})",
+                mods.view_zoom[0], mods.view_zoom[1]
+            )
+        };
         out += &format!(
-            "  mods        schedule {}, zoom {:.2} / {:.2}, {}\n",
+            "  mods        schedule {}, zoom {:.2} / {:.2}{views}, {}\n",
             mods.schedule,
             mods.zoom[0],
             mods.zoom[1],

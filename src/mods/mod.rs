@@ -5,7 +5,8 @@
 //! For each step of the schedule, the views it names are synthesised for both images (`views`),
 //! each view goes through the normal feature stages (detect, shape, orient, describe; networks on
 //! the configured device) and its regions are mapped back to the image. Views are made once per
-//! image and reused by later steps. The regions of all views made so far are pooled per
+//! image and reused by later steps; an image longer than the schedule's `view_max_side` has its
+//! views made from a copy shrunk to it (the image itself keeps its size). The regions of all views made so far are pooled per
 //! descriptor and matched again: the 2-NN ratio when each image has one view, FGINN otherwise;
 //! then the duplicate filter, LO-RANSAC and the LAF check. The first step that registers the pair
 //! ends the run. Views run in parallel in groups of rayon's thread count, so at most that many
@@ -46,11 +47,27 @@ struct ViewFeatures {
 /// The views made so far of one image.
 struct ImageViews<'a> {
     image: &'a GrayImage,
+    /// The zoom of the image itself (tilt 1, scale 1).
     zoom: f32,
+    /// The zoom of its synthesised views.
+    view_zoom: f32,
+    /// The copy views are made from when `view_zoom` shrinks the image (made once).
+    shrunk: Option<GrayImage>,
     views: Vec<ViewFeatures>,
 }
 
-impl ImageViews<'_> {
+impl<'a> ImageViews<'a> {
+    /// No views yet of `image`, which is seen at `zoom` and its views at `view_zoom`.
+    fn new(image: &'a GrayImage, zoom: f32, view_zoom: f32) -> ImageViews<'a> {
+        ImageViews {
+            image,
+            zoom,
+            view_zoom,
+            shrunk: None,
+            views: Vec::new(),
+        }
+    }
+
     /// Whether `job`'s view was made with `descriptor` already.
     fn has(&self, job: &Job, descriptor: DescriptorKind) -> bool {
         self.views.iter().any(|v| {
@@ -96,6 +113,17 @@ pub fn zoom_for(width: usize, height: usize, upsample_below: usize) -> f32 {
     }
 }
 
+/// The zoom of an image's synthesised views: the image's own `zoom`, or the one that brings its
+/// longer side to `view_max_side` where it is longer (0: never shrinks).
+pub fn view_zoom_for(width: usize, height: usize, zoom: f32, view_max_side: usize) -> f32 {
+    let side = width.max(height) as f32 * zoom;
+    if view_max_side == 0 || side <= view_max_side as f32 {
+        zoom
+    } else {
+        zoom * view_max_side as f32 / side
+    }
+}
+
 /// Regions are pooled, and matched, per detector and descriptor (as in MODS).
 type Pool = (StepDetector, DescriptorKind);
 
@@ -121,15 +149,16 @@ pub(crate) fn match_images(
     networks: &Networks,
 ) -> Result<MatchReport> {
     let start = Instant::now();
-    let mut images = [image1, image2].map(|image| ImageViews {
-        image,
-        zoom: zoom_for(image.width(), image.height(), schedule.upsample_below),
-        views: Vec::new(),
+    let mut images = [image1, image2].map(|image| {
+        let zoom = zoom_for(image.width(), image.height(), schedule.upsample_below);
+        let view_zoom = view_zoom_for(image.width(), image.height(), zoom, schedule.view_max_side);
+        ImageViews::new(image, zoom, view_zoom)
     });
     let mut mods = ModsReport {
         schedule: schedule.name.clone(),
         registered_at: None,
         zoom: [images[0].zoom, images[1].zoom],
+        view_zoom: [images[0].view_zoom, images[1].view_zoom],
         steps: Vec::new(),
     };
     let mut last: Option<MatchReport> = None;
@@ -173,6 +202,13 @@ pub(crate) fn match_images(
                 }
             }
         }
+        // A large image's views come from a shrunk copy, made when its first view is due.
+        for job in &jobs {
+            let im = &mut images[job.image];
+            if im.shrunk.is_none() && im.view_zoom < 1.0 && !job.spec.is_image_itself() {
+                im.shrunk = Some(views::shrink(im.image, im.view_zoom));
+            }
+        }
         let mut new_views = [0usize; 2];
         // On every device: a view's CPU stages (synthesis, detection, Baumberg, SIFT) run in
         // parallel with the other views'; network passes and searches on a GPU take turns.
@@ -183,7 +219,7 @@ pub(crate) fn match_images(
                 .map(|job| {
                     let im = &images[job.image];
                     let config = view_config(config, schedule, job);
-                    make_view(im.image, im.zoom, job, &config, networks)
+                    make_view(im, job, &config, networks)
                 })
                 .collect();
             for (job, views) in chunk.iter().zip(made) {
@@ -382,13 +418,26 @@ fn search_for<'a>(
 /// for this job) (detection and shape once, orientation
 /// and description per descriptor) and maps its regions back: one result per descriptor.
 fn make_view(
-    image: &GrayImage,
-    zoom: f32,
+    im: &ImageViews,
     job: &Job,
     config: &Config,
     networks: &Networks,
 ) -> Result<Vec<ViewFeatures>> {
-    let view = views::synthesize(image, job.spec, job.init_sigma, zoom);
+    let image = im.image;
+    let view = match &im.shrunk {
+        // The image itself keeps its size (and `zoom`, which only ever enlarges).
+        _ if job.spec.is_image_itself() => {
+            views::synthesize(image, job.spec, job.init_sigma, im.zoom)
+        }
+        Some(shrunk) => {
+            let view = views::synthesize(shrunk, job.spec, job.init_sigma, 1.0);
+            views::View {
+                to_view: view.to_view.after_scale(im.view_zoom),
+                image: view.image,
+            }
+        }
+        None => views::synthesize(image, job.spec, job.init_sigma, im.view_zoom),
+    };
     let found = extract_features_each(
         &view.image,
         config,
@@ -480,6 +529,17 @@ mod tests {
     }
 
     #[test]
+    fn views_of_large_images_are_made_from_a_shrunk_copy() {
+        // A 2000×1500 image: views from a 1000-px copy, the image itself at its size.
+        assert_eq!(view_zoom_for(2000, 1500, 1.0, 1000), 0.5);
+        assert_eq!(view_zoom_for(1500, 2000, 1.0, 1000), 0.5);
+        // Not larger than the bound, or no bound: the image's own zoom (upsampled small ones too).
+        assert_eq!(view_zoom_for(1000, 750, 1.0, 1000), 1.0);
+        assert_eq!(view_zoom_for(2000, 1500, 1.0, 0), 1.0);
+        assert_eq!(view_zoom_for(240, 225, 500.0 / 240.0, 1000), 500.0 / 240.0);
+    }
+
+    #[test]
     fn a_blob_found_on_a_tilted_rotated_view_maps_back_onto_itself() {
         let networks = Networks::place(Models::none(), &ResolvedDevice::cpu()).unwrap();
         let config = Config::preset(Method::Mods);
@@ -518,9 +578,14 @@ mod tests {
                 spec,
                 &config,
             );
-            let view = make_view(&image, zoom, &job, &config, &networks)
-                .unwrap()
-                .remove(0);
+            let view = make_view(
+                &ImageViews::new(&image, zoom, zoom),
+                &job,
+                &config,
+                &networks,
+            )
+            .unwrap()
+            .remove(0);
             let best = nearest_centre(&view).expect("the blob is found on the view");
             let (cx, cy) = (best.laf.c[0], best.laf.c[1]);
             assert!(
@@ -563,12 +628,23 @@ mod tests {
         for detector in [StepDetector::Hessian, StepDetector::Mser] {
             let both = [DescriptorKind::Rootsift, DescriptorKind::Halfrootsift];
             let job = |descriptors| job_for(detector, descriptors, spec, &config);
-            let together = make_view(&image, 1.0, &job(both.to_vec()), &config, &networks).unwrap();
+            let together = make_view(
+                &ImageViews::new(&image, 1.0, 1.0),
+                &job(both.to_vec()),
+                &config,
+                &networks,
+            )
+            .unwrap();
             assert_eq!(together.len(), 2);
             for (view, descriptor) in together.iter().zip(both) {
-                let alone = make_view(&image, 1.0, &job(vec![descriptor]), &config, &networks)
-                    .unwrap()
-                    .remove(0);
+                let alone = make_view(
+                    &ImageViews::new(&image, 1.0, 1.0),
+                    &job(vec![descriptor]),
+                    &config,
+                    &networks,
+                )
+                .unwrap()
+                .remove(0);
                 assert_eq!(view.descriptor, descriptor);
                 assert!(
                     !alone.described.features.is_empty(),
@@ -731,7 +807,7 @@ mod tests {
                 spec,
                 &config,
             );
-            let view = make_view(&image, 1.0, &job, &config, &networks)
+            let view = make_view(&ImageViews::new(&image, 1.0, 1.0), &job, &config, &networks)
                 .unwrap()
                 .remove(0);
             let best =

@@ -6,7 +6,7 @@ use crate::feature::Feature;
 use crate::image::GrayImage;
 use crate::laf::{Laf, MR_SIZE};
 use crate::pyramid::gaussian_blur_xy;
-use crate::schedule::ViewSpec;
+use crate::schedule::{ViewSpec, DEFAULT_INIT_SIGMA};
 
 /// The value of view pixels outside the rotated image (the reference's 128).
 const OUTSIDE: f32 = 128.0;
@@ -62,6 +62,30 @@ impl Affine {
             c: self.apply(laf.c),
         }
     }
+}
+
+impl Affine {
+    /// This affinity after scaling the image by `z` in both directions: `p ↦ self(z·p)`.
+    pub fn after_scale(&self, z: f32) -> Affine {
+        let m = self.m;
+        Affine {
+            m: [[m[0][0] * z, m[0][1] * z], [m[1][0] * z, m[1][1] * z]],
+            t: self.t,
+        }
+    }
+}
+
+/// `image` shrunk by `z` < 1 in both directions, after a Gaussian blur of σ = 0.8/z against
+/// aliasing (the views' rule with the default init_sigma 1.6): the copy large images' views are
+/// made from. Pixel (x, y) of the copy is the image's (x/z, y/z).
+pub fn shrink(image: &GrayImage, z: f32) -> GrayImage {
+    let sigma = DEFAULT_INIT_SIGMA / (2.0 * z);
+    let blurred = gaussian_blur_xy(image, sigma, sigma);
+    let w = ((image.width() - 1) as f32 * z).floor() as usize + 1;
+    let h = ((image.height() - 1) as f32 * z).floor() as usize + 1;
+    GrayImage::from_fn(w, h, |x, y| {
+        blurred.sample_clamped(x as f32 / z, y as f32 / z)
+    })
 }
 
 /// A synthesised view and the affinity from the image to it.
@@ -231,6 +255,29 @@ mod tests {
             let got = view.image.sample_clamped(v[0], v[1]);
             let want = image.sample_clamped(p[0], p[1]);
             assert!((got - want).abs() < 1.0, "scale 1/4 {p:?}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn a_view_of_the_shrunk_copy_maps_image_points_onto_the_same_content() {
+        // A large image's views come from a copy shrunk by z; the view's affinity from the
+        // image is the copy's view affinity after the scaling by z.
+        let image = GrayImage::from_fn(400, 300, |x, y| x as f32 * 0.25 + y as f32 * 0.55);
+        let z = 0.4;
+        let copy = shrink(&image, z);
+        assert_eq!((copy.width(), copy.height()), (160, 120));
+        let spec = ViewSpec {
+            tilt: 2.0,
+            phi_deg: 30.0,
+            scale: 1.0,
+        };
+        let view = synthesize(&copy, spec, 1.6, 1.0);
+        let to_view = view.to_view.after_scale(z);
+        for p in [[100.0, 80.0], [250.0, 200.0], [40.0, 260.0]] {
+            let v = to_view.apply(p);
+            let got = view.image.sample_clamped(v[0], v[1]);
+            let want = image.sample_clamped(p[0], p[1]);
+            assert!((got - want).abs() < 1.0, "{p:?}: {got} vs {want}");
         }
     }
 
