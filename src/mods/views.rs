@@ -62,9 +62,7 @@ impl Affine {
             c: self.apply(laf.c),
         }
     }
-}
 
-impl Affine {
     /// This affinity after scaling the image by `z` in both directions: `p ↦ self(z·p)`.
     pub fn after_scale(&self, z: f32) -> Affine {
         let m = self.m;
