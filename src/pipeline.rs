@@ -9,6 +9,7 @@
 //! configured device, and `wbs match`, `wbs eval`, training validation and the benchmarks all call
 //! it, so there is one implementation of the protocol.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -371,16 +372,30 @@ pub(crate) fn extract_features_each(
 
     let shaped_count = shaped.len();
     let mut out = Vec::with_capacity(descriptors.len());
+    // The last descriptor takes the shaped frames; the others orient a copy. The settings are
+    // copied only for a descriptor other than the configured one (the one-descriptor run of
+    // every plain extraction copies nothing).
+    let mut shaped = shaped;
     for (i, &descriptor) in descriptors.iter().enumerate() {
         let mut times = if i == 0 {
             shared.clone()
         } else {
             FeatureTimes::default()
         };
-        let mut described_config = config.clone();
-        described_config.descriptor = descriptor;
+        let described_config = if descriptor == config.descriptor {
+            Cow::Borrowed(config)
+        } else {
+            let mut c = config.clone();
+            c.descriptor = descriptor;
+            Cow::Owned(c)
+        };
+        let frames = if i + 1 == descriptors.len() {
+            std::mem::take(&mut shaped)
+        } else {
+            shaped.clone()
+        };
         let t = Instant::now();
-        let oriented = orient_stage(&prepared, shaped.clone(), &described_config, networks)?;
+        let oriented = orient_stage(&prepared, frames, &described_config, networks)?;
         times.orient = ms(t);
 
         let t = Instant::now();

@@ -220,7 +220,8 @@ impl Schedule {
     /// image, RootSIFT), so pairs it registers cost what `hesaff` costs; step 1 adds HalfRootSIFT
     /// on the image alone; step 2 is `cviu`'s first views step (RootSIFT); the two later steps
     /// describe their views with both. Low-contrast images and views keep at least
-    /// [`WBS_MIN_REGIONS`] regions. `docs/mods.md` has the measurements behind these choices.
+    /// [`WBS_MIN_REGIONS`] regions; images longer than [`WBS_VIEW_MAX_SIDE`] have their views made
+    /// from a copy that long. `docs/mods.md` has the measurements behind these choices.
     pub fn wbs() -> Schedule {
         let r = vec![descriptor(DescriptorKind::Rootsift, 0.8)];
         let both = vec![

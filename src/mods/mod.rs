@@ -359,7 +359,8 @@ pub(crate) fn match_images(
 /// The settings `job`'s view is described with: `config` with the job's shape, and the schedule's
 /// `min_regions` turning a fixed Hessian threshold t into the adaptive one (t, floor t/8). The number of regions to reach
 /// is `min_regions` for the image itself and shrinks with the view's area (a view squeezed by the
-/// tilt t and the scale s has s²/t of the image's area, so it asks for s²/t of `min_regions`):
+/// tilt t and the scale s has s²/t of the image's area, so it asks for s²/t of `min_regions`; the
+/// views of a large image, made from its shrunk copy, ask for their share of the copy's):
 /// views of a well-textured image keep the fixed threshold's regions.
 fn view_config(config: &Config, schedule: &Schedule, job: &Job) -> Config {
     let mut out = config.clone();
@@ -424,19 +425,19 @@ fn make_view(
     networks: &Networks,
 ) -> Result<Vec<ViewFeatures>> {
     let image = im.image;
-    let view = match &im.shrunk {
-        // The image itself keeps its size (and `zoom`, which only ever enlarges).
-        _ if job.spec.is_image_itself() => {
-            views::synthesize(image, job.spec, job.init_sigma, im.zoom)
+    let (spec, sigma) = (job.spec, job.init_sigma);
+    // The image itself keeps its size (and `zoom`, which only ever enlarges); other views come
+    // from the shrunk copy where there is one.
+    let view = if spec.is_image_itself() {
+        views::synthesize(image, spec, sigma, im.zoom)
+    } else if let Some(shrunk) = &im.shrunk {
+        let view = views::synthesize(shrunk, spec, sigma, 1.0);
+        views::View {
+            to_view: view.to_view.after_scale(im.view_zoom),
+            image: view.image,
         }
-        Some(shrunk) => {
-            let view = views::synthesize(shrunk, job.spec, job.init_sigma, 1.0);
-            views::View {
-                to_view: view.to_view.after_scale(im.view_zoom),
-                image: view.image,
-            }
-        }
-        None => views::synthesize(image, job.spec, job.init_sigma, im.view_zoom),
+    } else {
+        views::synthesize(image, spec, sigma, im.view_zoom)
     };
     let found = extract_features_each(
         &view.image,
