@@ -24,6 +24,7 @@ use std::time::Instant;
 use crate::device::{self, ResolvedDevice};
 use crate::feature::Feature;
 use crate::image::{load_gray, GrayImage};
+use crate::mods::ViewStore;
 use crate::networks::{Models, Networks, WeightsFile};
 use crate::pipeline::{self, ms, Config, FeatureTimes, ImageFeatures, MatchReport};
 use crate::Result;
@@ -146,6 +147,21 @@ impl Matcher {
     /// schedule in the settings, the schedule runs ([`crate::mods`]): the report's `mods` says
     /// what each step did.
     pub fn match_images(&self, image1: &GrayImage, image2: &GrayImage) -> Result<MatchReport> {
+        self.match_images_with_views(image1, image2, [None, None])
+    }
+
+    /// [`Matcher::match_images`] with a [`ViewStore`] for either image: with a MODS schedule,
+    /// the pair takes the synthesised views an earlier pair left in an image's store instead of
+    /// making them again, and leaves its own there. The results are those of `match_images`;
+    /// only the time differs (the report's `mods.steps[].reused_views` counts the views taken).
+    /// A store belongs to one image and this matcher's settings (another is refused). Without a
+    /// schedule the stores are not used.
+    pub fn match_images_with_views(
+        &self,
+        image1: &GrayImage,
+        image2: &GrayImage,
+        stores: [Option<&ViewStore>; 2],
+    ) -> Result<MatchReport> {
         let start = Instant::now();
         if let Some(schedule) = &self.config.schedule {
             return crate::mods::match_images(
@@ -154,6 +170,7 @@ impl Matcher {
                 &self.config,
                 schedule,
                 &self.networks,
+                stores,
             );
         }
         let parallel = self.runs_images_in_parallel();
@@ -176,6 +193,17 @@ impl Matcher {
     /// Loads two image files (refusing images over `config.max_megapixels` before decoding them)
     /// and matches them; the report names the files.
     pub fn match_files(&self, path1: &Path, path2: &Path) -> Result<MatchReport> {
+        self.match_files_with_views(path1, path2, [None, None])
+    }
+
+    /// [`Matcher::match_files`] with a [`ViewStore`] for either image, as
+    /// [`Matcher::match_images_with_views`].
+    pub fn match_files_with_views(
+        &self,
+        path1: &Path,
+        path2: &Path,
+        stores: [Option<&ViewStore>; 2],
+    ) -> Result<MatchReport> {
         let start = Instant::now();
         let options = self.config.load_options();
         let timed = |path: &Path| {
@@ -184,7 +212,7 @@ impl Matcher {
         };
         let (a, b) = rayon::join(|| timed(path1), || timed(path2));
         let ((image1, load1), (image2, load2)) = (a?, b?);
-        let mut report = self.match_images(&image1, &image2)?;
+        let mut report = self.match_images_with_views(&image1, &image2, stores)?;
         report.timings_ms.insert("load".into(), load1.max(load2));
         report.timings_ms.insert("total".into(), ms(start));
         report.images = [path1.display().to_string(), path2.display().to_string()];

@@ -398,8 +398,12 @@ fn hessian_steps(descriptors: Vec<StepDescriptor>, last: Vec<StepDescriptor>) ->
 pub struct StepReport {
     /// Views pooled per image (all views made so far, per descriptor pool summed).
     pub views: [usize; 2],
-    /// Views synthesised in this step per image (earlier ones are reused).
+    /// Views added to the pool in this step per image (the views of earlier steps are reused).
     pub new_views: [usize; 2],
+    /// Of `new_views`, those taken from the image's [`ViewStore`](crate::mods::ViewStore),
+    /// where an earlier pair made them (`wbs eval`); absent when none.
+    #[serde(default, skip_serializing_if = "is_none_reused")]
+    pub reused_views: [usize; 2],
     /// Features pooled per image.
     pub features: [usize; 2],
     /// Tentatives after the ratio test (FGINN or 2-NN) and the duplicate filter.
@@ -410,6 +414,10 @@ pub struct StepReport {
     pub registered: bool,
     /// Milliseconds: "views" (synthesis and feature stages), "match", "verify", "total".
     pub timings_ms: std::collections::BTreeMap<String, f64>,
+}
+
+fn is_none_reused(reused: &[usize; 2]) -> bool {
+    *reused == [0, 0]
 }
 
 /// The MODS part of a report.

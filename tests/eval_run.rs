@@ -64,10 +64,11 @@ fn numbers(file: &EvalFile) -> serde_json::Value {
 fn wbs_match(
     a: &Path,
     b: &Path,
+    method: Method,
     kind: Geometry,
     truth: &GroundTruth,
 ) -> wbs::pipeline::MatchReport {
-    let method = MethodConfig::preset(Method::Hesaff);
+    let method = MethodConfig::preset(method);
     let matcher = Matcher::new(method.config(kind).clone()).unwrap();
     let mut report = matcher.match_files(a, b).unwrap();
     report.judge_against(truth);
@@ -84,6 +85,7 @@ fn same_as_wbs_match(
     let direct = wbs_match(
         Path::new(&r.images[0]),
         Path::new(&r.images[1]),
+        r.method.parse().unwrap(),
         kind,
         truth,
     );
@@ -218,8 +220,8 @@ fn an_image_in_several_pairs_is_extracted_once_with_the_same_results() {
     ];
     let mut opts = options(&dir.join("out"));
     opts.jobs = 1; // pairs in order: homogr/p0 and homogr/p1 extract every file first
-    let file = run(&plan(datasets, &[Method::Hesaff]), &opts).unwrap();
-    assert_eq!(file.pairs.len(), 4);
+    let file = run(&plan(datasets, &[Method::Hesaff, Method::Mods]), &opts).unwrap();
+    assert_eq!(file.pairs.len(), 8);
     for name in ["mine/homogr/p0A-p0B", "mine/homogr/p0A-p1B"] {
         let r = record(&file, name, "hesaff");
         for stage in ["load", "pyramid", "detect", "describe"] {
@@ -228,7 +230,7 @@ fn an_image_in_several_pairs_is_extracted_once_with_the_same_results() {
     }
     let r = record(&file, "homogr/p0", "hesaff");
     assert!(r.timings_ms["detect"] > 0.0);
-    // Reused or not, each pair gets what `wbs match` gets.
+    // Reused or not (features, or a MODS method's views), each pair gets what `wbs match` gets.
     for r in &file.pairs {
         same_as_wbs_match(r, Geometry::Homography, &GroundTruth::None);
     }
@@ -507,6 +509,7 @@ fn a_real_pair_gets_wbs_matchs_verdict() {
     let direct = wbs_match(
         &shared.join("homogr/grafA.png"),
         &shared.join("homogr/grafB.png"),
+        Method::Hesaff,
         Geometry::Homography,
         &truth,
     );

@@ -1,11 +1,13 @@
 //! MODS end to end: an extreme synthetic pair that `hesaff` fails and `--method mods` registers,
-//! and the one-line errors of `--schedule`.
+//! a contrast-reversed pair, pairs sharing an image's views, and the one-line errors of
+//! `--schedule`.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use wbs::image::{load_rgb, to_gray, LoadOptions};
-use wbs::pipeline::{Config, Method};
+use wbs::image::{load_rgb, to_gray, GrayImage, LoadOptions};
+use wbs::mods::ViewStore;
+use wbs::pipeline::{Config, MatchReport, Method};
 use wbs::protocol::{judge, load_ground_truth, GroundTruth};
 use wbs::schedule::Schedule;
 use wbs::synth::{synthesize, SynthParams};
@@ -15,20 +17,41 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[test]
-fn mods_registers_a_tilt_6_pair_that_hesaff_does_not() {
+/// The sample's `img1.png` and its tilt-6 view (`wbs synth data/sample/img1.png --seed 1
+/// --tilt 6`) with the homography between them.
+fn tilt_6_pair() -> (GrayImage, GrayImage, GroundTruth) {
     let photo = load_rgb(
         &root().join("data/sample/img1.png"),
         &LoadOptions::default(),
     )
     .unwrap();
-    // `wbs synth data/sample/img1.png --seed 1 --tilt 6`.
     let mut params = SynthParams::random(1, 3.0);
     params.tilt = 6.0;
     let (view, h) = synthesize(&photo, &params).unwrap();
     let a = to_gray(&image::DynamicImage::ImageRgb8(photo));
     let b = to_gray(&image::DynamicImage::ImageRgb8(view));
-    let truth = GroundTruth::Homography(h);
+    (a, b, GroundTruth::Homography(h))
+}
+
+/// One of the sample's images in grey.
+fn sample(name: &str) -> GrayImage {
+    let rgb = load_rgb(
+        &root().join("data/sample").join(name),
+        &LoadOptions::default(),
+    );
+    to_gray(&image::DynamicImage::ImageRgb8(rgb.unwrap()))
+}
+
+/// The sample's `img2.png` with its grey levels inverted.
+fn inverted_img2() -> GrayImage {
+    let mut b = sample("img2.png");
+    b.data_mut().iter_mut().for_each(|v| *v = 255.0 - *v);
+    b
+}
+
+#[test]
+fn mods_registers_a_tilt_6_pair_that_hesaff_does_not() {
+    let (a, b, truth) = tilt_6_pair();
     let run = |method| {
         let report = Matcher::new(Config::preset(method))
             .unwrap()
@@ -108,16 +131,7 @@ fn mods_registers_a_tilt_6_pair_that_hesaff_does_not() {
 fn the_default_schedule_registers_a_contrast_reversed_pair_at_step_1() {
     // The sample pair with image 2's grey levels inverted (as thermal against visible, or
     // lamps at night): RootSIFT sees opposite gradients, HalfRootSIFT folds them.
-    let load = |name: &str| {
-        let rgb = load_rgb(
-            &root().join("data/sample").join(name),
-            &LoadOptions::default(),
-        );
-        to_gray(&image::DynamicImage::ImageRgb8(rgb.unwrap()))
-    };
-    let a = load("img1.png");
-    let mut b = load("img2.png");
-    b.data_mut().iter_mut().for_each(|v| *v = 255.0 - *v);
+    let (a, b) = (sample("img1.png"), inverted_img2());
     let truth = load_ground_truth(&root().join("data/sample/H1to2p")).unwrap();
     let hesaff = Matcher::new(Config::preset(Method::Hesaff))
         .unwrap()
@@ -134,6 +148,97 @@ fn the_default_schedule_registers_a_contrast_reversed_pair_at_step_1() {
     let judgement = judge(&mods.inlier_matches, None, &truth, 15);
     assert!(judgement.registered, "{judgement:?}");
     assert!(mods.inliers >= 40, "{} inliers", mods.inliers);
+}
+
+/// A report without its times and its count of reused views: what must not depend on whether
+/// views were reused.
+fn results(report: &MatchReport) -> serde_json::Value {
+    let mut v = serde_json::to_value(report).unwrap();
+    v.as_object_mut().unwrap().remove("timings_ms");
+    for step in v["mods"]["steps"].as_array_mut().unwrap() {
+        let step = step.as_object_mut().unwrap();
+        step.remove("timings_ms");
+        step.remove("reused_views");
+    }
+    v
+}
+
+#[test]
+fn pairs_that_share_an_image_share_its_views_with_the_same_results() {
+    let (a, tilted, _) = tilt_6_pair();
+    let inverted = inverted_img2();
+    let matcher = Matcher::new(Config::preset(Method::Mods)).unwrap();
+    let reused = |r: &MatchReport| -> Vec<[usize; 2]> {
+        r.mods
+            .as_ref()
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.reused_views)
+            .collect()
+    };
+    let new = |r: &MatchReport| -> Vec<[usize; 2]> {
+        r.mods
+            .as_ref()
+            .unwrap()
+            .steps
+            .iter()
+            .map(|s| s.new_views)
+            .collect()
+    };
+    // The tilt-6 pair (registered at step 2) fills the store of `a` with every view it made.
+    let store = ViewStore::new();
+    let first = matcher
+        .match_images_with_views(&a, &tilted, [Some(&store), None])
+        .unwrap();
+    assert_eq!(
+        results(&first),
+        results(&matcher.match_images(&a, &tilted).unwrap())
+    );
+    assert_eq!(reused(&first), vec![[0, 0]; 3]);
+    assert_eq!(
+        store.len(),
+        12,
+        "image, image for HalfRootSIFT, 10 tilted views"
+    );
+    // `a` against the inverted image (registered at step 1) takes both its views from the
+    // store, in either position; the other image's views are made.
+    let second = matcher
+        .match_images_with_views(&a, &inverted, [Some(&store), None])
+        .unwrap();
+    assert_eq!(
+        results(&second),
+        results(&matcher.match_images(&a, &inverted).unwrap())
+    );
+    assert_eq!(new(&second), vec![[1, 1], [1, 1]]);
+    assert_eq!(reused(&second), vec![[1, 0], [1, 0]]);
+    let swapped = matcher
+        .match_images_with_views(&inverted, &a, [None, Some(&store)])
+        .unwrap();
+    assert_eq!(
+        results(&swapped),
+        results(&matcher.match_images(&inverted, &a).unwrap())
+    );
+    assert_eq!(reused(&swapped), vec![[0, 1], [0, 1]]);
+    assert_eq!(store.len(), 12);
+    // A store is one image's, with one matcher's settings.
+    let other_image = matcher
+        .match_images_with_views(&inverted, &a, [Some(&store), None])
+        .unwrap_err();
+    assert!(
+        other_image.to_string().contains("ViewStore"),
+        "{other_image}"
+    );
+    let mut cviu = Config::preset(Method::Mods);
+    cviu.schedule = Some(Schedule::cviu());
+    let other_settings = Matcher::new(cviu)
+        .unwrap()
+        .match_images_with_views(&a, &inverted, [Some(&store), None])
+        .unwrap_err();
+    assert!(
+        other_settings.to_string().contains("ViewStore"),
+        "{other_settings}"
+    );
 }
 
 fn wbs(args: &[&str]) -> Output {

@@ -8,12 +8,18 @@
 //! depend on whether its features were reused (`tests/eval_run.rs` checks it against
 //! `wbs match`); only its per-stage times do: an image already extracted for an earlier pair
 //! costs this pair nothing, and its stage times count zero for it.
+//!
+//! A MODS method (a schedule) keeps, instead of features, a [`ViewStore`] per image: the
+//! synthesised views that pairs made of it, taken by later pairs as their steps need them.
+//! Two pairs running at the same time may both make a view (no one waits); each gets the same
+//! regions.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::geometry::Geometry;
+use crate::mods::ViewStore;
 use crate::pipeline::ImageFeatures;
 use crate::Result;
 
@@ -29,6 +35,8 @@ enum Slot {
     Busy,
     /// Extracted.
     Ready(Arc<ImageFeatures>),
+    /// A MODS method's views of the image, filled by its pairs.
+    Views(Arc<ViewStore>),
 }
 
 /// What a pair does for one of its images.
@@ -109,6 +117,23 @@ impl FeatureReuse {
         Ok([result(0)?, result(1)?])
     }
 
+    /// The store of a MODS method's views of a planned image (made at the first request); `None`
+    /// for an image that only one pair names (nothing to reuse). A key is used either for
+    /// features or for views, never both.
+    pub fn views(&self, key: &Key) -> Option<Arc<ViewStore>> {
+        let mut entries = self.lock();
+        let (_, slot) = entries.get_mut(key)?;
+        match slot {
+            Slot::Views(store) => Some(store.clone()),
+            Slot::Free => {
+                let store = Arc::new(ViewStore::new());
+                *slot = Slot::Views(store.clone());
+                Some(store)
+            }
+            Slot::Busy | Slot::Ready(_) => None,
+        }
+    }
+
     /// One pair that planned to use `key` is done with it (whether it succeeded or not); the
     /// features are dropped after the last.
     pub fn release(&self, key: &Key) {
@@ -139,6 +164,7 @@ impl FeatureReuse {
         match slot {
             Slot::Ready(features) => Claim::Ready(features.clone()),
             Slot::Busy => Claim::Theirs,
+            Slot::Views(_) => Claim::Untracked,
             Slot::Free => {
                 *slot = Slot::Busy;
                 Claim::Mine
@@ -198,7 +224,7 @@ impl FeatureReuse {
                         .wait(entries)
                         .unwrap_or_else(|p| p.into_inner());
                 }
-                Some((_, Slot::Free)) | None => return None,
+                Some((_, Slot::Free | Slot::Views(_))) | None => return None,
             }
         }
     }
@@ -266,6 +292,33 @@ mod tests {
         // b was planned once: never kept, extracted every time it is asked for.
         reuse.pair_features([&b, &b], extract, false).unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn a_mods_image_in_several_pairs_has_one_view_store_until_its_last_pair() {
+        let a = key(2, Geometry::Homography, Path::new("a.png"));
+        let b = key(2, Geometry::Homography, Path::new("b.png"));
+        let reuse = FeatureReuse::plan([&a, &b, &a].map(Key::clone));
+        let first = reuse.views(&a).expect("a is in two pairs");
+        assert!(
+            reuse.views(&b).is_none(),
+            "b is in one pair: nothing to keep"
+        );
+        reuse.release(&a);
+        let second = reuse.views(&a).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(
+            Arc::strong_count(&first),
+            3,
+            "the plan's, and the two pairs'"
+        );
+        reuse.release(&a);
+        assert_eq!(
+            Arc::strong_count(&first),
+            2,
+            "the plan dropped it after the last pair"
+        );
+        assert!(reuse.views(&a).is_none());
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub fn match_pair(
 
 /// [`match_pair`] with features that earlier pairs of the run extracted ([`FeatureReuse`]);
 /// `method` is the method and its position in the plan. A MODS schedule runs as in
-/// `wbs match` (its views are not reused across pairs).
+/// `wbs match`, taking the views earlier pairs made of an image from its store.
 pub fn match_pair_reusing(
     pair: &Pair,
     truth: &GroundTruth,
@@ -126,13 +126,18 @@ pub fn match_pair_reusing(
 ) -> Result<MatchReport> {
     let geometry = method.geometry_for(truth);
     let matcher = matchers.for_geometry(geometry);
+    let paths = [&pair.image1, &pair.image2];
+    let keys = paths.map(|path| reuse::key(position, geometry, path));
     let mut report = if matcher.config().schedule.is_some() {
-        matcher.match_files(&pair.image1, &pair.image2)?
+        let stores = keys.each_ref().map(|key| reuse.views(key));
+        matcher.match_files_with_views(
+            &pair.image1,
+            &pair.image2,
+            [stores[0].as_deref(), stores[1].as_deref()],
+        )?
     } else {
         let start = Instant::now();
         let parallel = matcher.runs_images_in_parallel();
-        let paths = [&pair.image1, &pair.image2];
-        let keys = paths.map(|path| reuse::key(position, geometry, path));
         let [(f1, fresh1), (f2, fresh2)] = reuse.pair_features(
             [&keys[0], &keys[1]],
             |i| matcher.extract_file(paths[i]),
@@ -161,9 +166,8 @@ pub fn match_pair_reusing(
     Ok(report)
 }
 
-/// The reuse keys of a pair's two images, when they are known before its ground truth is
-/// loaded (not for a truth file of unknown kind) and the method extracts features per image
-/// (not a MODS schedule).
+/// The reuse keys of a pair's two images (features, or a MODS method's views), when they are
+/// known before its ground truth is loaded (not for a truth file of unknown kind).
 fn planned_keys(position: usize, method: &MethodConfig, pair: &Pair) -> Option<[reuse::Key; 2]> {
     let geometry = match &pair.truth {
         TruthSource::None => method.without_ground_truth,
@@ -171,9 +175,6 @@ fn planned_keys(position: usize, method: &MethodConfig, pair: &Pair) -> Option<[
         TruthSource::Correspondences { .. } => Geometry::Fundamental,
         TruthSource::File { .. } => return None,
     };
-    if method.config(geometry).schedule.is_some() {
-        return None;
-    }
     Some([
         reuse::key(position, geometry, &pair.image1),
         reuse::key(position, geometry, &pair.image2),
@@ -414,8 +415,8 @@ pub fn run_with(plan: &Plan, options: &RunOptions, progress: &dyn Progress) -> R
     write_atomically(&journal_path, journal_text(&kept)?.as_bytes())?;
     let done: HashSet<(String, String)> = kept.iter().map(PairRecord::key).collect();
     todo.retain(|(_, p, (_, m), _)| !done.contains(&(m.label.clone(), p.name.clone())));
-    // Each image's features are extracted once per method and model and reused by the pairs
-    // still to run that name it.
+    // Each image's features (or a MODS method's views of it) are made once per method and model
+    // and reused by the pairs still to run that name it.
     let reuse = FeatureReuse::plan(
         todo.iter()
             .filter_map(|&(_, pair, (position, method), _)| planned_keys(position, method, pair))

@@ -12,10 +12,16 @@
 //! ends the run. Views run in parallel in groups of rayon's thread count, so at most that many
 //! scale spaces exist at once; with `--device cuda` too (their network passes take turns on the
 //! device, `Networks` sees to it), since most of a view's work is on the CPU.
+//!
+//! Views can also outlive a pair: given a [`ViewStore`] per image, a pair takes the views an
+//! earlier pair made of the same image (with the same settings) instead of making them again,
+//! and leaves its own there for later pairs (`wbs eval` keeps one per image that several pairs
+//! name, as OxAff's `img1`). Views are deterministic, so the results are the same either way.
 
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -30,7 +36,7 @@ use crate::pipeline::{
 };
 use crate::schedule::{ModsReport, Schedule, StepDetector, StepReport, ViewSpec};
 use crate::shape::ShapeMethod;
-use crate::Result;
+use crate::{Error, Result};
 
 /// One view's regions, mapped back into the image.
 struct ViewFeatures {
@@ -44,6 +50,102 @@ struct ViewFeatures {
     described: Described,
 }
 
+impl ViewFeatures {
+    /// Whether this is `job`'s view described with `descriptor`.
+    fn is(&self, job: &Job, descriptor: DescriptorKind) -> bool {
+        self.key() == job.key(descriptor)
+    }
+
+    fn key(&self) -> ViewKey {
+        (
+            self.detector,
+            self.descriptor,
+            self.spec,
+            self.init_sigma,
+            self.shape,
+        )
+    }
+}
+
+/// The views of one image kept beyond one pair: a pair that names the image takes from here the
+/// views an earlier pair made, instead of making them again, and leaves its new ones
+/// ([`Matcher::match_images_with_views`](crate::Matcher::match_images_with_views)). A store
+/// belongs to one image and one matcher's settings: the first pair that uses it binds it to
+/// them, and a pair with another image or other settings is refused. Its memory is that of the
+/// views' regions and descriptors; drop it when no pair to come names the image.
+#[derive(Default)]
+pub struct ViewStore {
+    /// A fingerprint of the image's pixels and the settings, set by the first pair.
+    owner: OnceLock<u64>,
+    views: Mutex<Vec<Arc<ViewFeatures>>>,
+}
+
+impl ViewStore {
+    /// An empty store.
+    pub fn new() -> ViewStore {
+        ViewStore::default()
+    }
+
+    /// How many views the store holds (one per view and descriptor).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the store holds no views.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Binds the store to `fingerprint` (its first use) or checks that it is bound to it.
+    fn bind(&self, fingerprint: u64) -> Result<()> {
+        if *self.owner.get_or_init(|| fingerprint) == fingerprint {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "a ViewStore holds the views of one image with one matcher's settings, \
+                 and this one was filled for another image or other settings",
+            ))
+        }
+    }
+
+    /// `job`'s view described with `descriptor`, if a pair made it.
+    fn find(&self, job: &Job, descriptor: DescriptorKind) -> Option<Arc<ViewFeatures>> {
+        self.lock().iter().find(|v| v.is(job, descriptor)).cloned()
+    }
+
+    /// Keeps `made` (views another pair made meanwhile are not kept twice).
+    fn keep(&self, made: &[Arc<ViewFeatures>]) {
+        let mut views = self.lock();
+        for view in made {
+            if !views.iter().any(|v| v.key() == view.key()) {
+                views.push(view.clone());
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ViewFeatures>>> {
+        self.views.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What binds a [`ViewStore`]: the image's size and pixels and the settings (the schedule in
+/// them), hashed.
+fn fingerprint(image: &GrayImage, config: &Config) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let settings = serde_json::to_string(config).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |word: u64| h = (h ^ word).wrapping_mul(PRIME);
+    mix(image.width() as u64);
+    mix(image.height() as u64);
+    for pixel in image.data() {
+        mix(pixel.to_bits() as u64);
+    }
+    for byte in settings.bytes() {
+        mix(byte as u64);
+    }
+    h
+}
+
 /// The views made so far of one image.
 struct ImageViews<'a> {
     image: &'a GrayImage,
@@ -53,7 +155,9 @@ struct ImageViews<'a> {
     view_zoom: f32,
     /// The copy views are made from when `view_zoom` shrinks the image (made once).
     shrunk: Option<GrayImage>,
-    views: Vec<ViewFeatures>,
+    views: Vec<Arc<ViewFeatures>>,
+    /// Where views of other pairs are taken from and this pair's are kept.
+    store: Option<&'a ViewStore>,
 }
 
 impl<'a> ImageViews<'a> {
@@ -65,17 +169,13 @@ impl<'a> ImageViews<'a> {
             view_zoom,
             shrunk: None,
             views: Vec::new(),
+            store: None,
         }
     }
 
     /// Whether `job`'s view was made with `descriptor` already.
     fn has(&self, job: &Job, descriptor: DescriptorKind) -> bool {
-        self.views.iter().any(|v| {
-            (v.detector, v.descriptor) == (job.detector, descriptor)
-                && v.spec == job.spec
-                && v.init_sigma == job.init_sigma
-                && v.shape == job.shape
-        })
+        self.views.iter().any(|v| v.is(job, descriptor))
     }
 
     /// The pooled regions of one detector and descriptor: features, descriptors, views,
@@ -138,15 +238,32 @@ struct Job {
     shape: ShapeMethod,
 }
 
+/// What tells views apart: detector, descriptor, view, anti-aliasing σ constant, shape stage.
+type ViewKey = (StepDetector, DescriptorKind, ViewSpec, f32, ShapeMethod);
+
+impl Job {
+    fn key(&self, descriptor: DescriptorKind) -> ViewKey {
+        (
+            self.detector,
+            descriptor,
+            self.spec,
+            self.init_sigma,
+            self.shape,
+        )
+    }
+}
+
 /// Runs `schedule` on two images with the stages of `config` (its descriptor and ratio are set per
 /// pool by the schedule) until a step registers the pair; the report is that of the last step run,
 /// with [`ModsReport`] in `mods`.
+/// `stores` keep each image's views beyond this pair (see [`ViewStore`]).
 pub(crate) fn match_images(
     image1: &GrayImage,
     image2: &GrayImage,
     config: &Config,
     schedule: &Schedule,
     networks: &Networks,
+    stores: [Option<&ViewStore>; 2],
 ) -> Result<MatchReport> {
     let start = Instant::now();
     let mut images = [image1, image2].map(|image| {
@@ -154,6 +271,12 @@ pub(crate) fn match_images(
         let view_zoom = view_zoom_for(image.width(), image.height(), zoom, schedule.view_max_side);
         ImageViews::new(image, zoom, view_zoom)
     });
+    for (im, store) in images.iter_mut().zip(stores) {
+        if let Some(store) = store {
+            store.bind(fingerprint(im.image, config))?;
+            im.store = Some(store);
+        }
+    }
     let mut mods = ModsReport {
         schedule: schedule.name.clone(),
         registered_at: None,
@@ -178,9 +301,10 @@ pub(crate) fn match_images(
             }
         }
         let mut times = BTreeMap::new();
-        // Views this step needs that no earlier step made.
+        // Views this step needs that this pair has not made: taken from the image's store
+        // where an earlier pair made them, else made here.
         let t = Instant::now();
-        let mut jobs = Vec::new();
+        let mut jobs: Vec<(Job, Vec<Arc<ViewFeatures>>)> = Vec::new();
         for (i, im) in images.iter().enumerate() {
             for spec in step.views() {
                 let job = Job {
@@ -191,42 +315,67 @@ pub(crate) fn match_images(
                     init_sigma: step.init_sigma,
                     shape: step.shape.unwrap_or(config.shape),
                 };
-                let descriptors: Vec<DescriptorKind> = step
-                    .descriptors
-                    .iter()
-                    .map(|d| d.descriptor)
-                    .filter(|&d| !im.has(&job, d))
-                    .collect();
-                if !descriptors.is_empty() {
-                    jobs.push(Job { descriptors, ..job });
+                let (mut taken, mut descriptors) = (Vec::new(), Vec::new());
+                for d in step.descriptors.iter().map(|d| d.descriptor) {
+                    if im.has(&job, d) {
+                        continue;
+                    }
+                    match im.store.and_then(|store| store.find(&job, d)) {
+                        Some(view) => taken.push(view),
+                        None => descriptors.push(d),
+                    }
+                }
+                if !taken.is_empty() || !descriptors.is_empty() {
+                    jobs.push((Job { descriptors, ..job }, taken));
                 }
             }
         }
+        let mut reused_views = [0usize; 2];
+        for (job, taken) in &jobs {
+            reused_views[job.image] += taken.len();
+        }
         // A large image's views come from a shrunk copy, made when its first view is due.
-        for job in &jobs {
+        for (job, _) in &jobs {
             let im = &mut images[job.image];
-            if im.shrunk.is_none() && im.view_zoom < 1.0 && !job.spec.is_image_itself() {
+            if im.shrunk.is_none()
+                && im.view_zoom < 1.0
+                && !job.spec.is_image_itself()
+                && !job.descriptors.is_empty()
+            {
                 im.shrunk = Some(views::shrink(im.image, im.view_zoom));
             }
         }
-        let mut new_views = [0usize; 2];
         // On every device: a view's CPU stages (synthesis, detection, Baumberg, SIFT) run in
         // parallel with the other views'; network passes and searches on a GPU take turns.
+        let to_make: Vec<usize> = (0..jobs.len())
+            .filter(|&j| !jobs[j].0.descriptors.is_empty())
+            .collect();
+        let mut made: Vec<Vec<Arc<ViewFeatures>>> = vec![Vec::new(); jobs.len()];
         let group = rayon::current_num_threads().max(1);
-        for chunk in jobs.chunks(group) {
-            let made: Vec<Result<Vec<ViewFeatures>>> = chunk
+        for chunk in to_make.chunks(group) {
+            let views: Vec<Result<Vec<ViewFeatures>>> = chunk
                 .par_iter()
-                .map(|job| {
+                .map(|&j| {
+                    let job = &jobs[j].0;
                     let im = &images[job.image];
                     let config = view_config(config, schedule, job);
                     make_view(im, job, &config, networks)
                 })
                 .collect();
-            for (job, views) in chunk.iter().zip(made) {
-                let views = views?;
-                new_views[job.image] += views.len();
-                images[job.image].views.extend(views);
+            for (&j, views) in chunk.iter().zip(views) {
+                made[j] = views?.into_iter().map(Arc::new).collect();
             }
+        }
+        // In the jobs' order, made or taken: pools are the same whoever made their views.
+        let mut new_views = [0usize; 2];
+        for ((job, taken), made) in jobs.iter().zip(made) {
+            let im = &mut images[job.image];
+            if let Some(store) = im.store {
+                store.keep(&made);
+            }
+            new_views[job.image] += taken.len() + made.len();
+            im.views.extend(taken.iter().cloned());
+            im.views.extend(made);
         }
         let step_views_ms = ms(t);
         views_ms += step_views_ms;
@@ -313,6 +462,7 @@ pub(crate) fn match_images(
         mods.steps.push(StepReport {
             views: pooled_views,
             new_views,
+            reused_views,
             features: report.features,
             tentatives: report.tentatives,
             inliers: report.inliers,
@@ -681,7 +831,15 @@ mod tests {
             let mut schedule = Schedule::cviu();
             schedule.steps.truncate(1);
             schedule.steps[0].shape = shape;
-            let report = match_images(&image1, &image2, &config, &schedule, &networks).unwrap();
+            let report = match_images(
+                &image1,
+                &image2,
+                &config,
+                &schedule,
+                &networks,
+                [None, None],
+            )
+            .unwrap();
             let details = report.details.expect("details");
             assert!(details.features1.len() > 100);
             details
@@ -722,7 +880,8 @@ mod tests {
             let mut schedule = Schedule::wbs();
             schedule.steps.truncate(1);
             schedule.min_regions = min_regions;
-            let report = match_images(image, &image2, &config, &schedule, &networks).unwrap();
+            let report =
+                match_images(image, &image2, &config, &schedule, &networks, [None, None]).unwrap();
             report.detections[0]
         };
         let (fixed, filled) = (detections(&faint, None), detections(&faint, Some(1000)));
