@@ -31,7 +31,7 @@ use crate::{Error, Result};
 pub const SETTINGS: &[(&str, &str)] = &[
     (
         "method",
-        "preset: hesaff, adhesaff, hesaffnet or adhesaffnet",
+        "preset: hesaff, adhesaff, hesaffnet, adhesaffnet, mods or modsnet",
     ),
     (
         "detector",
@@ -75,6 +75,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("ratio", "second-nearest-neighbour ratio (0.8)"),
     ("duplicate_radius", "duplicate filter radius in px (2)"),
     ("seed", "seed of every random choice (0)"),
+    (
+        "schedule",
+        "MODS schedule of mods/modsnet: wbs, cviu, wxbs or a JSON file (wbs)",
+    ),
+    (
+        "laf_check",
+        "true: the LAF check after verification (on for mods/modsnet through their schedule)",
+    ),
 ];
 
 /// The name in [`SETTINGS`] (the `wbs match` flag with `_` for `-`) of a [`Config`] field that
@@ -202,6 +210,27 @@ fn apply(config: &mut Config, key: &str, value: &str) -> Result<()> {
         "ratio" => config.ratio = parse(key, value)?,
         "duplicate_radius" => config.duplicate_radius = parse(key, value)?,
         "seed" => config.ransac.seed = parse(key, value)?,
+        "schedule" => {
+            if !config.method.is_mods() {
+                return Err(Error::invalid(format!(
+                    "setting schedule needs method mods or modsnet, not {}",
+                    config.method
+                )));
+            }
+            config.schedule = Some(crate::schedule::Schedule::load(value)?);
+        }
+        "laf_check" => {
+            let on = match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "setting laf_check: expected true or false, got '{value}'"
+                    )))
+                }
+            };
+            config.laf_check = on.then(crate::geometry::LafCheck::default);
+        }
         _ => unreachable!("every name of SETTINGS is handled"),
     }
     Ok(())
@@ -294,6 +323,22 @@ mod tests {
                 floor: DEFAULT_THRESHOLD / 8.0
             }
         );
+        let mods = config_from_settings([("schedule", "cviu"), ("method", "mods")]).unwrap();
+        assert_eq!(
+            mods.schedule.as_ref().map(|s| s.name.as_str()),
+            Some("cviu")
+        );
+        let checked = config_from_settings([("laf_check", "True")]).unwrap();
+        assert_eq!(
+            checked.laf_check,
+            Some(crate::geometry::LafCheck::default())
+        );
+        assert_eq!(
+            config_from_settings([("laf_check", "false")])
+                .unwrap()
+                .laf_check,
+            None
+        );
         // geometry alone takes the protocol's F threshold
         let f = config_from_settings([("geometry", "fundamental")]).unwrap();
         assert_eq!(f.ransac.threshold_px, 1.5);
@@ -326,6 +371,15 @@ mod tests {
             ),
             (vec![("affnet_turns", "9")], "affnet_turns must be in 1..=8"),
             (
+                vec![("schedule", "cviu")],
+                "setting schedule needs method mods or modsnet, not hesaff",
+            ),
+            (vec![("method", "mods"), ("schedule", "nope")], "nope"),
+            (
+                vec![("laf_check", "maybe")],
+                "setting laf_check: expected true or false, got 'maybe'",
+            ),
+            (
                 vec![("seed", "1"), ("seed", "2")],
                 "setting seed is given twice",
             ),
@@ -352,9 +406,24 @@ mod tests {
                 "homography_error" => "forward",
                 "affnet_weights" | "orinet_weights" | "hardnet_weights" => "w.safetensors",
                 "ratio" | "confidence" => "0.5",
+                "schedule" => "wxbs",
+                "laf_check" => "true",
                 _ => "3",
             };
-            config_from_settings([(*name, value)]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            // A schedule needs a method that runs one.
+            let method = if *name == "schedule" {
+                "mods"
+            } else {
+                "hesaff"
+            };
+            let settings = [(*name, value)];
+            let with_method = [("method", method), (*name, value)];
+            let given: &[(&str, &str)] = if *name == "method" {
+                &settings
+            } else {
+                &with_method
+            };
+            config_from_settings(given.iter().copied()).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

@@ -246,6 +246,35 @@ fn config_of(settings: &[(String, String)]) -> PyResult<Config> {
     config_from_settings(settings.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(to_py)
 }
 
+/// The synthesised views of one image, kept for the pairs that name it (MODS methods): pass it
+/// to `Matcher.match(image1, image2, views=(store1, store2))`. One image, one Matcher's settings.
+#[pyclass(frozen, module = "wbs")]
+struct ViewStore {
+    inner: Arc<wbs::mods::ViewStore>,
+}
+
+#[pymethods]
+impl ViewStore {
+    #[new]
+    fn new() -> ViewStore {
+        ViewStore {
+            inner: Arc::new(wbs::mods::ViewStore::new()),
+        }
+    }
+
+    /// The views held (one per view and descriptor).
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("wbs.ViewStore({} views)", self.inner.len())
+    }
+}
+
+/// `views=(store1, store2)` of `Matcher.match`: a store or None per image.
+type StorePair<'py> = (Option<Bound<'py, ViewStore>>, Option<Bound<'py, ViewStore>>);
+
 /// Finds local affine features and matches images with one configuration (see the docs).
 #[pyclass(frozen, subclass, module = "wbs")]
 struct Matcher {
@@ -315,24 +344,33 @@ impl Matcher {
         })
     }
 
-    /// Matches two images (paths or arrays).
-    #[pyo3(name = "match")]
+    /// Matches two images (paths or arrays). `views`: a `ViewStore` (or None) per image, which
+    /// keeps a MODS method's views of that image for the next pairs that name it.
+    #[pyo3(name = "match", signature = (image1, image2, views=None))]
     fn match_images(
         &self,
         py: Python<'_>,
         image1: &Bound<'_, PyAny>,
         image2: &Bound<'_, PyAny>,
+        views: Option<StorePair<'_>>,
     ) -> PyResult<Match> {
         let options = self.inner.config().load_options();
         let a = ImageArg::extract(image1, "image 1")?;
         let b = ImageArg::extract(image2, "image 2")?;
-        let report = run(py, || match (a, b) {
-            (ImageArg::Path(p1), ImageArg::Path(p2)) => self.inner.match_files(&p1, &p2),
-            (a, b) => {
-                let ((g1, n1), (g2, n2)) = (a.load(&options)?, b.load(&options)?);
-                let mut report = self.inner.match_images(&g1, &g2)?;
-                report.images = [n1, n2];
-                Ok(report)
+        let (s1, s2) = views.unwrap_or((None, None));
+        let stores = [s1, s2].map(|s| s.map(|s| s.get().inner.clone()));
+        let report = run(py, || {
+            let stores = [stores[0].as_deref(), stores[1].as_deref()];
+            match (a, b) {
+                (ImageArg::Path(p1), ImageArg::Path(p2)) => {
+                    self.inner.match_files_with_views(&p1, &p2, stores)
+                }
+                (a, b) => {
+                    let ((g1, n1), (g2, n2)) = (a.load(&options)?, b.load(&options)?);
+                    let mut report = self.inner.match_images_with_views(&g1, &g2, stores)?;
+                    report.images = [n1, n2];
+                    Ok(report)
+                }
             }
         })?;
         Ok(Match { report })
@@ -886,6 +924,7 @@ fn _wbs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Features>()?;
     m.add_class::<Match>()?;
     m.add_class::<Verification>()?;
+    m.add_class::<ViewStore>()?;
     m.add_function(wrap_pyfunction!(verify, m)?)?;
     m.add_function(wrap_pyfunction!(draw_matches, m)?)?;
     m.add_function(wrap_pyfunction!(settings, m)?)?;

@@ -87,6 +87,40 @@ def test_hesaffnet_equals_the_cli_with_the_shipped_weights(cli, images):
     assert shipped.inliers == got["inliers"]
 
 
+def mods_results(report):
+    """A MODS report without its times and its count of views taken from a ViewStore."""
+    report = without_times(report)
+    report["mods"] = dict(report["mods"])
+    report["mods"]["steps"] = [
+        {k: v for k, v in step.items() if k not in ("timings_ms", "reused_views")}
+        for step in report["mods"]["steps"]
+    ]
+    return report
+
+
+def test_mods_with_a_schedule_and_view_stores_equals_the_cli(cli, images):
+    a, b, _ = images
+    expected = cli_report(cli, a, b, "--method", "mods", "--schedule", "cviu")
+    m = wbs.Matcher(method="mods", schedule="cviu")
+    assert m.settings["schedule"]["name"] == "cviu"
+    got = m.match(a, b).to_dict()
+    assert mods_results(got) == mods_results(expected)
+    assert got["mods"]["registered_at"] == 0
+    # A store keeps image 1's view: the next pair that names it takes it, same results.
+    store = wbs.ViewStore()
+    first = m.match(a, b, views=(store, None)).to_dict()
+    assert len(store) == 1 and "reused_views" not in first["mods"]["steps"][0]
+    again = m.match(a, b, views=(store, None)).to_dict()
+    assert again["mods"]["steps"][0]["reused_views"] == [1, 0]
+    assert mods_results(again) == mods_results(expected)
+    # A store is one image's, with one Matcher's settings.
+    one_line_error(wbs.SettingsError, lambda: m.match(b, a, views=(store, None)), "ViewStore")
+    one_line_error(wbs.SettingsError, lambda: wbs.Matcher(method="mods").match(
+        a, b, views=(store, None)), "ViewStore")
+    one_line_error(wbs.SettingsError, lambda: wbs.Matcher(schedule="cviu"),
+                   "schedule needs method mods or modsnet")
+
+
 def test_tentatives_in_the_dict_as_with_the_flag(cli, images, result):
     a, b, _ = images
     expected = cli_report(cli, a, b, "--tentatives")

@@ -105,6 +105,12 @@ class Verification:
     @property
     def iterations(self) -> int: ...
 
+class ViewStore:
+    """The synthesised views of one image, kept across the pairs that name it (MODS methods)."""
+
+    def __init__(self) -> None: ...
+    def __len__(self) -> int: ...
+
 class Matcher:
     """Finds local affine features and matches images; networks loaded once, thread-safe."""
 
@@ -127,7 +133,12 @@ class Matcher:
     @property
     def loading_ms(self) -> float: ...
     def detect(self, image: Image) -> Features: ...
-    def match(self, image1: Image, image2: Image) -> Match: ...
+    def match(
+        self,
+        image1: Image,
+        image2: Image,
+        views: Optional[Tuple[Optional["ViewStore"], Optional["ViewStore"]]] = None,
+    ) -> Match: ...
     def match_features(self, f1: Features, f2: Features) -> Match: ...
 
 def verify(
