@@ -412,6 +412,25 @@ fn the_command_line_reports_and_merges() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // MODS makes regions per pair: no database of per-image keypoints, refused before any work.
+    let o = Command::new(wbs)
+        .args(["collection", "--images"])
+        .arg(images())
+        .arg("--out")
+        .arg(out.join("mods"))
+        .args(["--method", "mods"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains("--method mods makes its regions per pair"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!out.join("mods").join("database.db").exists());
 }
 
 /// A value of a TIFF (EXIF) field.
