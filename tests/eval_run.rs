@@ -230,10 +230,54 @@ fn an_image_in_several_pairs_is_extracted_once_with_the_same_results() {
     }
     let r = record(&file, "homogr/p0", "hesaff");
     assert!(r.timings_ms["detect"] > 0.0);
-    // Reused or not (features, or a MODS method's views), each pair gets what `wbs match` gets.
+    // Reused or not (features, or a MODS method's views), each pair gets what `wbs match` gets,
+    // and a MODS record says where its schedule stopped, as `wbs match` does.
     for r in &file.pairs {
-        same_as_wbs_match(r, Geometry::Homography, &GroundTruth::None);
+        let direct = same_as_wbs_match(r, Geometry::Homography, &GroundTruth::None);
+        let steps = direct
+            .mods
+            .as_ref()
+            .map(|m| (m.registered_at, m.steps.len()));
+        assert_eq!(
+            r.mods.map(|m| (m.registered_at, m.steps)),
+            steps,
+            "{}",
+            r.pair
+        );
+        assert_eq!(r.mods.is_some(), r.method == "mods");
     }
+    // The summary counts the steps per dataset; the report shows them and the views' time.
+    for s in &file.summary {
+        let records: Vec<_> = file
+            .pairs
+            .iter()
+            .filter(|r| r.method == s.method && r.dataset == s.dataset)
+            .collect();
+        match &s.mods {
+            Some(m) => {
+                let mut stopped = vec![0usize; m.stopped_at.len()];
+                let mut none = 0;
+                for r in &records {
+                    match r.mods.unwrap().registered_at {
+                        Some(k) => stopped[k] += 1,
+                        None => none += 1,
+                    }
+                }
+                assert_eq!((&m.stopped_at, m.ran_out), (&stopped, none));
+                assert_eq!(
+                    m.stopped_at.iter().sum::<usize>() + m.ran_out,
+                    records.len()
+                );
+                assert!(s.median_ms.contains_key("views"));
+            }
+            None => assert_eq!(s.method, "hesaff"),
+        }
+    }
+    let report = std::fs::read_to_string(dir.join("out/report.md")).unwrap();
+    assert!(
+        report.contains("## MODS steps") && report.contains("| views |"),
+        "{report}"
+    );
 }
 
 fn fixture(name: &str, pairs: usize) -> PathBuf {

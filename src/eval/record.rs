@@ -145,6 +145,20 @@ pub struct PairRecord {
     pub timings_ms: BTreeMap<String, f64>,
     /// Why the pair failed; None when it ran.
     pub error: Option<String>,
+    /// A MODS method's steps: absent for other methods and for a pair that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mods: Option<ModsSteps>,
+}
+
+/// How far a MODS method went on a pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModsSteps {
+    /// The step (0-based) where the schedule stopped with at least `min_inliers` inliers after
+    /// the LAF check (MODS's own stopping rule, which the protocol's ground-truth check may
+    /// still reject); None when no step did.
+    pub registered_at: Option<usize>,
+    /// The steps run.
+    pub steps: usize,
 }
 
 impl PairRecord {

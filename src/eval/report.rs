@@ -38,12 +38,44 @@ pub struct Summary {
     pub mean_features: Option<f64>,
     /// Median milliseconds per pair for each stage of `timings_ms` ("total": the whole pair).
     pub median_ms: BTreeMap<String, f64>,
+    /// A MODS method's steps over the pairs that ran; absent for other methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mods: Option<ModsSummary>,
 }
 
-/// The stages of `timings_ms`, in pipeline order.
-pub const STAGES: [&str; 9] = [
-    "load", "pyramid", "detect", "shape", "orient", "describe", "match", "verify", "total",
+/// Where a MODS method's schedule stopped on a dataset's pairs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModsSummary {
+    /// Pairs whose schedule stopped at step k (MODS's rule: enough inliers after the LAF check;
+    /// the protocol's ground-truth check may still reject some), k = 0, 1, …
+    pub stopped_at: Vec<usize>,
+    /// Pairs that ran every step and none stopped.
+    pub ran_out: usize,
+}
+
+/// The stages of `timings_ms`, in pipeline order ("views": a MODS method's synthesised views
+/// with their feature stages).
+pub const STAGES: [&str; 10] = [
+    "load", "pyramid", "detect", "shape", "orient", "describe", "views", "match", "verify", "total",
 ];
+
+/// Where the MODS schedule stopped on `ran` (None when no record has MODS steps).
+fn mods_summary(ran: &[&PairRecord]) -> Option<ModsSummary> {
+    let mut out: Option<ModsSummary> = None;
+    for steps in ran.iter().filter_map(|r| r.mods) {
+        let summary = out.get_or_insert_with(ModsSummary::default);
+        match steps.registered_at {
+            Some(k) => {
+                if summary.stopped_at.len() <= k {
+                    summary.stopped_at.resize(k + 1, 0);
+                }
+                summary.stopped_at[k] += 1;
+            }
+            None => summary.ran_out += 1,
+        }
+    }
+    out
+}
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
@@ -115,6 +147,7 @@ pub fn summarize(settings: &Settings, records: &[PairRecord]) -> Vec<Summary> {
                         .map(|r| (r.features[0] + r.features[1]) as f64 / 2.0),
                 ),
                 median_ms,
+                mods: mods_summary(&ran),
             });
         }
     }
@@ -328,13 +361,13 @@ pub fn report_markdown(file: &EvalFile) -> String {
     out += "## Registered pairs, mean inliers\n\n";
     out += &paper_table_markdown(file);
     out += "\n## Per dataset\n\n";
-    out += "| method | dataset | pairs | registered | failed | no GT | mean inliers | mean tentatives | features / image | median s / pair | detect | shape | orient | describe | match | verify |\n";
-    out += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    out += "| method | dataset | pairs | registered | failed | no GT | mean inliers | mean tentatives | features / image | median s / pair | detect | shape | orient | describe | views | match | verify |\n";
+    out += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for s in &file.summary {
         let ms = |k: &str| opt(s.median_ms.get(k).map(|v| v / 1e3), 2);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.method,
             s.dataset,
             s.pairs,
@@ -349,11 +382,40 @@ pub fn report_markdown(file: &EvalFile) -> String {
             ms("shape"),
             ms("orient"),
             ms("describe"),
+            ms("views"),
             ms("match"),
             ms("verify"),
         );
     }
-    out += "\nStage times are medians in seconds (the slower image of the two, which run in parallel).\n";
+    out += "\nStage times are medians in seconds (the slower image of the two, which run in parallel; \
+            `views`: a MODS method's views with their feature stages, summed over its steps).\n";
+    let mods: Vec<(&Summary, &ModsSummary)> = file
+        .summary
+        .iter()
+        .filter_map(|s| s.mods.as_ref().map(|m| (s, m)))
+        .collect();
+    if !mods.is_empty() {
+        out += "\n## MODS steps\n\nWhere each schedule stopped: the first step with at least the \
+                minimum inliers after the LAF check (the ground-truth check above may still reject \
+                the model), or none.\n\n| method | dataset | stopped at step | none |\n|---|---|---|---|\n";
+        for (s, m) in mods {
+            let steps: Vec<String> = m
+                .stopped_at
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                s.method,
+                s.dataset,
+                steps.join(" · "),
+                m.ran_out
+            );
+        }
+    }
     let failed: Vec<&PairRecord> = file.pairs.iter().filter(|r| r.error.is_some()).collect();
     if !failed.is_empty() {
         out += "\n## Failed pairs\n\n";

@@ -18,7 +18,9 @@ use std::time::Instant;
 use super::datasets::TruthSource;
 use super::datasets::{truth_kind, Dataset, Pair};
 use super::method::{MethodConfig, MethodMatchers};
-use super::record::{load_average, DatasetInfo, EvalFile, PairRecord, RunInfo, Settings, Shard};
+use super::record::{
+    load_average, DatasetInfo, EvalFile, ModsSteps, PairRecord, RunInfo, Settings, Shard,
+};
 use super::report::{build, write_reports};
 use super::reuse::{self, FeatureReuse};
 use crate::device::DeviceKind;
@@ -211,6 +213,7 @@ pub fn evaluate_pair(
         ransac_iterations: 0,
         timings_ms: BTreeMap::new(),
         error: None,
+        mods: None,
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let truth = pair.truth.load()?;
@@ -245,6 +248,10 @@ pub fn evaluate_pair(
     record.model = report.model;
     record.ransac_iterations = report.ransac_iterations;
     record.timings_ms = report.timings_ms.clone();
+    record.mods = report.mods.as_ref().map(|m| ModsSteps {
+        registered_at: m.registered_at,
+        steps: m.steps.len(),
+    });
     (record, Some(report))
 }
 
