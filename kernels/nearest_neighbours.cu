@@ -36,6 +36,35 @@ __device__ void merge2(float* b1, float* b2, unsigned* i1, float c1, float c2, u
     }
 }
 
+// acc[i][j] = q[q0 + ty·4 + i] · d[t0 + tx·4 + j] for the block's 64×64 tile (thread (tx, ty)
+// holds its 4×4 block; rows past nq and columns past d_end count as zeros), through the K-deep
+// shared-memory slices Qs and Ds. Every thread of the block calls it (it synchronises).
+__device__ __forceinline__ void dot_tile(float acc[4][4], float (*Qs)[BQ + 4],
+                                         float (*Ds)[BD + 4], const float* __restrict__ q,
+                                         const float* __restrict__ d, int q0, int t0, int nq,
+                                         int d_end, int dim) {
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+    const int lk = tid % BK, lr = tid / BK;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < dim; k0 += BK) {
+        int kk = k0 + lk;
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            int row = lr + 16 * r;
+            int qi = q0 + row, di = t0 + row;
+            Qs[lk][row] = (kk < dim && qi < nq) ? q[(long long)qi * dim + kk] : 0.0f;
+            Ds[lk][row] = (kk < dim && di < d_end) ? d[(long long)di * dim + kk] : 0.0f;
+        }
+        __syncthreads();
+        GEMM_TILE_4X4(acc, Qs, Ds, BK, tx, ty);  // prelude.cuh
+        __syncthreads();
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(256) two_nearest_partial(
     float* __restrict__ out_s1, float* __restrict__ out_s2, unsigned* __restrict__ out_i1,
     const float* __restrict__ q, const float* __restrict__ d, const float* __restrict__ dnorm,
@@ -49,7 +78,6 @@ extern "C" __global__ void __launch_bounds__(256) two_nearest_partial(
     const int d_begin = split * per_split;
     int d_end = d_begin + per_split;
     if (d_end > nd) d_end = nd;
-    const int lk = tid % BK, lr = tid / BK;
 
     float b1[4], b2[4];
     unsigned i1[4];
@@ -62,23 +90,7 @@ extern "C" __global__ void __launch_bounds__(256) two_nearest_partial(
 
     for (int t0 = d_begin; t0 < d_end; t0 += BD) {
         float acc[4][4];
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
-        for (int k0 = 0; k0 < dim; k0 += BK) {
-            int k = k0 + lk;
-#pragma unroll
-            for (int r = 0; r < 4; r++) {
-                int row = lr + 16 * r;
-                int qi = q0 + row, di = t0 + row;
-                Qs[lk][row] = (k < dim && qi < nq) ? q[(long long)qi * dim + k] : 0.0f;
-                Ds[lk][row] = (k < dim && di < d_end) ? d[(long long)di * dim + k] : 0.0f;
-            }
-            __syncthreads();
-            GEMM_TILE_4X4(acc, Qs, Ds, BK, tx, ty);  // prelude.cuh
-            __syncthreads();
-        }
+        dot_tile(acc, Qs, Ds, q, d, q0, t0, nq, d_end, dim);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             int col = t0 + tx * 4 + j;
@@ -147,4 +159,64 @@ extern "C" __global__ void ratio_test(float* __restrict__ ratio,
         if (v <= max_ratio) out = v;
     }
     ratio[r] = out;
+}
+
+// Exact k nearest neighbours by L2, nearest first (CPU reference: matching::k_nearest; MODS's
+// FGINN walks them on the host). A block takes 64 queries and scans the whole database in 64×64
+// tiles of scores ‖d‖² − 2·q·d (the GEMM of two_nearest_partial), which it writes to shared memory;
+// then thread r < 64 inserts the tile's scores into query r's list of the k smallest (score, row),
+// kept sorted in best_s/best_i (k per query, in global memory: only that thread touches them).
+// Columns are scanned in row order and a score enters only when strictly smaller than the list's
+// last, so ties keep the smaller row, as the CPU's scan. Rows past the database stay NONE with a
+// score of +∞. The host turns scores into distances.
+extern "C" __global__ void __launch_bounds__(256) k_nearest_scores(
+    float* __restrict__ best_s, unsigned* __restrict__ best_i, const float* __restrict__ q,
+    const float* __restrict__ d, const float* __restrict__ dnorm, int nq, int nd, int dim, int k) {
+    __shared__ float Qs[BK][BQ + 4];
+    __shared__ float Ds[BK][BD + 4];
+    __shared__ float S[BQ][BD + 1];
+    const int tid = threadIdx.x;
+    const int tx = tid % 16, ty = tid / 16;
+    const int q0 = blockIdx.x * BQ;
+    const bool selects = tid < BQ && q0 + tid < nq;
+    float* ls = best_s + (long long)(q0 + tid) * k;
+    unsigned* li = best_i + (long long)(q0 + tid) * k;
+    if (selects) {
+        for (int j = 0; j < k; j++) {
+            ls[j] = INF;
+            li[j] = NONE;
+        }
+    }
+    float worst = INF;
+
+    for (int t0 = 0; t0 < nd; t0 += BD) {
+        float acc[4][4];
+        dot_tile(acc, Qs, Ds, q, d, q0, t0, nq, nd, dim);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            int col = t0 + tx * 4 + j;
+            float dn = col < nd ? dnorm[col] : INF;
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                S[ty * 4 + i][tx * 4 + j] = col < nd ? dn - 2.0f * acc[i][j] : INF;
+        }
+        __syncthreads();
+        if (selects) {
+            int cols = nd - t0 < BD ? nd - t0 : BD;
+            for (int c = 0; c < cols; c++) {
+                float s = S[tid][c];
+                if (!(s < worst)) continue;
+                int pos = k - 1;
+                while (pos > 0 && s < ls[pos - 1]) {
+                    ls[pos] = ls[pos - 1];
+                    li[pos] = li[pos - 1];
+                    pos--;
+                }
+                ls[pos] = s;
+                li[pos] = (unsigned)(t0 + c);
+                worst = ls[k - 1];
+            }
+        }
+        __syncthreads();
+    }
 }

@@ -74,12 +74,51 @@ pub struct KNearest {
     pub distances: Vec<f32>,
 }
 
+impl KNearest {
+    /// The neighbours from per-query scores `‖d‖² − 2·q·d` (`k` per query, ascending; +∞ with
+    /// row u32::MAX past the database) and their rows, as a device search gives them: the
+    /// distances as [`k_nearest`] computes them, with the norms of `queries` (rows of `dim`).
+    pub fn from_scores(
+        k: usize,
+        scores: &[f32],
+        indices: Vec<u32>,
+        queries: &[f32],
+        dim: usize,
+    ) -> KNearest {
+        let norms = row_norms(queries, dim);
+        assert!(scores.len() == norms.len() * k && indices.len() == scores.len());
+        let distances = scores
+            .chunks(k.max(1))
+            .zip(&norms)
+            .flat_map(|(row, &qn)| row.iter().map(move |&s| distance(qn, s)))
+            .collect();
+        KNearest {
+            k,
+            indices,
+            distances,
+        }
+    }
+}
+
 /// Exact `k` nearest neighbours of each query, by the same blocked search as [`two_nearest`].
 /// Panics when `dim` is 0 or does not divide both lengths.
 pub fn k_nearest(queries: &[f32], database: &[f32], dim: usize, k: usize) -> KNearest {
     let k = k.max(1);
-    let norms = row_norms(queries, dim);
-    let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(k + 1); norms.len()];
+    let (scores, indices) = k_nearest_scores(queries, database, dim, k);
+    KNearest::from_scores(k, &scores, indices, queries, dim)
+}
+
+/// [`k_nearest`] before its scores become distances: per query `k` scores `‖d‖² − 2·q·d`,
+/// ascending, and their database rows (+∞ and u32::MAX past the database's end); ties keep the
+/// smaller row. What the device's search computes (`nn::backend::Backend::k_nearest`).
+pub fn k_nearest_scores(
+    queries: &[f32],
+    database: &[f32],
+    dim: usize,
+    k: usize,
+) -> (Vec<f32>, Vec<u32>) {
+    let k = k.max(1);
+    let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(k + 1); queries.len() / dim];
     scan_blocks(
         queries,
         database,
@@ -88,18 +127,15 @@ pub fn k_nearest(queries: &[f32], database: &[f32], dim: usize, k: usize) -> KNe
         &mut best,
         |best, scores, offset| scan_k_smallest(scores, offset, k, best),
     );
-    let mut result = KNearest {
-        k,
-        ..Default::default()
-    };
-    for (best, qn) in best.into_iter().zip(norms) {
+    let (mut scores, mut indices) = (Vec::new(), Vec::new());
+    for best in best {
         for j in 0..k {
             let (s, index) = best.get(j).copied().unwrap_or((f32::INFINITY, u32::MAX));
-            result.indices.push(index);
-            result.distances.push(distance(qn, s));
+            scores.push(s);
+            indices.push(index);
         }
     }
-    result
+    (scores, indices)
 }
 
 /// The L2 distance from `‖q‖²` and the score `‖d‖² − 2·q·d`.
@@ -997,6 +1033,23 @@ mod tests {
                 assert_eq!(fginn(&lower.neighbours(), pos, ratio, far), want);
                 assert!(listed >= nq.min(1));
             }
+        }
+    }
+
+    #[test]
+    fn fginn_over_all_rows_of_a_small_database_equals_fginn_over_k_padded() {
+        // A device lists min(k, rows) neighbours (MODS on a GPU); the host pads to k: a query
+        // whose walk reaches the end of the database is rejected either way.
+        let dim = 8;
+        let d = random_unit_rows(12, dim, 31);
+        let mut q = random_unit_rows(40, dim, 32);
+        q.extend_from_slice(&d[..4 * dim]); // exact copies: accepted
+        let pos: Vec<[f32; 2]> = (0..12).map(|i| [i as f32 * 3.0, 0.0]).collect();
+        for far in [1.0, 1000.0] {
+            let padded = fginn(&k_nearest(&q, &d, dim, 50), &pos, 0.9, far);
+            let all = fginn(&k_nearest(&q, &d, dim, 12), &pos, 0.9, far);
+            assert_eq!(padded, all, "contradiction {far}");
+            assert!(!all.is_empty());
         }
     }
 

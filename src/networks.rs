@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::describe::Described;
 use crate::device::{DeviceKind, ResolvedDevice};
 use crate::laf::Laf;
-use crate::matching::{ratio_test, two_nearest, Tentative};
+use crate::matching::{k_nearest, ratio_test, two_nearest, KNearest, Tentative};
 use crate::nn::{self, AffNet, HardNet, NetworkKind, OriNet, WeightsOrigin};
 use crate::patch::on_patches;
 use crate::pyramid::ScaleSpace;
@@ -258,6 +258,27 @@ impl Networks {
         }
     }
 
+    /// Whether the nearest-neighbour searches run on a device (a GPU). MODS then asks for each
+    /// step's [`Networks::k_nearest`] afresh instead of extending its search on the host step by
+    /// step.
+    pub fn searches_on_device(&self) -> bool {
+        #[cfg(feature = "cuda")]
+        if self.cuda.is_some() {
+            return true;
+        }
+        false
+    }
+
+    /// The `k` nearest rows of `d2`'s descriptors for every row of `d1`'s, exact and nearest
+    /// first (`matching::k_nearest`; FGINN walks them), on the networks' device.
+    pub fn k_nearest(&self, d1: &Described, d2: &Described, k: usize) -> Result<KNearest> {
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.cuda {
+            return c.k_nearest(d1, d2, k);
+        }
+        Ok(k_nearest(&d1.descriptors, &d2.descriptors, d1.dimension, k))
+    }
+
     /// The matches of `d1`'s descriptors in `d2` that pass the second-nearest-neighbour ratio test
     /// (`ratio_test(&two_nearest(..))`), on the networks' device. Both sets must be non-empty.
     pub fn ratio_matches(
@@ -281,7 +302,7 @@ mod cuda {
     use super::*;
     use crate::gpu::net::GpuNet;
     use crate::gpu::pyramid::GpuPyramid;
-    use crate::gpu::search::device_tentatives;
+    use crate::gpu::search::{device_k_nearest, device_tentatives};
     use crate::gpu::Gpu;
     use std::sync::{Mutex, MutexGuard};
 
@@ -372,6 +393,25 @@ mod cuda {
             let queries = self.gpu.upload(&d1.descriptors)?;
             let database = self.gpu.upload(&d2.descriptors)?;
             device_tentatives(&self.gpu, &queries, &database, d1.dimension, ratio)
+        }
+
+        pub(super) fn k_nearest(
+            &self,
+            d1: &Described,
+            d2: &Described,
+            k: usize,
+        ) -> Result<KNearest> {
+            let _turn = self.take_turn();
+            let queries = self.gpu.upload(&d1.descriptors)?;
+            let database = self.gpu.upload(&d2.descriptors)?;
+            device_k_nearest(
+                &self.gpu,
+                &queries,
+                &d1.descriptors,
+                &database,
+                d1.dimension,
+                k,
+            )
         }
     }
 }

@@ -170,6 +170,7 @@ check_instances!(
     sift_fwd,
     sift_bwd,
     nearest,
+    k_nearest,
     hardnegc,
     hardneg,
     posdist,
@@ -323,24 +324,41 @@ fn networks_match_the_reference_layers(device: Device) {
 }
 on_every_device!(networks_match_the_reference_layers);
 
+/// `n` unit rows of `dim` seeded pseudo-random values in [0, 1) before normalising.
+fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    let mut v: Vec<f32> = (0..n * dim)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect();
+    v.chunks_mut(dim).for_each(wbs::nn::l2_normalise);
+    v
+}
+
+/// Brute force: every row of `database` as (L2 distance to `query`, row), nearest first, ties by
+/// row.
+fn by_distance(query: &[f32], database: &[f32], dim: usize) -> Vec<(f32, usize)> {
+    let mut dist: Vec<(f32, usize)> = database
+        .chunks(dim)
+        .enumerate()
+        .map(|(j, dj)| {
+            let sq: f32 = query.iter().zip(dj).map(|(a, b)| (a - b) * (a - b)).sum();
+            (sq.sqrt(), j)
+        })
+        .collect();
+    dist.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    dist
+}
+
 /// Nearest neighbours and the ratio test on the device against a brute-force search.
 fn ratio_matches_equal_a_brute_force_search(device: Device) {
     let networks = placed(Models::none(), device);
     let dim = 128;
-    let rows = |n: usize, seed: u64| -> Vec<f32> {
-        let mut s = seed;
-        let mut v: Vec<f32> = (0..n * dim)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f32 / (1u64 << 24) as f32
-            })
-            .collect();
-        v.chunks_mut(dim).for_each(wbs::nn::l2_normalise);
-        v
-    };
-    let (q, d) = (rows(301, 1), rows(257, 2));
+    let (q, d) = (unit_rows(301, dim, 1), unit_rows(257, dim, 2));
     let described = |descriptors: Vec<f32>| wbs::describe::Described {
         features: Vec::new(),
         descriptors,
@@ -351,15 +369,7 @@ fn ratio_matches_equal_a_brute_force_search(device: Device) {
         .unwrap();
     let mut want = Vec::new();
     for (i, qi) in q.chunks(dim).enumerate() {
-        let mut dist: Vec<(f32, usize)> = d
-            .chunks(dim)
-            .enumerate()
-            .map(|(j, dj)| {
-                let sq: f32 = qi.iter().zip(dj).map(|(a, b)| (a - b) * (a - b)).sum();
-                (sq.sqrt(), j)
-            })
-            .collect();
-        dist.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let dist = by_distance(qi, &d, dim);
         let ratio = dist[0].0 / dist[1].0;
         if ratio <= 0.95 {
             want.push((i, dist[0].1, ratio));
@@ -380,6 +390,48 @@ fn ratio_matches_equal_a_brute_force_search(device: Device) {
     assert!(got.len() <= want.len() + want.iter().filter(|w| near(w.2)).count() + 1);
 }
 on_every_device!(ratio_matches_equal_a_brute_force_search);
+
+/// The k nearest neighbours (MODS's FGINN lists) on the device against a brute-force search:
+/// the same rows nearest first, up to swaps of neighbours whose distances are equal to rounding;
+/// rows past a small database are u32::MAX at +∞.
+fn k_nearest_equals_a_brute_force_search(device: Device) {
+    let networks = placed(Models::none(), device);
+    let dim = 128;
+    let (q, d) = (unit_rows(203, dim, 11), unit_rows(301, dim, 12));
+    let described = |descriptors: &[f32]| wbs::describe::Described {
+        features: Vec::new(),
+        descriptors: descriptors.to_vec(),
+        dimension: dim,
+    };
+    for (nd, k) in [(301, 50), (301, 1), (20, 50)] {
+        let d = &d[..nd * dim];
+        let got = networks
+            .k_nearest(&described(&q), &described(d), k)
+            .unwrap();
+        assert_eq!(got.k, k);
+        for (i, qi) in q.chunks(dim).enumerate() {
+            let want = by_distance(qi, d, dim);
+            for j in 0..k {
+                let (row, dist) = (got.indices[i * k + j], got.distances[i * k + j]);
+                match want.get(j) {
+                    None => assert_eq!((row, dist), (u32::MAX, f32::INFINITY), "{device}"),
+                    Some(&(w, wrow)) => {
+                        assert!((dist - w).abs() < 1e-4, "query {i} #{j}: {dist} vs {w}");
+                        // A different row only where two distances tie to rounding.
+                        let tied = want
+                            .iter()
+                            .any(|&(x, r)| r as u32 == row && (x - w).abs() < 1e-5);
+                        assert!(
+                            row == wrow as u32 || tied,
+                            "query {i} #{j} on {device}: {row}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+on_every_device!(k_nearest_equals_a_brute_force_search);
 
 fn sample(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -247,6 +247,15 @@ impl Backend for Cuda<'_> {
     fn two_nearest(&self, queries: &Buf, database: &Buf, dim: usize) -> Result<DeviceTwoNearest> {
         ops::two_nearest(self.gpu, queries, database, dim)
     }
+    fn k_nearest(
+        &self,
+        queries: &Buf,
+        database: &Buf,
+        dim: usize,
+        k: usize,
+    ) -> Result<(Buf, CudaSlice<u32>)> {
+        ops::k_nearest_scores(self.gpu, queries, database, dim, k)
+    }
     fn ratio_test(&self, nn: &DeviceTwoNearest, max_ratio: f32) -> Result<Buf> {
         ops::ratio_test(self.gpu, nn, max_ratio)
     }

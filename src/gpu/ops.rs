@@ -7,8 +7,8 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::device::{driver_error, Gpu};
 use super::shapes::{
-    channel_reduction, check_int, check_len, gemm_abt_launch, linear, nearest_launch, per_item,
-    sift_launch, ConvGeometry, Launch, WarpGeometry, THREADS,
+    channel_reduction, check_int, check_len, gemm_abt_launch, k_nearest_launch, linear,
+    nearest_launch, per_item, sift_launch, ConvGeometry, Launch, WarpGeometry, THREADS,
 };
 use crate::matching::TwoNearest;
 pub use crate::nn::fold::FusedAct;
@@ -750,6 +750,43 @@ pub fn two_nearest(
     launch!(gpu, "nearest_neighbours", "two_nearest_merge", linear(K, nq)?;
         &mut out.nearest, &mut out.d1, &mut out.d2, &s1, &s2, &i1, queries, &nq_i, &dim_i, &splits_i)?;
     Ok(out)
+}
+
+/// Exact `k` nearest neighbours (rows of `dim` values), nearest first: per query `k` scores
+/// `‖d‖² − 2·q·d` and database rows (+∞ and u32::MAX past the database's end), as
+/// `matching::k_nearest` has them before turning scores into distances. Ties keep the smaller row.
+pub fn k_nearest_scores(
+    gpu: &Gpu,
+    queries: &Buf,
+    database: &Buf,
+    dim: usize,
+    k: usize,
+) -> Result<(Buf, CudaSlice<u32>)> {
+    const K: &str = "k_nearest";
+    if dim == 0 || !queries.len().is_multiple_of(dim) || !database.len().is_multiple_of(dim) {
+        return Err(Error::invalid(format!(
+            "gpu {K}: buffers are not whole rows of {dim}"
+        )));
+    }
+    let (nq, nd) = (queries.len() / dim, database.len() / dim);
+    let l = k_nearest_launch(nq, nd, dim, k)?;
+    let mut scores = gpu.zeros::<f32>(nq * k)?;
+    let mut rows = gpu.zeros::<u32>(nq * k)?;
+    if nq == 0 {
+        return Ok((scores, rows));
+    }
+    if nd == 0 {
+        scores = gpu.upload(&vec![f32::INFINITY; nq * k])?;
+        rows = gpu.upload(&vec![u32::MAX; nq * k])?;
+        return Ok((scores, rows));
+    }
+    let mut norms = gpu.zeros::<f32>(nd)?;
+    let (nq_i, nd_i, dim_i, k_i) = (nq as i32, nd as i32, dim as i32, k as i32);
+    launch!(gpu, "nearest_neighbours", "row_sq_norms", linear(K, nd)?;
+        &mut norms, database, &nd_i, &dim_i)?;
+    launch!(gpu, "nearest_neighbours", "k_nearest_scores", l;
+        &mut scores, &mut rows, queries, database, &norms, &nq_i, &nd_i, &dim_i, &k_i)?;
+    Ok((scores, rows))
 }
 
 /// The ratio test on the device: `d1/d2` where it passes `max_ratio`, +∞ elsewhere.

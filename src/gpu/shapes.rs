@@ -241,6 +241,38 @@ pub fn nearest_launch(nq: usize, nd: usize, dim: usize) -> Result<(Launch, usize
     ))
 }
 
+/// The most neighbours [`k_nearest_launch`] lists per query (each is an insertion into a list in
+/// device memory; MODS asks for 50).
+pub const MAX_NEIGHBOURS: usize = 1024;
+
+/// k_nearest_scores: one block of [`THREADS`] per [`TILE`] queries, each scanning the whole
+/// database (no splits: a split would need its own k-list per query).
+pub fn k_nearest_launch(nq: usize, nd: usize, dim: usize, k: usize) -> Result<Launch> {
+    const K: &str = "k_nearest";
+    if dim == 0 {
+        return Err(invalid(K, "zero-dimensional descriptors"));
+    }
+    if !(1..=MAX_NEIGHBOURS).contains(&k) {
+        return Err(invalid(
+            K,
+            format!("{k} neighbours: must be in 1..={MAX_NEIGHBOURS}"),
+        ));
+    }
+    for (what, v) in [
+        ("queries", nq),
+        ("database rows", nd),
+        ("dimension", dim),
+        ("list entries", nq.saturating_mul(k)),
+    ] {
+        check_int(K, what, v)?;
+    }
+    Ok(Launch {
+        grid: (grid_x(K, nq.div_ceil(TILE))?, 1, 1),
+        block: (THREADS, 1, 1),
+        shared_bytes: 0,
+    })
+}
+
 /// gemm_abt (loss.cu): 16×16 threads, one output each.
 pub fn gemm_abt_launch(n: usize, m: usize) -> Result<Launch> {
     const K: &str = "gemm_abt";
@@ -285,6 +317,12 @@ mod tests {
         let (l, per) = nearest_launch(3, 5, 128).unwrap();
         assert_eq!((l.grid, per), ((1, 1, 1), 64));
         assert!(nearest_launch(3, 5, 0).is_err());
+        let l = k_nearest_launch(135_000, 60_000, 128, 50).unwrap();
+        assert_eq!((l.grid, l.block), ((2110, 1, 1), (THREADS, 1, 1)));
+        assert!(k_nearest_launch(10, 10, 128, 0).is_err());
+        assert!(k_nearest_launch(10, 10, 128, MAX_NEIGHBOURS + 1).is_err());
+        assert!(k_nearest_launch(10, 10, 0, 2).is_err());
+        assert!(k_nearest_launch(0, 10, 128, 2).unwrap().is_empty());
     }
 
     #[test]

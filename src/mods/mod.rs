@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use crate::describe::{Described, DescriptorKind};
 use crate::detect::Threshold;
 use crate::image::GrayImage;
-use crate::matching::{remove_duplicates, FginnMatcher, Tentative};
+use crate::matching::{fginn, remove_duplicates, FginnMatcher, Tentative};
 use crate::networks::Networks;
 use crate::pipeline::{
     centres, extract_features_each, ms, verify_tentatives, Config, MatchReport, Pooled,
@@ -403,6 +403,15 @@ pub(crate) fn match_images(
                         Vec::new()
                     } else if pools[0].1 == 1 && pools[1].1 == 1 {
                         networks.ratio_matches(p1, p2, ratio)?
+                    } else if networks.searches_on_device() {
+                        // A GPU lists each step's neighbours afresh; the walk is the host's.
+                        let k = schedule.fginn.neighbours.min(p2.len()).max(1);
+                        fginn(
+                            &networks.k_nearest(p1, p2, k)?,
+                            &centres(&p2.features),
+                            ratio,
+                            schedule.fginn.contradiction_px,
+                        )
                     } else {
                         let search = search_for(&mut searches, pool, p1, p2, schedule);
                         search.matches(

@@ -275,6 +275,16 @@ pub trait Backend: Send + Sync {
         database: &Self::Buf,
         dim: usize,
     ) -> Result<TwoNearest<Self::Indices, Self::Buf>>;
+    /// Exact `k` nearest neighbours (rows of `dim` values), as `matching::k_nearest_scores`:
+    /// per query `k` scores `‖d‖² − 2·q·d`, ascending, and their database rows (+∞ and
+    /// u32::MAX past the database's end). MODS's FGINN walks them.
+    fn k_nearest(
+        &self,
+        queries: &Self::Buf,
+        database: &Self::Buf,
+        dim: usize,
+        k: usize,
+    ) -> Result<(Self::Buf, Self::Indices)>;
     /// The ratio test: `d1/d2` where it passes `max_ratio`, +∞ elsewhere (one value per query).
     fn ratio_test(
         &self,

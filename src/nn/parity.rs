@@ -185,6 +185,11 @@ pub fn kernel_check_list<B: Backend>() -> Vec<KernelCheck<B>> {
         (sift_fwd, "SIFT fwd", "29 × 32² and 41²"),
         (sift_bwd, "SIFT bwd", "29 × 32² and 41²"),
         (nearest, "two nearest + ratio test", "1,037 × 2,011 × 128"),
+        (
+            k_nearest,
+            "k nearest (FGINN lists)",
+            "517 × 1,009 × 128, k 50"
+        ),
         (hardnegc, "HardNegC fwd+bwd", "97 × 128"),
         (hardneg, "HardNeg fwd+bwd", "97 × 128"),
         (posdist, "PosDist fwd+bwd", "97 × 128"),
@@ -700,6 +705,33 @@ fn nearest<B: Backend>(b: &B, seed: u64) -> Result<f64> {
         error_of(b, &nn.d1, &cpu.d1)?,
         error_of(b, &nn.d2, &cpu.d2)?,
     ]))
+}
+
+fn k_nearest<B: Backend>(b: &B, seed: u64) -> Result<f64> {
+    let (nq, nd, dim, k) = (517, 1009, 128, 50);
+    let q = unit_rows(nq, dim, seed);
+    let d = unit_rows(nd, dim, seed + 1);
+    let (want_s, want_i) = crate::matching::k_nearest_scores(&q, &d, dim, k);
+    let (s, i) = b.k_nearest(&b.upload(&q)?, &b.upload(&d)?, dim, k)?;
+    let (got_s, got_i) = (b.download(&s)?, b.download_indices(&i)?);
+    // Another summation order may swap two neighbours whose scores tie to rounding: a row may
+    // differ from the CPU's only where the CPU lists it too, at a score that close.
+    let mismatched = (0..nq * k)
+        .filter(|&x| got_i[x] != want_i[x])
+        .filter(|&x| {
+            let list = x / k * k..(x / k + 1) * k;
+            !list
+                .clone()
+                .any(|y| want_i[y] == got_i[x] && (want_s[y] - want_s[x]).abs() <= 1e-5)
+        })
+        .count();
+    if mismatched > 0 {
+        return Err(Error::Device(format!(
+            "{mismatched} of {} listed neighbours differ from the CPU's",
+            nq * k
+        )));
+    }
+    Ok(rel_error(&got_s, &want_s))
 }
 
 fn loss<B: Backend>(b: &B, seed: u64, kind: LossKind) -> Result<f64> {

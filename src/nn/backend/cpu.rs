@@ -409,6 +409,16 @@ impl Backend for Cpu {
         Ok(matching::two_nearest(queries, database, dim))
     }
 
+    fn k_nearest(
+        &self,
+        queries: &Vec<f32>,
+        database: &Vec<f32>,
+        dim: usize,
+        k: usize,
+    ) -> Result<(Vec<f32>, Vec<u32>)> {
+        Ok(matching::k_nearest_scores(queries, database, dim, k))
+    }
+
     fn ratio_test(&self, nn: &TwoNearest, max_ratio: f32) -> Result<Vec<f32>> {
         let mut ratio = vec![f32::INFINITY; nn.nearest.len()];
         for t in matching::ratio_test(nn, max_ratio) {
