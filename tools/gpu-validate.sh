@@ -3,7 +3,7 @@
 # wrote to target/gpu (no Rust toolchain, NVRTC or shared data needed there). Results go to
 # ${OUT:-target/gpu/results}: gpu-check.txt, bench.txt, and two short training runs of the same
 # settings, train-cuda/ (--device cuda) and train-cpu/ (--device cpu), whose log.csv rows should
-# agree up to f32 drift, and {modsnet,mods}-{cuda,cpu}.json/.txt (MODS with AffNet and Baumberg, graf 1->6, on both
+# agree up to f32 drift, and {modsnet,mods}-{cuda,cpu}.json/.txt (MODS with AffNet on graf 1->6 and with Baumberg on graf 1 and its tilt-6 view, on both
 # devices). Exit status: that of `wbs gpu-check` (0 only when every row passed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,15 +20,19 @@ train=(train affnet --data "$g/pairs.safetensors" --pairs 51200 --epochs 1 --bat
        --log-every 10 --checkpoint-every 0 --seed 1)
 "$g/wbs" "${train[@]}" --device cuda --out "$res/train-cuda" 2>&1 | tail -n 20 | tee "$res/train-cuda.txt"
 "$g/wbs" "${train[@]}" --device cpu --out "$res/train-cpu" --stop-after 30 2>&1 | tail -n 5 | tee "$res/train-cpu.txt"
-# MODS on graf 1->6 (registered by a views step), with AffNet (modsnet) and with Baumberg (mods):
-# the views' CPU stages run in parallel while their AffNet passes take turns on the device, and
-# FGINN's neighbour lists of each step come from the device (k_nearest_scores); same step and
-# inliers within a few on both devices (f32 drift moves single regions), less match time on cuda.
-for m in modsnet mods; do
-  for d in cuda cpu; do
-    "$g/wbs" match "$g/graf/img1.png" "$g/graf/img6.png" --method "$m" --device "$d" \
-      --json "$res/$m-$d.json" 2>&1 | tail -n 9 | tee "$res/$m-$d.txt"
-  done
+# MODS on pairs that a views step registers: modsnet on graf 1->6 (AffNet passes of the views
+# take turns on the device while their CPU stages run in parallel), mods on graf 1 against its
+# tilt-6 view (`wbs synth --seed 1 --tilt 6`: registered at step 2 on the CPU, 386 inliers).
+# From step 2 on FGINN's neighbour lists come from the device (k_nearest_scores). Expected: same
+# step and inliers within a few on both devices (f32 drift moves single regions), less match
+# time on cuda.
+"$g/wbs" synth "$g/graf/img1.png" --seed 1 --tilt 6 --out-dir "$res/graf-t6" 2>&1 | tail -n 1
+for d in cuda cpu; do
+  "$g/wbs" match "$g/graf/img1.png" "$g/graf/img6.png" --method modsnet --device "$d" \
+    --json "$res/modsnet-$d.json" 2>&1 | tail -n 9 | tee "$res/modsnet-$d.txt"
+  "$g/wbs" match "$res/graf-t6/img1.png" "$res/graf-t6/img2.png" --method mods --device "$d" \
+    --ground-truth "$res/graf-t6/H1to2p" --json "$res/mods-$d.json" 2>&1 | tail -n 9 \
+    | tee "$res/mods-$d.txt"
 done
 echo "first log rows, cuda then cpu (step,epoch,lr,loss,...):"
 head -n 4 "$res/train-cuda/log.csv" "$res/train-cpu/log.csv"
