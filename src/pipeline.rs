@@ -277,12 +277,13 @@ impl Config {
             )?;
         }
         match &self.schedule {
+            // Worded for every front end (the CLI names its flags in its own, earlier check).
             Some(_) if !self.method.is_mods() => Err(Error::invalid(format!(
-                "--schedule needs --method mods or modsnet, not {}",
+                "a schedule needs method mods or modsnet, not {}",
                 self.method
             ))),
             None if self.method.is_mods() => Err(Error::invalid(format!(
-                "--method {} needs a schedule",
+                "method {} needs a schedule",
                 self.method
             ))),
             Some(schedule) => schedule.validate(),

@@ -210,15 +210,8 @@ fn apply(config: &mut Config, key: &str, value: &str) -> Result<()> {
         "ratio" => config.ratio = parse(key, value)?,
         "duplicate_radius" => config.duplicate_radius = parse(key, value)?,
         "seed" => config.ransac.seed = parse(key, value)?,
-        "schedule" => {
-            if !config.method.is_mods() {
-                return Err(Error::invalid(format!(
-                    "setting schedule needs method mods or modsnet, not {}",
-                    config.method
-                )));
-            }
-            config.schedule = Some(crate::schedule::Schedule::load(value)?);
-        }
+        // A schedule with a method that runs none is `Config::validate`'s to refuse.
+        "schedule" => config.schedule = Some(crate::schedule::Schedule::load(value)?),
         "laf_check" => {
             let on = match value.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => true,
@@ -324,6 +317,15 @@ mod tests {
             }
         );
         let mods = config_from_settings([("schedule", "cviu"), ("method", "mods")]).unwrap();
+        mods.validate().unwrap();
+        // A schedule is parsed whatever the method; `Config::validate` refuses it without one.
+        let e = config_from_settings([("schedule", "cviu")])
+            .unwrap()
+            .validate();
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "a schedule needs method mods or modsnet, not hesaff"
+        );
         assert_eq!(
             mods.schedule.as_ref().map(|s| s.name.as_str()),
             Some("cviu")
@@ -370,10 +372,6 @@ mod tests {
                 "setting detector: unknown value 'fast'",
             ),
             (vec![("affnet_turns", "9")], "affnet_turns must be in 1..=8"),
-            (
-                vec![("schedule", "cviu")],
-                "setting schedule needs method mods or modsnet, not hesaff",
-            ),
             (vec![("method", "mods"), ("schedule", "nope")], "nope"),
             (
                 vec![("laf_check", "maybe")],
@@ -410,20 +408,7 @@ mod tests {
                 "laf_check" => "true",
                 _ => "3",
             };
-            // A schedule needs a method that runs one.
-            let method = if *name == "schedule" {
-                "mods"
-            } else {
-                "hesaff"
-            };
-            let settings = [(*name, value)];
-            let with_method = [("method", method), (*name, value)];
-            let given: &[(&str, &str)] = if *name == "method" {
-                &settings
-            } else {
-                &with_method
-            };
-            config_from_settings(given.iter().copied()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            config_from_settings([(*name, value)]).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

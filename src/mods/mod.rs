@@ -330,10 +330,6 @@ pub(crate) fn match_images(
                 }
             }
         }
-        let mut reused_views = [0usize; 2];
-        for (job, taken) in &jobs {
-            reused_views[job.image] += taken.len();
-        }
         // A large image's views come from a shrunk copy, made when its first view is due.
         for (job, _) in &jobs {
             let im = &mut images[job.image];
@@ -367,13 +363,14 @@ pub(crate) fn match_images(
             }
         }
         // In the jobs' order, made or taken: pools are the same whoever made their views.
-        let mut new_views = [0usize; 2];
+        let (mut new_views, mut reused_views) = ([0usize; 2], [0usize; 2]);
         for ((job, taken), made) in jobs.iter().zip(made) {
             let im = &mut images[job.image];
             if let Some(store) = im.store {
                 store.keep(&made);
             }
             new_views[job.image] += taken.len() + made.len();
+            reused_views[job.image] += taken.len();
             im.views.extend(taken.iter().cloned());
             im.views.extend(made);
         }
