@@ -2,11 +2,11 @@
 //! bright, each turned into a local affine frame from its second moments.
 //!
 //! **Extremal regions.** An extremal region at level `l` is a 4-connected component of the pixels
-//! with value ≤ `l`. Pixels are sorted by value (counting sort) and added in that order to a
-//! union-find forest; the component tree (one node per region and level at which it gains pixels)
-//! falls out of the unions, as in VLFeat's and Nistér–Stewénius's linear-time MSER: O(n α(n)) for
-//! n pixels, then one linear pass for areas and moments. Dark regions come from the image, bright
-//! regions from the inverted image (255 − value); both run in parallel.
+//! with value ≤ `l`. The component tree (one node per region and level at which it gains pixels)
+//! is built by Nistér and Stewénius's linear-time flood fill, as in OpenCV: the flood always goes
+//! on from the lowest pixel at its boundary, a stack holds the regions being filled, and each
+//! region's area and moments are summed as its pixels are entered. Dark regions come from the
+//! image, bright regions from the inverted image (255 − value); both run in parallel.
 //!
 //! **Stability**, exactly as OpenCV's grey-level MSER (`cv::MSER`, OpenCV 4): a region R at level
 //! l has the variation `(|R⁺| − |R⁻|)/|R|` where R⁺ is its largest ancestor at a level ≤ l + Δ
@@ -150,7 +150,8 @@ fn quantise(image: &GrayImage) -> Vec<u8> {
         .collect()
 }
 
-/// MSERs of `image`, dark ones first, each group in order of level.
+/// MSERs of `image`, dark ones first, each group in raster order of the regions' first pixel at
+/// their level.
 pub fn detect(image: &GrayImage, params: &MserParams) -> Vec<Region> {
     let (w, h) = (image.width(), image.height());
     let values = quantise(image);
@@ -165,174 +166,233 @@ pub fn detect(image: &GrayImage, params: &MserParams) -> Vec<Region> {
 
 const NONE: u32 = u32::MAX;
 
-/// The root of `p`'s set, halving the path on the way (`links[p][1]` is the find shortcut).
-#[inline]
-fn find(links: &mut [[u32; 4]], mut p: u32) -> u32 {
-    while links[p as usize][1] != p {
-        let next = links[links[p as usize][1] as usize][1];
-        links[p as usize][1] = next;
-        p = next;
-    }
-    p
-}
-
-/// The component tree's nodes: one per extremal region.
+/// The component tree's nodes: one per extremal region and level at which it gains pixels.
 struct Tree {
     level: Vec<u8>,
+    /// The node of the next larger extremal region (NONE for the root, the whole interior).
     parent: Vec<u32>,
+    /// Pixels in the region (its own and its descendants').
     area: Vec<u32>,
-    /// Σx, Σy, Σx², Σxy, Σy² over the region's pixels.
-    moments: Vec<[f64; 5]>,
+    /// Σx, Σy, Σx², Σxy, Σy² over the region's pixels (exact integers).
+    moments: Vec<[u64; 5]>,
+    /// The first of the node's own pixels (those of its level) in raster order: the order of
+    /// the output.
+    first: Vec<u32>,
+    /// The largest child (R⁻ follows it); of equal ones the last to join, as in OpenCV.
+    largest: Vec<u32>,
 }
 
-/// The component tree of the interior pixels (the one-pixel border excluded) of a `w`×`h` image.
+impl Tree {
+    /// A node at `level`, its area and moments filled in when it is finished.
+    fn open(&mut self, level: u8) -> u32 {
+        self.level.push(level);
+        self.parent.push(NONE);
+        self.area.push(0);
+        self.moments.push([0; 5]);
+        self.first.push(NONE);
+        self.largest.push(NONE);
+        (self.level.len() - 1) as u32
+    }
+
+    /// `c`'s node is finished: its region has grown into `parent`'s.
+    fn close(&mut self, c: &Component, parent: u32) {
+        let id = c.node as usize;
+        self.parent[id] = parent;
+        self.area[id] = c.area;
+        self.moments[id] = c.moments;
+        self.first[id] = c.first;
+        if parent != NONE {
+            let l = &mut self.largest[parent as usize];
+            if *l == NONE || c.area >= self.area[*l as usize] {
+                *l = c.node;
+            }
+        }
+    }
+}
+
+/// A component of the flood fill's stack: a growing extremal region and its current node.
+#[derive(Clone, Copy)]
+struct Component {
+    /// The grey level, 256 for the sentinel at the bottom of the stack.
+    level: u16,
+    node: u32,
+    area: u32,
+    moments: [u64; 5],
+    first: u32,
+}
+
+impl Component {
+    fn new(level: u16, node: u32) -> Self {
+        Component {
+            level,
+            node,
+            area: 0,
+            moments: [0; 5],
+            first: NONE,
+        }
+    }
+
+    fn add_pixel(&mut self, p: usize, w: usize) {
+        let (x, y) = ((p % w) as u64, (p / w) as u64);
+        self.area += 1;
+        let m = &mut self.moments;
+        m[0] += x;
+        m[1] += y;
+        m[2] += x * x;
+        m[3] += x * y;
+        m[4] += y * y;
+        self.first = self.first.min(p as u32);
+    }
+
+    fn absorb(&mut self, other: &Component) {
+        self.area += other.area;
+        for k in 0..5 {
+            self.moments[k] += other.moments[k];
+        }
+    }
+}
+
+/// Pixels waiting at the boundary of the flood, one stack per grey level, each entry a pixel
+/// and the next of its four edges to explore; a bit mask finds the lowest non-empty level.
+struct Boundary {
+    stacks: Vec<Vec<(u32, u8)>>,
+    filled: [u64; 4],
+}
+
+impl Boundary {
+    fn new() -> Self {
+        Boundary {
+            stacks: vec![Vec::new(); 256],
+            filled: [0; 4],
+        }
+    }
+
+    fn push(&mut self, level: u8, p: usize, edge: u8) {
+        self.stacks[level as usize].push((p as u32, edge));
+        self.filled[level as usize / 64] |= 1 << (level % 64);
+    }
+
+    /// The latest pixel of the lowest level, with that level.
+    fn pop(&mut self) -> Option<(u8, usize, u8)> {
+        let word = self.filled.iter().position(|&f| f != 0)?;
+        let level = word * 64 + self.filled[word].trailing_zeros() as usize;
+        let stack = &mut self.stacks[level];
+        let (p, edge) = stack.pop().expect("a filled level has pixels");
+        if stack.is_empty() {
+            self.filled[word] &= !(1 << (level % 64));
+        }
+        Some((level as u8, p as usize, edge))
+    }
+}
+
+/// The component tree of the interior pixels (the one-pixel border excluded) of a `w`×`h` image
+/// (w, h ≥ 3), by Nistér and Stewénius's linear-time flood fill ("Linear time maximally stable
+/// extremal regions", ECCV 2008), the algorithm of OpenCV's grey-level MSER: the flood always
+/// goes on from the lowest pixel at its boundary, so it fills each extremal region before it
+/// leaves it; a stack of components holds the regions being filled, lowest on top. Each pixel
+/// is entered once and its region's area and moments are summed as it goes, so no pass over a
+/// per-pixel forest follows.
 fn component_tree(values: &[u8], w: usize, h: usize) -> Tree {
     let n = w * h;
-    // Counting sort of the interior pixels by value.
-    let mut counts = [0usize; 257];
+    // The border takes no part: it counts as visited.
+    let mut visited = vec![false; n];
+    visited[..w].fill(true);
+    visited[n - w..].fill(true);
     for y in 1..h - 1 {
-        for &v in &values[y * w + 1..y * w + w - 1] {
-            counts[v as usize + 1] += 1;
-        }
+        visited[y * w] = true;
+        visited[y * w + w - 1] = true;
     }
-    for i in 1..257 {
-        counts[i] += counts[i - 1];
-    }
-    let mut order = vec![0u32; counts[256]];
-    for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            let p = y * w + x;
-            let slot = &mut counts[values[p] as usize];
-            order[*slot] = p as u32;
-            *slot += 1;
-        }
-    }
-
-    // Union-find in value order. `links[p] = [parent, shortcut, top, rank]`, in one cache line:
-    // the parent is the component tree over pixels (a pixel whose parent has a higher value ends
-    // a region's level range); the shortcut, rank and top belong to the find structure (union by
-    // rank, path halving), top being, for a set's root, the set's tree root: its newest pixel, of
-    // the highest value. Border pixels are never added, so they stay NONE.
-    let mut links = vec![[NONE; 4]; n];
-    for &p in &order {
-        let pu = p as usize;
-        links[pu] = [p, p, p, 0];
-        let mut root = p;
-        for q in [pu - 1, pu + 1, pu - w, pu + w] {
-            if links[q][0] == NONE {
-                continue;
-            }
-            let rq = find(&mut links, q as u32);
-            if rq == root {
-                continue;
-            }
-            // An older region hangs under the current one; of two tops of this level, the newer
-            // hangs under the older (flat areas become stars, not chains).
-            let top = links[root as usize][2];
-            let top_q = links[rq as usize][2];
-            let new_top = if values[top_q as usize] == values[top as usize] {
-                links[top as usize][0] = top_q;
-                top_q
-            } else {
-                links[top_q as usize][0] = top;
-                top
+    // Room for a node per three pixels, more than photos need (OxAff wall: 0.3; graf: 0.17):
+    // a growing vector copies itself.
+    let room = n / 3;
+    let mut tree = Tree {
+        level: Vec::with_capacity(room),
+        parent: Vec::with_capacity(room),
+        area: Vec::with_capacity(room),
+        moments: Vec::with_capacity(room),
+        first: Vec::with_capacity(room),
+        largest: Vec::with_capacity(room),
+    };
+    let mut boundary = Boundary::new();
+    let mut stack = vec![Component::new(256, NONE)];
+    let mut p = w + 1;
+    let mut edge = 0u8;
+    visited[p] = true;
+    let node = tree.open(values[p]);
+    stack.push(Component::new(values[p] as u16, node));
+    loop {
+        // Explore p's edges (right, down, left, up): a higher or equal neighbour waits at the
+        // boundary; a lower one is entered at once, with a new component, and p waits.
+        let v = values[p];
+        let mut entered_lower = false;
+        while edge < 4 {
+            let q = match edge {
+                0 => p + 1,
+                1 => p + w,
+                2 => p - 1,
+                _ => p - w,
             };
-            let (rank, rank_q) = (links[root as usize][3], links[rq as usize][3]);
-            if rank < rank_q {
-                links[root as usize][1] = rq;
-                root = rq;
+            edge += 1;
+            if visited[q] {
+                continue;
+            }
+            visited[q] = true;
+            if values[q] >= v {
+                boundary.push(values[q], q, 0);
             } else {
-                links[rq as usize][1] = root;
-                if rank == rank_q {
-                    links[root as usize][3] += 1;
-                }
+                boundary.push(v, p, edge);
+                let node = tree.open(values[q]);
+                stack.push(Component::new(values[q] as u16, node));
+                (p, edge) = (q, 0);
+                entered_lower = true;
+                break;
             }
-            links[root as usize][2] = new_top;
+        }
+        if entered_lower {
+            continue;
+        }
+        stack.last_mut().expect("a component").add_pixel(p, w);
+        let Some((level, q, e)) = boundary.pop() else {
+            break;
+        };
+        (p, edge) = (q, e);
+        if level as u16 > stack.last().expect("a component").level {
+            grow_to(&mut stack, &mut tree, level);
         }
     }
-    drop(order);
+    // The flood has covered the interior: what is left on the stack nests, up to the root.
+    while stack.len() > 2 {
+        let top = stack.pop().expect("a component");
+        let next = stack.last_mut().expect("a component");
+        tree.close(&top, next.node);
+        next.absorb(&top);
+    }
+    let root = stack.pop().expect("the root");
+    tree.close(&root, NONE);
+    tree
+}
 
-    // Region nodes, numbered in raster order: pixels that are a set's root, or whose parent has
-    // a higher value.
-    let mut node_of = vec![NONE; n];
-    let mut level = Vec::new();
-    for y in 1..h - 1 {
-        for p in y * w + 1..y * w + w - 1 {
-            let q = links[p][0] as usize;
-            if q == p || values[q] > values[p] {
-                node_of[p] = level.len() as u32;
-                level.push(values[p]);
-            }
+/// The flood reaches `level`, above the top component's: the top component's region is
+/// finished at its level. It merges into the component below when that one's level is reached
+/// (and on up), or else becomes, with the pixels to come, a larger region at `level`.
+fn grow_to(stack: &mut Vec<Component>, tree: &mut Tree, level: u8) {
+    let level = level as u16;
+    loop {
+        let top = stack.pop().expect("a component above the sentinel");
+        let next = stack.last_mut().expect("the sentinel at least");
+        if level < next.level {
+            let node = tree.open(level as u8);
+            tree.close(&top, node);
+            let mut grown = Component::new(level, node);
+            grown.absorb(&top);
+            stack.push(grown);
+            return;
         }
-    }
-    let nodes = level.len();
-    // Every pixel's node: its own, or that of the nearest ancestor of the same value.
-    let mut path = Vec::new();
-    for y in 1..h - 1 {
-        for p in y * w + 1..y * w + w - 1 {
-            let mut q = p;
-            while node_of[q] == NONE {
-                path.push(q);
-                q = links[q][0] as usize;
-            }
-            let id = node_of[q];
-            for &r in &path {
-                node_of[r] = id;
-            }
-            path.clear();
+        tree.close(&top, next.node);
+        next.absorb(&top);
+        if level == next.level {
+            return;
         }
-    }
-    let mut node_parent = vec![NONE; nodes];
-    let mut area = vec![0u32; nodes];
-    let mut moments = vec![[0.0f64; 5]; nodes];
-    for y in 1..h - 1 {
-        for p in y * w + 1..y * w + w - 1 {
-            let id = node_of[p] as usize;
-            let q = links[p][0] as usize;
-            if q != p && values[q] > values[p] {
-                // `p` ends its node's level range: the node's parent is the node of `p`'s parent.
-                node_parent[id] = node_of[q];
-            }
-            let (x, yf) = ((p - y * w) as f64, y as f64);
-            area[id] += 1;
-            let m = &mut moments[id];
-            m[0] += x;
-            m[1] += yf;
-            m[2] += x * x;
-            m[3] += x * yf;
-            m[4] += yf * yf;
-        }
-    }
-    // Nodes by level (a child's level is below its parent's), then areas and moments summed up.
-    let mut counts = [0usize; 257];
-    for &l in &level {
-        counts[l as usize + 1] += 1;
-    }
-    for i in 1..257 {
-        counts[i] += counts[i - 1];
-    }
-    let mut by_level = vec![0u32; nodes];
-    for (id, &l) in level.iter().enumerate() {
-        let slot = &mut counts[l as usize];
-        by_level[*slot] = id as u32;
-        *slot += 1;
-    }
-    for &id in &by_level {
-        let up = node_parent[id as usize];
-        if up != NONE {
-            let (a, m) = (area[id as usize], moments[id as usize]);
-            area[up as usize] += a;
-            let t = &mut moments[up as usize];
-            for k in 0..5 {
-                t[k] += m[k];
-            }
-        }
-    }
-    Tree {
-        level,
-        parent: node_parent,
-        area,
-        moments,
     }
 }
 
@@ -350,17 +410,7 @@ fn regions_of(
     let tree = component_tree(values, w, h);
     let nodes = tree.level.len();
     let delta = params.delta as i32;
-    // The largest child of each node (R⁻ follows it).
-    let mut largest = vec![NONE; nodes];
-    for id in 0..nodes {
-        let up = tree.parent[id];
-        if up != NONE {
-            let l = &mut largest[up as usize];
-            if *l == NONE || tree.area[id] > tree.area[*l as usize] {
-                *l = id as u32;
-            }
-        }
-    }
+    let largest = &tree.largest;
     let min_area = params.min_area.max(1) as u32;
     let variation: Vec<f32> = (0..nodes)
         .into_par_iter()
@@ -430,11 +480,12 @@ fn regions_of(
             *s &= !d;
         }
     }
-    (0..nodes)
-        .filter(|&id| stable[id])
+    let mut kept: Vec<usize> = (0..nodes).filter(|&id| stable[id]).collect();
+    kept.sort_unstable_by_key(|&id| tree.first[id]);
+    kept.into_iter()
         .map(|id| {
             let a = tree.area[id] as f64;
-            let m = tree.moments[id];
+            let m = tree.moments[id].map(|s| s as f64);
             let (cx, cy) = (m[0] / a, m[1] / a);
             Region {
                 polarity,
@@ -485,6 +536,120 @@ mod tests {
                 d(a).total_cmp(&d(b))
             })
             .expect("a region")
+    }
+
+    /// The component tree by its definition: for every level l that some interior pixel has,
+    /// the 4-connected components of the interior pixels with value ≤ l that hold a pixel of
+    /// value l, each keyed by (l, its first pixel of value l), with its area, its moments and
+    /// the key of the next larger such component (the parent).
+    #[allow(clippy::type_complexity)]
+    fn tree_by_definition(
+        values: &[u8],
+        w: usize,
+        h: usize,
+    ) -> std::collections::BTreeMap<(u8, u32), (u32, [u64; 5], Option<(u8, u32)>)> {
+        let interior = |p: usize| (1..w - 1).contains(&(p % w)) && (1..h - 1).contains(&(p / w));
+        let mut levels: Vec<u8> = (0..w * h)
+            .filter(|&p| interior(p))
+            .map(|p| values[p])
+            .collect();
+        levels.sort();
+        levels.dedup();
+        // For each level, each pixel's node (if it is in a node's region).
+        let mut member: Vec<Vec<Option<(u8, u32)>>> = Vec::new();
+        let mut nodes = std::collections::BTreeMap::new();
+        for &l in &levels {
+            let mut row = vec![None; w * h];
+            let mut label = vec![None; w * h];
+            for start in 0..w * h {
+                if !interior(start) || values[start] > l || label[start].is_some() {
+                    continue;
+                }
+                let mut pixels = vec![start];
+                label[start] = Some(());
+                let mut i = 0;
+                while i < pixels.len() {
+                    let p = pixels[i];
+                    i += 1;
+                    for q in [p + 1, p + w, p - 1, p - w] {
+                        if interior(q) && values[q] <= l && label[q].is_none() {
+                            label[q] = Some(());
+                            pixels.push(q);
+                        }
+                    }
+                }
+                let Some(first) = pixels.iter().copied().filter(|&p| values[p] == l).min() else {
+                    continue;
+                };
+                let key = (l, first as u32);
+                let mut m = [0u64; 5];
+                for &p in &pixels {
+                    let (x, y) = ((p % w) as u64, (p / w) as u64);
+                    m = [m[0] + x, m[1] + y, m[2] + x * x, m[3] + x * y, m[4] + y * y];
+                }
+                nodes.insert(key, (pixels.len() as u32, m, None));
+                for &p in &pixels {
+                    row[p] = Some(key);
+                }
+            }
+            member.push(row);
+        }
+        // The parent: the node, at the lowest higher level, whose region holds the first pixel.
+        let keys: Vec<(u8, u32)> = nodes.keys().copied().collect();
+        for key in keys {
+            let parent = levels
+                .iter()
+                .enumerate()
+                .filter(|&(_, &l)| l > key.0)
+                .find_map(|(i, _)| member[i][key.1 as usize]);
+            nodes.get_mut(&key).unwrap().2 = parent;
+        }
+        nodes
+    }
+
+    #[test]
+    fn the_flood_fill_builds_the_component_tree_of_the_definition() {
+        // Random images with few grey levels (plateaus, ties, merges at one level) and with
+        // all 256.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (w, h, levels) in [
+            (3, 3, 2),
+            (9, 7, 3),
+            (17, 13, 4),
+            (23, 19, 8),
+            (31, 27, 256),
+        ] {
+            for _ in 0..4 {
+                let values: Vec<u8> = (0..w * h)
+                    .map(|_| ((next() % levels) * (255 / (levels - 1).max(1))) as u8)
+                    .collect();
+                let want = tree_by_definition(&values, w, h);
+                let tree = component_tree(&values, w, h);
+                let key = |id: u32| (tree.level[id as usize], tree.first[id as usize]);
+                let got: std::collections::BTreeMap<_, _> = (0..tree.level.len() as u32)
+                    .map(|id| {
+                        let i = id as usize;
+                        let parent = (tree.parent[i] != NONE).then(|| key(tree.parent[i]));
+                        (key(id), (tree.area[i], tree.moments[i], parent))
+                    })
+                    .collect();
+                assert_eq!(got.len(), tree.level.len(), "two nodes with one key");
+                assert_eq!(got, want, "{w}×{h}, {levels} levels: {values:?}");
+                // The largest child is one of the largest children.
+                for id in 0..tree.level.len() {
+                    let children = (0..tree.level.len()).filter(|&c| tree.parent[c] == id as u32);
+                    let max = children.map(|c| tree.area[c]).max();
+                    let largest = tree.largest[id];
+                    assert_eq!(max, (largest != NONE).then(|| tree.area[largest as usize]));
+                }
+            }
+        }
     }
 
     #[test]
