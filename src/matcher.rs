@@ -27,7 +27,8 @@ use crate::image::{load_gray, GrayImage};
 use crate::mods::ViewStore;
 use crate::networks::{Models, Networks, WeightsFile};
 use crate::pipeline::{self, ms, Config, FeatureTimes, ImageFeatures, MatchReport};
-use crate::Result;
+use crate::shape::ShapeMethod;
+use crate::{Error, Result};
 
 /// Matches images with one configuration; see the [module documentation](self).
 pub struct Matcher {
@@ -104,14 +105,39 @@ impl Matcher {
         self.loading_ms
     }
 
-    /// Detection, shape, orientation and description of one image.
+    /// Detection, shape, orientation and description of one image. Refused with a MODS
+    /// schedule in the settings ([`Matcher::match_images`] makes its regions per pair).
     pub fn extract_features(&self, image: &GrayImage) -> Result<ImageFeatures> {
+        self.per_image()?;
         pipeline::extract_features(image, &self.config, &self.networks)
+    }
+
+    /// Per-image features exist only for single-view methods: with a MODS schedule, the views
+    /// and their regions are made pair by pair, step by step, as matching needs them, so a
+    /// per-image call would silently be another method's.
+    fn per_image(&self) -> Result<()> {
+        match &self.config.schedule {
+            Some(_) => {
+                // The schedule's first step is the method's single-view pipeline.
+                let single = match self.config.shape {
+                    ShapeMethod::Affnet => "hesaffnet",
+                    _ => "hesaff",
+                };
+                Err(Error::invalid(format!(
+                    "method {} has no per-image features: it makes views and regions pair by \
+                     pair, step by step, while matching; match the pair, or take per-image \
+                     features from a single-view method such as {single} (its first step)",
+                    self.config.method
+                )))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Loads one image file (refusing it over `config.max_megapixels` before decoding it) and
     /// extracts its features; `times.load` is the reading and decoding.
     pub fn extract_file(&self, path: &Path) -> Result<ImageFeatures> {
+        self.per_image()?;
         let start = Instant::now();
         let image = load_gray(path, &self.config.load_options())?;
         let load = ms(start);
@@ -127,14 +153,17 @@ impl Matcher {
     }
 
     /// Detection and shape only: the number of detections and the shaped regions (upright
-    /// frames, before orientation), as `wbs detect` writes them.
+    /// frames, before orientation), as `wbs detect` writes them. Refused with a MODS schedule.
     pub fn shaped_features(&self, image: &GrayImage) -> Result<(usize, Vec<Feature>)> {
+        self.per_image()?;
         pipeline::shaped_features(image, &self.config, &self.networks)
     }
 
     /// Tentatives, verification and verdict for two images' features. The report's per-stage
-    /// times hold only "match", "verify" and "total".
+    /// times hold only "match", "verify" and "total". Refused with a MODS schedule (its matching
+    /// needs the views, which [`Matcher::match_images`] makes).
     pub fn match_features(&self, f1: &ImageFeatures, f2: &ImageFeatures) -> Result<MatchReport> {
+        self.per_image()?;
         let start = Instant::now();
         let mut report = pipeline::match_features(f1, f2, &self.config, &self.networks)?;
         report.weights = self.weights.clone();

@@ -287,3 +287,44 @@ fn bad_schedules_get_one_line_errors() {
     let o = wbs(&["match", img, img, "--schedule", "wxbs"]);
     assert_one_line_error(&o, "--schedule needs --method mods");
 }
+
+#[test]
+fn a_mods_matcher_refuses_per_image_features_with_one_line() {
+    // MODS makes its regions per pair: per-image calls would silently be another method's.
+    let image = sample("img1.png");
+    for (method, single) in [(Method::Mods, "hesaff"), (Method::Modsnet, "hesaffnet")] {
+        let matcher = Matcher::new(Config::preset(method)).unwrap();
+        let refusals = [
+            matcher.extract_features(&image).err(),
+            matcher.shaped_features(&image).err(),
+            matcher
+                .extract_file(&root().join("data/sample/img1.png"))
+                .err(),
+        ];
+        for e in refusals {
+            let e = e.expect("refused").to_string();
+            assert!(
+                e.contains("has no per-image features") && e.contains(single) && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        // Features made by a single-view matcher cannot be matched by a MODS one either.
+        let features = Matcher::new(Config::preset(Method::Hesaff))
+            .unwrap()
+            .extract_features(&image)
+            .unwrap();
+        let e = matcher.match_features(&features, &features).unwrap_err();
+        assert!(e.to_string().contains("has no per-image features"), "{e}");
+    }
+    // The same through the CLI, with and without --describe.
+    let img = root().join("data/sample/img1.png");
+    let img = img.to_str().unwrap();
+    assert_one_line_error(
+        &wbs(&["detect", img, "--method", "mods"]),
+        "method mods has no per-image features",
+    );
+    assert_one_line_error(
+        &wbs(&["detect", img, "--method", "mods", "--describe"]),
+        "such as hesaff",
+    );
+}

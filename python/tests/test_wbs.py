@@ -119,6 +119,12 @@ def test_mods_with_a_schedule_and_view_stores_equals_the_cli(cli, images):
         a, b, views=(store, None)), "ViewStore")
     one_line_error(wbs.SettingsError, lambda: wbs.Matcher(schedule="cviu"),
                    "schedule needs method mods or modsnet")
+    # MODS makes its regions per pair: no per-image features, said in one line.
+    one_line_error(wbs.SettingsError, lambda: m.detect(a), "has no per-image features",
+                   "such as hesaff")
+    hesaff = wbs.Matcher().detect(a)
+    one_line_error(wbs.SettingsError, lambda: m.match_features(hesaff, hesaff),
+                   "has no per-image features")
 
 
 def test_tentatives_in_the_dict_as_with_the_flag(cli, images, result):
