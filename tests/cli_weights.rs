@@ -343,6 +343,7 @@ fn bench_times_hesaffnet_and_the_networks() {
         "HardNet  batch    16",
         "train affnet (sift + hardnegc), batch 8",
         "pairs/s",
+        "dark and bright)",
     ] {
         assert!(out.contains(needle), "no '{needle}' in:\n{out}");
     }

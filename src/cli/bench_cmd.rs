@@ -7,8 +7,10 @@ use clap::Args;
 use rand::{RngExt, SeedableRng};
 
 use crate::device::Device;
+use crate::image::{load_gray, LoadOptions};
 use crate::matcher::Matcher;
 use crate::matching::two_nearest;
+use crate::mser::{self, MserParams};
 use crate::nn::{self, NetworkKind};
 use crate::pipeline::{Config, Method};
 use crate::shape::ShapeMethod;
@@ -89,24 +91,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(p) => Some((p[0].clone(), p[1].clone())),
         None => default_pair(),
     };
-    match pair {
+    match &pair {
         Some((a, b)) => {
             let mut config = Config::preset(args.method);
             config.weights.affnet = args.affnet_weights.clone();
-            bench_match(&a, &b, &config, args.repeat)?;
+            bench_match(a, b, &config, args.repeat)?;
             if config.shape != ShapeMethod::Affnet {
                 // The AffNet preset too, when its weights can be found.
                 match nn::locate(NetworkKind::AffNet, args.affnet_weights.as_deref()) {
                     Ok(path) => {
                         let mut config = Config::preset(Method::Hesaffnet);
                         config.weights.affnet = Some(path);
-                        bench_match(&a, &b, &config, args.repeat)?;
+                        bench_match(a, b, &config, args.repeat)?;
                     }
                     Err(e) => println!("match (hesaffnet): skipped: {e}"),
                 }
             }
         }
         None => println!("match: no image pair found (pass --pair A B)"),
+    }
+    if let Some((a, _)) = &pair {
+        bench_mser(a, args.repeat)?;
     }
 
     let n = args.descriptors;
@@ -186,6 +191,26 @@ fn bench_match(a: &Path, b: &Path, config: &Config, repeat: usize) -> Result<()>
         report.shaped[1],
         report.tentatives,
         report.inliers
+    );
+    Ok(())
+}
+
+/// Times MSER (both polarities, OpenCV's parameters) on one loaded image and prints one line.
+fn bench_mser(path: &Path, repeat: usize) -> Result<()> {
+    let image = load_gray(path, &LoadOptions::default())?;
+    let params = MserParams::default();
+    let regions = mser::detect(&image, &params).len();
+    let (min, median) = time_runs(repeat, || {
+        std::hint::black_box(mser::detect(&image, &params));
+        Ok(())
+    })?;
+    println!(
+        "mser {} ({}×{}, dark and bright): {:.4} s / {:.4} s   [{regions} regions]",
+        path.display(),
+        image.width(),
+        image.height(),
+        min,
+        median
     );
     Ok(())
 }
