@@ -28,13 +28,14 @@ use rayon::prelude::*;
 
 use crate::describe::{Described, DescriptorKind};
 use crate::detect::Threshold;
+use crate::feature::Feature;
 use crate::image::GrayImage;
 use crate::matching::{fginn, remove_duplicates, FginnMatcher, Tentative};
 use crate::networks::Networks;
 use crate::pipeline::{
     centres, extract_features_each, ms, verify_tentatives, Config, MatchReport, Pooled,
 };
-use crate::schedule::{ModsReport, Schedule, StepDetector, StepReport, ViewSpec};
+use crate::schedule::{ModsReport, Schedule, Step, StepDetector, StepReport, ViewSpec};
 use crate::shape::ShapeMethod;
 use crate::{Error, Result};
 
@@ -285,190 +286,35 @@ pub(crate) fn match_images(
         steps: Vec::new(),
     };
     let mut last: Option<MatchReport> = None;
-    let mut views_ms = 0.0;
-    // Every pool made so far with the ratio its latest step gives it; one FGINN search per
-    // pool, extended step by step with the new views' regions; and the raw matches of the last
-    // time each pool was matched (a pool no new view joined is not searched again).
-    let mut pools: Vec<(Pool, f32)> = Vec::new();
-    let mut searches: Vec<(Pool, FginnMatcher)> = Vec::new();
-    let mut matched: HashMap<Pool, ([usize; 2], f32, Vec<Tentative>)> = HashMap::new();
+    let mut pools = PoolMatching::default();
     for (index, step) in schedule.steps.iter().enumerate() {
-        for d in &step.descriptors {
-            let pool = (step.detector, d.descriptor);
-            match pools.iter_mut().find(|(p, _)| *p == pool) {
-                Some(entry) => entry.1 = d.ratio,
-                None => pools.push((pool, d.ratio)),
-            }
-        }
+        pools.add_step(step);
         let mut times = BTreeMap::new();
-        // Views this step needs that this pair has not made: taken from the image's store
-        // where an earlier pair made them, else made here.
         let t = Instant::now();
-        let mut jobs: Vec<(Job, Vec<Arc<ViewFeatures>>)> = Vec::new();
-        for (i, im) in images.iter().enumerate() {
-            for spec in step.views() {
-                let job = Job {
-                    image: i,
-                    detector: step.detector,
-                    descriptors: Vec::new(),
-                    spec,
-                    init_sigma: step.init_sigma,
-                    shape: step.shape.unwrap_or(config.shape),
-                };
-                let (mut taken, mut descriptors) = (Vec::new(), Vec::new());
-                for d in step.descriptors.iter().map(|d| d.descriptor) {
-                    if im.has(&job, d) {
-                        continue;
-                    }
-                    match im.store.and_then(|store| store.find(&job, d)) {
-                        Some(view) => taken.push(view),
-                        None => descriptors.push(d),
-                    }
-                }
-                if !taken.is_empty() || !descriptors.is_empty() {
-                    jobs.push((Job { descriptors, ..job }, taken));
-                }
-            }
-        }
-        // A large image's views come from a shrunk copy, made when its first view is due.
-        for (job, _) in &jobs {
-            let im = &mut images[job.image];
-            if im.shrunk.is_none()
-                && im.view_zoom < 1.0
-                && !job.spec.is_image_itself()
-                && !job.descriptors.is_empty()
-            {
-                im.shrunk = Some(views::shrink(im.image, im.view_zoom));
-            }
-        }
-        // On every device: a view's CPU stages (synthesis, detection, Baumberg, SIFT) run in
-        // parallel with the other views'; network passes and searches on a GPU take turns.
-        let to_make: Vec<usize> = (0..jobs.len())
-            .filter(|&j| !jobs[j].0.descriptors.is_empty())
-            .collect();
-        let mut made: Vec<Vec<Arc<ViewFeatures>>> = vec![Vec::new(); jobs.len()];
-        let group = rayon::current_num_threads().max(1);
-        for chunk in to_make.chunks(group) {
-            let views: Vec<Result<Vec<ViewFeatures>>> = chunk
-                .par_iter()
-                .map(|&j| {
-                    let job = &jobs[j].0;
-                    let im = &images[job.image];
-                    let config = view_config(config, schedule, job);
-                    make_view(im, job, &config, networks)
-                })
-                .collect();
-            for (&j, views) in chunk.iter().zip(views) {
-                made[j] = views?.into_iter().map(Arc::new).collect();
-            }
-        }
-        // In the jobs' order, made or taken: pools are the same whoever made their views.
-        let (mut new_views, mut reused_views) = ([0usize; 2], [0usize; 2]);
-        for ((job, taken), made) in jobs.iter().zip(made) {
-            let im = &mut images[job.image];
-            if let Some(store) = im.store {
-                store.keep(&made);
-            }
-            new_views[job.image] += taken.len() + made.len();
-            reused_views[job.image] += taken.len();
-            im.views.extend(taken.iter().cloned());
-            im.views.extend(made);
-        }
-        let step_views_ms = ms(t);
-        views_ms += step_views_ms;
-        times.insert("views".to_string(), step_views_ms);
+        let made = add_step_views(&mut images, step, config, schedule, networks)?;
+        times.insert("views".to_string(), ms(t));
 
-        // Match each descriptor's pool; all tentatives index one combined list per image.
         let t = Instant::now();
-        let mut features = [Vec::new(), Vec::new()];
-        let mut tentatives: Vec<Tentative> = Vec::new();
-        let mut counts = [[0usize; 3]; 2];
-        let mut pooled_views = [0usize; 2];
-        for &(pool, ratio) in &pools {
-            let pools = [0, 1].map(|i| images[i].pool(pool));
-            for i in 0..2 {
-                pooled_views[i] += pools[i].1;
-                counts[i][0] += pools[i].2;
-                counts[i][1] += pools[i].3;
-            }
-            let (p1, p2) = (&pools[0].0, &pools[1].0);
-            let view_counts = [pools[0].1, pools[1].1];
-            let raw = match matched.get(&pool) {
-                Some((seen, r, raw)) if *seen == view_counts && *r == ratio => raw.clone(),
-                _ => {
-                    let raw = if p1.is_empty() || p2.is_empty() {
-                        Vec::new()
-                    } else if pools[0].1 == 1 && pools[1].1 == 1 {
-                        networks.ratio_matches(p1, p2, ratio)?
-                    } else if networks.searches_on_device() {
-                        // A GPU lists each step's neighbours afresh; the walk is the host's.
-                        let k = schedule.fginn.neighbours.min(p2.len()).max(1);
-                        fginn(
-                            &networks.k_nearest(p1, p2, k)?,
-                            &centres(&p2.features),
-                            ratio,
-                            schedule.fginn.contradiction_px,
-                        )
-                    } else {
-                        let search = search_for(&mut searches, pool, p1, p2, schedule);
-                        search.matches(
-                            &p1.descriptors,
-                            &p2.descriptors,
-                            &centres(&p2.features),
-                            ratio,
-                            schedule.fginn.contradiction_px,
-                        )
-                    };
-                    matched.insert(pool, (view_counts, ratio, raw.clone()));
-                    raw
-                }
-            };
-            let (o1, o2) = (features[0].len(), features[1].len());
-            tentatives.extend(raw.into_iter().map(|m| Tentative {
-                query: m.query + o1,
-                train: m.train + o2,
-                ratio: m.ratio,
-            }));
-            features[0].extend_from_slice(&p1.features);
-            features[1].extend_from_slice(&p2.features);
-        }
-        let tentatives = remove_duplicates(
-            &tentatives,
-            &centres(&features[0]),
-            &centres(&features[1]),
-            schedule.duplicate_radius,
-        );
+        let matched = pools.match_all(&images, schedule, networks)?;
         times.insert("match".to_string(), ms(t));
 
-        let mut step_config = config.clone();
-        step_config.laf_check = schedule.laf_check.or(config.laf_check);
-        if let Some(d) = step.descriptors.first() {
-            step_config.descriptor = d.descriptor;
-        }
-        // The LAF check lets frames turn by 180° when any pool matched here (this step's or an
-        // earlier one's) folds orientations.
-        if pools
-            .iter()
-            .any(|((_, descriptor), _)| descriptor.wants_half_orientation())
-        {
-            step_config.descriptor = DescriptorKind::Halfrootsift;
-        }
         let pooled = Pooled {
-            features: [&features[0], &features[1]],
+            features: [&matched.features[0], &matched.features[1]],
             image_sizes: [image1, image2].map(|im| [im.width(), im.height()]),
-            detections: [counts[0][0], counts[1][0]],
-            shaped: [counts[0][1], counts[1][1]],
+            detections: matched.detections,
+            shaped: matched.shaped,
         };
-        let mut report = verify_tentatives(&pooled, tentatives, &step_config, networks);
+        let step_config = verify_config(config, schedule, step, &pools);
+        let mut report = verify_tentatives(&pooled, matched.tentatives, &step_config, networks);
         report.settings = config.clone();
         let verify_ms = report.timings_ms.get("verify").copied().unwrap_or(0.0);
         times.insert("verify".to_string(), verify_ms);
         let total: f64 = times.values().sum();
         times.insert("total".to_string(), total);
         mods.steps.push(StepReport {
-            views: pooled_views,
-            new_views,
-            reused_views,
+            views: matched.views,
+            new_views: made.new_views,
+            reused_views: made.reused_views,
             features: report.features,
             tentatives: report.tentatives,
             inliers: report.inliers,
@@ -482,34 +328,263 @@ pub(crate) fn match_images(
             break;
         }
     }
-    let mut report = last.expect("a validated schedule has at least one step");
+    let report = last.expect("a validated schedule has at least one step");
+    Ok(finish(report, mods, start))
+}
+
+/// The last step's report with the run's totals: stage times summed over the steps, the verdict
+/// naming the step (or saying that none registered), and `mods`.
+fn finish(mut report: MatchReport, mods: ModsReport, start: Instant) -> MatchReport {
     let sum = |key: &str| {
         mods.steps
             .iter()
             .filter_map(|s| s.timings_ms.get(key))
             .sum::<f64>()
     };
-    report.timings_ms.insert("views".into(), views_ms);
-    report.timings_ms.insert("match".into(), sum("match"));
-    report.timings_ms.insert("verify".into(), sum("verify"));
+    for key in ["views", "match", "verify"] {
+        report.timings_ms.insert(key.into(), sum(key));
+    }
     report.timings_ms.insert("total".into(), ms(start));
-    if mods.registered_at.is_none() {
-        report.verdict = format!(
+    report.verdict = match mods.registered_at {
+        None => format!(
             "{} after all {} steps of schedule {}",
             report.verdict,
             mods.steps.len(),
             mods.schedule
-        );
-    } else {
-        report.verdict = format!(
-            "{} at step {} of schedule {}",
-            report.verdict,
-            mods.steps.len() - 1,
-            mods.schedule
-        );
-    }
+        ),
+        Some(step) => format!(
+            "{} at step {step} of schedule {}",
+            report.verdict, mods.schedule
+        ),
+    };
     report.mods = Some(mods);
-    Ok(report)
+    report
+}
+
+/// How many views each image gained in a step, and how many of those came from its store.
+struct StepViews {
+    new_views: [usize; 2],
+    reused_views: [usize; 2],
+}
+
+/// Adds the views `step` needs that the images do not have yet: taken from an image's store
+/// where an earlier pair made them, else made here, in parallel groups of rayon's thread count.
+/// Each image's views are appended in the jobs' order, made or taken, so that its pools are the
+/// same whoever made their views.
+fn add_step_views(
+    images: &mut [ImageViews; 2],
+    step: &Step,
+    config: &Config,
+    schedule: &Schedule,
+    networks: &Networks,
+) -> Result<StepViews> {
+    let mut jobs: Vec<(Job, Vec<Arc<ViewFeatures>>)> = Vec::new();
+    for (i, im) in images.iter().enumerate() {
+        for spec in step.views() {
+            let job = Job {
+                image: i,
+                detector: step.detector,
+                descriptors: Vec::new(),
+                spec,
+                init_sigma: step.init_sigma,
+                shape: step.shape.unwrap_or(config.shape),
+            };
+            let (mut taken, mut descriptors) = (Vec::new(), Vec::new());
+            for d in step.descriptors.iter().map(|d| d.descriptor) {
+                if im.has(&job, d) {
+                    continue;
+                }
+                match im.store.and_then(|store| store.find(&job, d)) {
+                    Some(view) => taken.push(view),
+                    None => descriptors.push(d),
+                }
+            }
+            if !taken.is_empty() || !descriptors.is_empty() {
+                jobs.push((Job { descriptors, ..job }, taken));
+            }
+        }
+    }
+    // A large image's views come from a shrunk copy, made when its first view is due.
+    for (job, _) in &jobs {
+        let im = &mut images[job.image];
+        if im.shrunk.is_none()
+            && im.view_zoom < 1.0
+            && !job.spec.is_image_itself()
+            && !job.descriptors.is_empty()
+        {
+            im.shrunk = Some(views::shrink(im.image, im.view_zoom));
+        }
+    }
+    // On every device: a view's CPU stages (synthesis, detection, Baumberg, SIFT) run in
+    // parallel with the other views'; network passes and searches on a GPU take turns.
+    let to_make: Vec<usize> = (0..jobs.len())
+        .filter(|&j| !jobs[j].0.descriptors.is_empty())
+        .collect();
+    let mut made: Vec<Vec<Arc<ViewFeatures>>> = vec![Vec::new(); jobs.len()];
+    let group = rayon::current_num_threads().max(1);
+    for chunk in to_make.chunks(group) {
+        let views: Vec<Result<Vec<ViewFeatures>>> = chunk
+            .par_iter()
+            .map(|&j| {
+                let job = &jobs[j].0;
+                let im = &images[job.image];
+                let config = view_config(config, schedule, job);
+                make_view(im, job, &config, networks)
+            })
+            .collect();
+        for (&j, views) in chunk.iter().zip(views) {
+            made[j] = views?.into_iter().map(Arc::new).collect();
+        }
+    }
+    let mut counts = StepViews {
+        new_views: [0; 2],
+        reused_views: [0; 2],
+    };
+    for ((job, taken), made) in jobs.iter().zip(made) {
+        let im = &mut images[job.image];
+        if let Some(store) = im.store {
+            store.keep(&made);
+        }
+        counts.new_views[job.image] += taken.len() + made.len();
+        counts.reused_views[job.image] += taken.len();
+        im.views.extend(taken.iter().cloned());
+        im.views.extend(made);
+    }
+    Ok(counts)
+}
+
+/// What a step's matching gives: the pooled features of each image (all pools, one after the
+/// other), the tentatives into them after the duplicate filter, and per image the pooled views,
+/// detections and shaped regions.
+struct StepMatches {
+    features: [Vec<Feature>; 2],
+    tentatives: Vec<Tentative>,
+    views: [usize; 2],
+    detections: [usize; 2],
+    shaped: [usize; 2],
+}
+
+/// The pools matched so far, with what carries over from step to step: each pool's ratio (that of
+/// the latest step naming it), one FGINN search per pool extended step by step with the new
+/// views' regions, and the raw matches of the last time each pool was matched (a pool no new
+/// view joined is not searched again).
+#[derive(Default)]
+struct PoolMatching {
+    pools: Vec<(Pool, f32)>,
+    searches: Vec<(Pool, FginnMatcher)>,
+    matched: HashMap<Pool, ([usize; 2], f32, Vec<Tentative>)>,
+}
+
+impl PoolMatching {
+    /// The pools `step` names join (or take its ratio).
+    fn add_step(&mut self, step: &Step) {
+        for d in &step.descriptors {
+            let pool = (step.detector, d.descriptor);
+            match self.pools.iter_mut().find(|(p, _)| *p == pool) {
+                Some(entry) => entry.1 = d.ratio,
+                None => self.pools.push((pool, d.ratio)),
+            }
+        }
+    }
+
+    /// Whether any pool matched so far folds orientations (HalfRootSIFT).
+    fn folds_orientations(&self) -> bool {
+        self.pools
+            .iter()
+            .any(|((_, descriptor), _)| descriptor.wants_half_orientation())
+    }
+
+    /// Matches every pool (the 2-NN ratio when both images have one view, FGINN otherwise) and
+    /// filters duplicates over all of them; all tentatives index one combined list per image.
+    fn match_all(
+        &mut self,
+        images: &[ImageViews; 2],
+        schedule: &Schedule,
+        networks: &Networks,
+    ) -> Result<StepMatches> {
+        let mut out = StepMatches {
+            features: [Vec::new(), Vec::new()],
+            tentatives: Vec::new(),
+            views: [0; 2],
+            detections: [0; 2],
+            shaped: [0; 2],
+        };
+        for &(pool, ratio) in &self.pools {
+            let pools = [0, 1].map(|i| images[i].pool(pool));
+            for (i, (_, views, detections, shaped)) in pools.iter().enumerate() {
+                out.views[i] += views;
+                out.detections[i] += detections;
+                out.shaped[i] += shaped;
+            }
+            let (p1, p2) = (&pools[0].0, &pools[1].0);
+            let view_counts = [pools[0].1, pools[1].1];
+            let raw = match self.matched.get(&pool) {
+                Some((seen, r, raw)) if *seen == view_counts && *r == ratio => raw.clone(),
+                _ => {
+                    let raw = if p1.is_empty() || p2.is_empty() {
+                        Vec::new()
+                    } else if view_counts == [1, 1] {
+                        networks.ratio_matches(p1, p2, ratio)?
+                    } else if networks.searches_on_device() {
+                        // A GPU lists each step's neighbours afresh; the walk is the host's.
+                        let k = schedule.fginn.neighbours.min(p2.len()).max(1);
+                        fginn(
+                            &networks.k_nearest(p1, p2, k)?,
+                            &centres(&p2.features),
+                            ratio,
+                            schedule.fginn.contradiction_px,
+                        )
+                    } else {
+                        let search = search_for(&mut self.searches, pool, p1, p2, schedule);
+                        search.matches(
+                            &p1.descriptors,
+                            &p2.descriptors,
+                            &centres(&p2.features),
+                            ratio,
+                            schedule.fginn.contradiction_px,
+                        )
+                    };
+                    self.matched.insert(pool, (view_counts, ratio, raw.clone()));
+                    raw
+                }
+            };
+            let (o1, o2) = (out.features[0].len(), out.features[1].len());
+            out.tentatives.extend(raw.into_iter().map(|m| Tentative {
+                query: m.query + o1,
+                train: m.train + o2,
+                ratio: m.ratio,
+            }));
+            out.features[0].extend_from_slice(&p1.features);
+            out.features[1].extend_from_slice(&p2.features);
+        }
+        out.tentatives = remove_duplicates(
+            &out.tentatives,
+            &centres(&out.features[0]),
+            &centres(&out.features[1]),
+            schedule.duplicate_radius,
+        );
+        Ok(out)
+    }
+}
+
+/// The settings a step's tentatives are verified with: the schedule's LAF check, the step's
+/// first descriptor, and HalfRootSIFT's half-turn rule in the LAF check when any pool matched
+/// (in this step or an earlier one) folds orientations.
+fn verify_config(
+    config: &Config,
+    schedule: &Schedule,
+    step: &Step,
+    pools: &PoolMatching,
+) -> Config {
+    let mut out = config.clone();
+    out.laf_check = schedule.laf_check.or(config.laf_check);
+    if let Some(d) = step.descriptors.first() {
+        out.descriptor = d.descriptor;
+    }
+    if pools.folds_orientations() {
+        out.descriptor = DescriptorKind::Halfrootsift;
+    }
+    out
 }
 
 /// The settings `job`'s view is described with: `config` with the job's shape, and the schedule's
