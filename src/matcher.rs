@@ -118,7 +118,7 @@ impl Matcher {
     fn per_image(&self) -> Result<()> {
         match &self.config.schedule {
             Some(_) => {
-                // The schedule's first step is the method's single-view pipeline.
+                // The built-in schedules start with the method's single-view pipeline.
                 let single = match self.config.shape {
                     ShapeMethod::Affnet => "hesaffnet",
                     _ => "hesaff",
@@ -126,7 +126,8 @@ impl Matcher {
                 Err(Error::invalid(format!(
                     "method {} has no per-image features: it makes views and regions pair by \
                      pair, step by step, while matching; match the pair, or take per-image \
-                     features from a single-view method such as {single} (its first step)",
+                     features from a single-view method such as {single} (the built-in schedules' \
+                     first step)",
                     self.config.method
                 )))
             }
