@@ -112,10 +112,12 @@ impl Matcher {
         pipeline::extract_features(image, &self.config, &self.networks)
     }
 
-    /// Per-image features exist only for single-view methods: with a MODS schedule, the views
-    /// and their regions are made pair by pair, step by step, as matching needs them, so a
-    /// per-image call would silently be another method's.
-    fn per_image(&self) -> Result<()> {
+    /// Whether this matcher makes features per image (`Ok`), as every single-view method does;
+    /// with a MODS schedule it does not (one-line error): the views and their regions are made
+    /// pair by pair, step by step, as matching needs them, so a per-image call would silently be
+    /// another method's. The per-image calls below check it; front ends that keep per-image
+    /// features (`wbs collection`) check it before any work.
+    pub fn per_image(&self) -> Result<()> {
         match &self.config.schedule {
             Some(_) => {
                 // The built-in schedules start with the method's single-view pipeline.

@@ -426,7 +426,7 @@ fn the_command_line_reports_and_merges() {
     assert!(!o.status.success());
     assert!(
         stderr.starts_with("error: ")
-            && stderr.contains("--method mods makes its regions per pair"),
+            && stderr.contains("wbs collection: method mods has no per-image features"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

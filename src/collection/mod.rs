@@ -323,16 +323,10 @@ fn batches(todo: &[(usize, usize)], pairs: usize, images: usize) -> Vec<&[(usize
 pub fn run(matcher: &Matcher, options: &Options, progress: &dyn Progress) -> Result<Summary> {
     let start = Instant::now();
     let config = matcher.config();
-    if config.schedule.is_some() {
-        // A database holds one set of keypoints per image; MODS makes a pair's regions from the
-        // views that pair needed, so its matches would index regions no other pair has.
-        return Err(Error::invalid(format!(
-            "wbs collection writes one set of features per image, and --method {} makes its \
-             regions per pair (views on demand): use a per-image method (hesaff, hesaffnet, …), \
-             and wbs match or wbs eval --method {} for the hard pairs",
-            config.method, config.method
-        )));
-    }
+    // A database holds one set of keypoints per image: a MODS method has none.
+    matcher
+        .per_image()
+        .map_err(|e| Error::invalid(format!("wbs collection: {e}")))?;
     let settings = serde_json::to_string(config).unwrap_or_default();
     let key = cache::features_key(config);
     let names = list_images(&options.images)?;
