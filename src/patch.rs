@@ -115,32 +115,148 @@ pub(crate) fn sample_inside(
         w >= 2 && data.len() >= 2 * w,
         "sample_inside needs an image of at least 2×2"
     );
+    assert!(out.len() >= size * size, "sample_inside: output too short");
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() && data.len() <= i32::MAX as usize {
+        // SAFETY: the CPU has AVX2; the image is indexable by i32 (checked above).
+        unsafe { sample_inside_avx2(data, w, origin, dx, dy, size, out) };
+        return;
+    }
+    sample_rows_scalar(data, w, origin, dx, dy, size, out);
+}
+
+/// Row `i`'s sample positions start at `origin + i·dy` and advance by `dx` by repeated addition;
+/// both versions of [`sample_inside`] compute them this way, so they read the same positions.
+fn sample_rows_scalar(
+    data: &[f32],
+    w: usize,
+    origin: [f32; 2],
+    dx: [f32; 2],
+    dy: [f32; 2],
+    size: usize,
+    out: &mut [f32],
+) {
     let last = data.len() - (w + 2);
+    for i in 0..size {
+        let row = &mut out[i * size..(i + 1) * size];
+        let (x, y) = (origin[0] + i as f32 * dy[0], origin[1] + i as f32 * dy[1]);
+        sample_run(data, w, last, x, y, dx, row);
+    }
+}
+
+/// Bilinear samples along one run of positions `(x, y), (x, y) + dx, …`, one per element of `out`;
+/// returns the position after the last.
+#[inline(always)]
+fn sample_run(
+    data: &[f32],
+    w: usize,
+    last: usize,
+    mut x: f32,
+    mut y: f32,
+    dx: [f32; 2],
+    out: &mut [f32],
+) -> (f32, f32) {
     let stride = w as i32;
+    for o in out.iter_mut() {
+        // SAFETY: the caller guarantees 0 ≤ x < W − 1 and 0 ≤ y < H − 1 (finite, far inside
+        // i32), so the conversion is exact truncation, i.e. floor.
+        let (x0, y0): (i32, i32) = unsafe { (x.to_int_unchecked(), y.to_int_unchecked()) };
+        let (tx, ty) = (x - x0 as f32, y - y0 as f32);
+        let p = ((y0 * stride + x0) as usize).min(last);
+        // SAFETY: p ≤ last = len − w − 2, so p + w + 1 < len.
+        let (a, b, c, d) = unsafe {
+            (
+                *data.get_unchecked(p),
+                *data.get_unchecked(p + 1),
+                *data.get_unchecked(p + w),
+                *data.get_unchecked(p + w + 1),
+            )
+        };
+        let top = a + tx * (b - a);
+        let bottom = c + tx * (d - c);
+        *o = top + ty * (bottom - top);
+        x += dx[0];
+        y += dx[1];
+    }
+    (x, y)
+}
+
+/// [`sample_inside`] eight samples at a time with AVX2 gathers: the same positions (the scalar
+/// additions, buffered), the same truncation, clamp and arithmetic (no fused multiply-adds), so
+/// the same bits as the scalar loop.
+///
+/// # Safety
+/// The CPU must support AVX2, `data.len()` must fit in an i32, and the arguments must satisfy
+/// [`sample_inside`]'s assertions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sample_inside_avx2(
+    data: &[f32],
+    w: usize,
+    origin: [f32; 2],
+    dx: [f32; 2],
+    dy: [f32; 2],
+    size: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let last = data.len() - (w + 2);
+    let stride = _mm256_set1_epi32(w as i32);
+    let last_v = _mm256_set1_epi32(last as i32);
+    let base = data.as_ptr();
     for i in 0..size {
         let row = &mut out[i * size..(i + 1) * size];
         let (mut x, mut y) = (origin[0] + i as f32 * dy[0], origin[1] + i as f32 * dy[1]);
-        for o in row.iter_mut() {
-            // SAFETY: the caller guarantees 0 ≤ x < W − 1 and 0 ≤ y < H − 1 (finite, far inside
-            // i32), so the conversion is exact truncation, i.e. floor.
-            let (x0, y0): (i32, i32) = unsafe { (x.to_int_unchecked(), y.to_int_unchecked()) };
-            let (tx, ty) = (x - x0 as f32, y - y0 as f32);
-            let p = ((y0 * stride + x0) as usize).min(last);
-            // SAFETY: p ≤ last = len − w − 2, so p + w + 1 < len.
-            let (a, b, c, d) = unsafe {
+        let mut chunks = row.chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            let (mut xs, mut ys) = ([0f32; 8], [0f32; 8]);
+            for k in 0..8 {
+                xs[k] = x;
+                ys[k] = y;
+                x += dx[0];
+                y += dx[1];
+            }
+            let vx = _mm256_loadu_ps(xs.as_ptr());
+            let vy = _mm256_loadu_ps(ys.as_ptr());
+            // Positions are ≥ 0, so truncation is floor, as in the scalar loop.
+            let ix = _mm256_cvttps_epi32(vx);
+            let iy = _mm256_cvttps_epi32(vy);
+            let tx = _mm256_sub_ps(vx, _mm256_cvtepi32_ps(ix));
+            let ty = _mm256_sub_ps(vy, _mm256_cvtepi32_ps(iy));
+            // The scalar loop clamps `p as usize` to `last`: an unsigned min does the same for
+            // every i32 (a negative p would wrap above `last` in both).
+            let p = _mm256_add_epi32(_mm256_mullo_epi32(iy, stride), ix);
+            let p = _mm256_min_epu32(p, last_v);
+            // Each sample's two horizontal neighbours are adjacent: fetch them as one 64-bit
+            // value (four samples per gather), then split the pairs into a, b (and c, d).
+            // SAFETY: every index is ≤ last = len − w − 2, so the reads up to p + w + 1 are in
+            // bounds.
+            let lo = _mm256_castsi256_si128(p);
+            let hi = _mm256_extracti128_si256::<1>(p);
+            let top0 = _mm256_castsi256_ps(_mm256_i32gather_epi64::<4>(base as *const i64, lo));
+            let top1 = _mm256_castsi256_ps(_mm256_i32gather_epi64::<4>(base as *const i64, hi));
+            let row2 = base.add(w) as *const i64;
+            let bot0 = _mm256_castsi256_ps(_mm256_i32gather_epi64::<4>(row2, lo));
+            let bot1 = _mm256_castsi256_ps(_mm256_i32gather_epi64::<4>(row2, hi));
+            // [a0 b0 a1 b1 | a2 b2 a3 b3] and [a4 b4 a5 b5 | a6 b6 a7 b7] → evens and odds in
+            // the order 0 1 4 5 | 2 3 6 7, then lanes put back in order.
+            let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+            let split = |u: __m256, v: __m256| {
+                let even = _mm256_shuffle_ps::<0b10_00_10_00>(u, v);
+                let odd = _mm256_shuffle_ps::<0b11_01_11_01>(u, v);
                 (
-                    *data.get_unchecked(p),
-                    *data.get_unchecked(p + 1),
-                    *data.get_unchecked(p + w),
-                    *data.get_unchecked(p + w + 1),
+                    _mm256_permutevar8x32_ps(even, order),
+                    _mm256_permutevar8x32_ps(odd, order),
                 )
             };
-            let top = a + tx * (b - a);
-            let bottom = c + tx * (d - c);
-            *o = top + ty * (bottom - top);
-            x += dx[0];
-            y += dx[1];
+            let (a, b) = split(top0, top1);
+            let (c, d) = split(bot0, bot1);
+            let top = _mm256_add_ps(a, _mm256_mul_ps(tx, _mm256_sub_ps(b, a)));
+            let bottom = _mm256_add_ps(c, _mm256_mul_ps(tx, _mm256_sub_ps(d, c)));
+            let v = _mm256_add_ps(top, _mm256_mul_ps(ty, _mm256_sub_ps(bottom, top)));
+            _mm256_storeu_ps(chunk.as_mut_ptr(), v);
         }
+        sample_run(data, w, last, x, y, dx, chunks.into_remainder());
     }
 }
 
@@ -266,6 +382,58 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn sample_inside_gives_the_same_bits_with_and_without_avx2() {
+        // Rotated, sheared and scaled grids of the sizes the stages use (Baumberg's 19, the
+        // networks' 32, SIFT's 41) and sizes around the 8-wide chunks, reaching to the margin
+        // of the image's last row and column.
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(7);
+        let (w, h) = (97, 61);
+        let data: Vec<f32> = (0..w * h).map(|_| rng.random_range(0.0..255.0)).collect();
+        let mut compared = 0;
+        for &size in &[1, 5, 7, 8, 9, 16, 19, 32, 41] {
+            for _ in 0..40 {
+                let span = rng.random_range(0.5..(h as f32 - 1.2));
+                let angle: f32 = rng.random_range(0.0..std::f32::consts::TAU);
+                let shear: f32 = rng.random_range(-0.3..0.3);
+                let step = span / size as f32;
+                let dx = [step * angle.cos(), step * angle.sin()];
+                let dy = [step * (shear - angle.sin()), step * angle.cos()];
+                let last = (size - 1) as f32;
+                let xs = [0.0, last * dx[0], last * dy[0], last * (dx[0] + dy[0])];
+                let ys = [0.0, last * dx[1], last * dy[1], last * (dx[1] + dy[1])];
+                let lo = |v: [f32; 4]| v.iter().cloned().fold(f32::INFINITY, f32::min);
+                let hi = |v: [f32; 4]| v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let (room_x, room_y) = (
+                    (w - 1) as f32 - 0.02 - (hi(xs) - lo(xs)),
+                    (h - 1) as f32 - 0.02 - (hi(ys) - lo(ys)),
+                );
+                if room_x <= 0.0 || room_y <= 0.0 {
+                    continue;
+                }
+                let origin = [
+                    -lo(xs) + rng.random_range(0.0..room_x),
+                    -lo(ys) + rng.random_range(0.0..room_y),
+                ];
+                let mut fast = vec![0.0; size * size];
+                let mut plain = vec![0.0; size * size];
+                sample_inside(&data, w, origin, dx, dy, size, &mut fast);
+                sample_rows_scalar(&data, w, origin, dx, dy, size, &mut plain);
+                let (fast, plain): (Vec<u32>, Vec<u32>) = (
+                    fast.iter().map(|v| v.to_bits()).collect(),
+                    plain.iter().map(|v| v.to_bits()).collect(),
+                );
+                assert_eq!(
+                    fast, plain,
+                    "size {size}, origin {origin:?}, dx {dx:?}, dy {dy:?}"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 300, "only {compared} grids fitted the image");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Run-time selection of wider SIMD for the hot loops.
 //!
 //! wbs is built for baseline x86-64 (SSE2) so that the binary runs everywhere; the loops that
-//! dominate a match (patch sampling, SIFT, the orientation histogram, Baumberg's window, blurs) are
-//! compiled a second time with AVX2 + FMA enabled and chosen at run time by `multiversion!`.
-//! Their bodies are written so that the compiler vectorises them without reordering floating-point
-//! reductions, so both versions give bit-identical results.
+//! dominate a match (SIFT, the orientation histogram, Baumberg's window, blurs) are compiled a
+//! second time with AVX2 + FMA enabled and chosen at run time by `multiversion!`. Their bodies are
+//! written so that the compiler vectorises them without reordering floating-point reductions, so
+//! both versions give bit-identical results. Patch sampling, whose gathers the compiler does not
+//! vectorise, has a hand-written AVX2 version (`patch::sample_inside`) with the same bits,
+//! chosen by [`has_avx2`] too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
