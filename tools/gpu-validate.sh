@@ -20,8 +20,10 @@ train=(train affnet --data "$g/pairs.safetensors" --pairs 51200 --epochs 1 --bat
        --log-every 10 --checkpoint-every 0 --seed 1)
 "$g/wbs" "${train[@]}" --device cuda --out "$res/train-cuda" 2>&1 | tail -n 20 | tee "$res/train-cuda.txt"
 "$g/wbs" "${train[@]}" --device cpu --out "$res/train-cpu" --stop-after 30 2>&1 | tail -n 5 | tee "$res/train-cpu.txt"
-# MODS on pairs that a views step registers: modsnet on graf 1->6 (AffNet passes of the views
-# take turns on the device while their CPU stages run in parallel), mods on graf 1 against its
+# MODS on pairs that a views step registers: modsnet on graf 1->6 with wbs's shipped AffNet
+# (registered at step 2 on the CPU, 757 inliers; with the authors' AffNet of WBS_WEIGHTS step 0
+# registers it and no view would run) (AffNet passes of the views take turns on the device
+# while their CPU stages run in parallel), mods on graf 1 against its
 # tilt-6 view (`wbs synth --seed 1 --tilt 6`: registered at step 2 on the CPU, 386 inliers).
 # From step 2 on FGINN's neighbour lists come from the device (k_nearest_scores). Expected: same
 # step and inliers within a few on both devices (f32 drift moves single regions), less match
@@ -29,7 +31,7 @@ train=(train affnet --data "$g/pairs.safetensors" --pairs 51200 --epochs 1 --bat
 "$g/wbs" synth "$g/graf/img1.png" --seed 1 --tilt 6 --out-dir "$res/graf-t6" 2>&1 | tail -n 1
 for d in cuda cpu; do
   "$g/wbs" match "$g/graf/img1.png" "$g/graf/img6.png" --method modsnet --device "$d" \
-    --json "$res/modsnet-$d.json" 2>&1 | tail -n 9 | tee "$res/modsnet-$d.txt"
+    --affnet-weights data/affnet.safetensors --json "$res/modsnet-$d.json" 2>&1 | tail -n 9 | tee "$res/modsnet-$d.txt"
   "$g/wbs" match "$res/graf-t6/img1.png" "$res/graf-t6/img2.png" --method mods --device "$d" \
     --ground-truth "$res/graf-t6/H1to2p" --json "$res/mods-$d.json" 2>&1 | tail -n 9 \
     | tee "$res/mods-$d.txt"
