@@ -433,10 +433,19 @@ fn k_nearest_equals_a_brute_force_search(device: Device) {
 }
 on_every_device!(k_nearest_equals_a_brute_force_search);
 
+/// A file of `data/sample`: from the checkout this binary was built in, or, where that path does
+/// not exist (the binary carried to a GPU machine by `tools/gpu-prepare.sh` as
+/// `target/gpu/device_parity`), from the checkout it is run in.
 fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/sample")
-        .join(name)
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+    let carried = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("../../data/sample")));
+    let root = match carried {
+        Some(dir) if !built.is_dir() && dir.is_dir() => dir,
+        _ => built,
+    };
+    root.join(name)
 }
 
 /// The bundled pair matched on the device: registered, and (off the CPU) the same verdict and

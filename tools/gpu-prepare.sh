@@ -3,6 +3,7 @@
 # need on a GPU machine that may have neither a Rust toolchain nor NVRTC nor the shared data
 # (docs/gpu-validation.md). Writes only under target/ (git-ignored, so it can be carried):
 #   target/gpu/wbs          the release binary, stripped (~6 MB)
+#   target/gpu/device_parity  the `cargo test --test device_parity` binary, stripped
 #   target/gpu/ptx/         every kernel compiled to PTX for compute_90 (H100/H200) and compute_75
 #   target/gpu/weights/     AffNet and OriNet (and HardNet when found) as safetensors
 #   target/gpu/graf/        OxAff graf img1/img3, the issue's end-to-end pair
@@ -18,6 +19,12 @@ mkdir -p "$out/ptx" "$out/weights" "$out/graf"
 
 cargo build --release
 strip -o "$out/wbs" target/release/wbs
+# The parity tests of `cargo test --test device_parity`, built here: the GPU machine has no Rust
+# toolchain. They read data/sample from the checkout they run in.
+parity=$(cargo test --release --test device_parity --no-run --message-format=json 2>/dev/null \
+  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$parity" ] || { echo "gpu-prepare: the device_parity test binary was not built" >&2; exit 2; }
+strip -o "$out/device_parity" "$parity"
 for arch in compute_90 compute_75; do
   "$out/wbs" gpu-ptx --out "$out/ptx" --arch "$arch"
 done

@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # Runs, on a GPU machine, every check docs/gpu-validation.md lists, from what tools/gpu-prepare.sh
 # wrote to target/gpu (no Rust toolchain, NVRTC or shared data needed there). Results go to
-# ${OUT:-target/gpu/results}: gpu-check.txt, bench.txt, and two short training runs of the same
-# settings, train-cuda/ (--device cuda) and train-cpu/ (--device cpu), whose log.csv rows should
-# agree up to f32 drift, and {modsnet,mods}-{cuda,cpu}.json/.txt (MODS with AffNet on graf 1->6 and with Baumberg on graf 1 and its tilt-6 view, on both
-# devices). Exit status: that of `wbs gpu-check` (0 only when every row passed).
+# target/gpu/results: device.txt, gpu-check.txt, device_parity.txt (the `cargo test --test
+# device_parity` binary, its cuda instances included), bench.txt, and two short training runs of
+# the same settings, train-cuda/ (--device cuda) and train-cpu/ (--device cpu), whose log.csv rows
+# should agree up to f32 drift, and {modsnet,mods}-{cuda,cpu}.json/.txt (MODS with AffNet on
+# graf 1->6 and with Baumberg on graf 1 and its tilt-6 view, on both devices). Where $OUT is set
+# (the device tool), they are also packed into $OUT/gpu-results.tar.gz (the tool brings back at
+# most 8 files) beside $OUT/summary.txt. Exit status: 0 only when every `wbs gpu-check` row and
+# every parity test passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 g=target/gpu
-res="${OUT:-$g/results}"
+res=$g/results
+rm -rf "$res"
 mkdir -p "$res"
 export WBS_PTX_DIR="$g/ptx" WBS_WEIGHTS="$g/weights"
 pair=(--pair "$g/graf/img1.png" "$g/graf/img3.png")
 nvidia-smi -L > "$res/device.txt" 2>&1
 "$g/wbs" gpu-check "${pair[@]}" 2>&1 | tee "$res/gpu-check.txt"
 check=${PIPESTATUS[0]}
+if [ -x "$g/device_parity" ]; then
+  "$g/device_parity" --test-threads 1 2>&1 | tee "$res/device_parity.txt" | tail -n 25
+  parity=${PIPESTATUS[0]}
+else
+  echo "no $g/device_parity: run tools/gpu-prepare.sh again" | tee "$res/device_parity.txt"
+  parity=1
+fi
 "$g/wbs" bench --device cuda "${pair[@]}" 2>&1 | tee "$res/bench.txt"
 train=(train affnet --data "$g/pairs.safetensors" --pairs 51200 --epochs 1 --batch 512
        --log-every 10 --checkpoint-every 0 --seed 1)
@@ -38,4 +50,16 @@ for d in cuda cpu; do
 done
 echo "first log rows, cuda then cpu (step,epoch,lr,loss,...):"
 head -n 4 "$res/train-cuda/log.csv" "$res/train-cpu/log.csv"
-exit "$check"
+status=$(( check != 0 || parity != 0 ))
+{
+  echo "gpu-check exit $check, device_parity exit $parity"
+  cat "$res/device.txt"
+  grep -E "ALL PASSED|FAILED" "$res/gpu-check.txt"
+  grep -E "^test result|FAILED|panicked|no CUDA here" "$res/device_parity.txt"
+  for f in "$res"/{modsnet,mods}-{cuda,cpu}.txt; do echo "== $f"; grep -E "inliers|step" "$f"; done
+} > "$res/summary.txt" 2>&1
+if [ -n "${OUT:-}" ]; then
+  cp "$res/summary.txt" "$OUT/summary.txt"
+  tar czf "$OUT/gpu-results.tar.gz" -C "$g" results
+fi
+exit "$status"
