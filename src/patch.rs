@@ -82,7 +82,13 @@ pub fn sample_patch(image: &GrayImage, laf: &Laf, size: usize, out: &mut [f32]) 
         p[0] >= 0.0 && p[1] >= 0.0 && p[0] < (w - 1) as f32 - 0.01 && p[1] < (h - 1) as f32 - 0.01
     });
     if inside {
-        sample_inside(image.data(), w, origin, dx, dy, size, out);
+        let grid = Grid {
+            origin,
+            dx,
+            dy,
+            size,
+        };
+        sample_inside(image.data(), w, grid, out);
     } else {
         for i in 0..size {
             let row = &mut out[i * size..(i + 1) * size];
@@ -96,51 +102,57 @@ pub fn sample_patch(image: &GrayImage, laf: &Laf, size: usize, out: &mut [f32]) 
     }
 }
 
+/// A square grid of sample positions `origin + j·dx + i·dy` (row i, column j, both below `size`),
+/// in image pixels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Grid {
+    pub origin: [f32; 2],
+    pub dx: [f32; 2],
+    pub dy: [f32; 2],
+    pub size: usize,
+}
+
+impl Grid {
+    /// The position of row `i`'s first sample.
+    fn row_start(&self, i: usize) -> (f32, f32) {
+        let (o, d) = (self.origin, self.dy);
+        (o[0] + i as f32 * d[0], o[1] + i as f32 * d[1])
+    }
+}
+
 /// Bilinear samples of an `size`×`size` grid `origin + j·dx + i·dy` (row i, column j) that lies
 /// inside `[0, W−1) × [0, H−1)`: the caller checked the four corners with a margin, and every
 /// sample is a convex combination of them. The fast path of [`sample_patch`] and of Baumberg's
 /// window.
-pub(crate) fn sample_inside(
-    data: &[f32],
-    w: usize,
-    origin: [f32; 2],
-    dx: [f32; 2],
-    dy: [f32; 2],
-    size: usize,
-    out: &mut [f32],
-) {
+pub(crate) fn sample_inside(data: &[f32], w: usize, grid: Grid, out: &mut [f32]) {
     // The largest top-left index whose 2×2 neighbourhood is in bounds; clamping to it costs one
     // integer min per sample and keeps the loads safe whatever the rounding.
     assert!(
         w >= 2 && data.len() >= 2 * w,
         "sample_inside needs an image of at least 2×2"
     );
-    assert!(out.len() >= size * size, "sample_inside: output too short");
+    assert!(
+        out.len() >= grid.size * grid.size,
+        "sample_inside: output too short"
+    );
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2() && data.len() <= i32::MAX as usize {
         // SAFETY: the CPU has AVX2; the image is indexable by i32 (checked above).
-        unsafe { sample_inside_avx2(data, w, origin, dx, dy, size, out) };
+        unsafe { sample_inside_avx2(data, w, grid, out) };
         return;
     }
-    sample_rows_scalar(data, w, origin, dx, dy, size, out);
+    sample_rows_scalar(data, w, grid, out);
 }
 
 /// Row `i`'s sample positions start at `origin + i·dy` and advance by `dx` by repeated addition;
 /// both versions of [`sample_inside`] compute them this way, so they read the same positions.
-fn sample_rows_scalar(
-    data: &[f32],
-    w: usize,
-    origin: [f32; 2],
-    dx: [f32; 2],
-    dy: [f32; 2],
-    size: usize,
-    out: &mut [f32],
-) {
+fn sample_rows_scalar(data: &[f32], w: usize, grid: Grid, out: &mut [f32]) {
+    let size = grid.size;
     let last = data.len() - (w + 2);
     for i in 0..size {
         let row = &mut out[i * size..(i + 1) * size];
-        let (x, y) = (origin[0] + i as f32 * dy[0], origin[1] + i as f32 * dy[1]);
-        sample_run(data, w, last, x, y, dx, row);
+        let (x, y) = grid.row_start(i);
+        sample_run(data, w, last, x, y, grid.dx, row);
     }
 }
 
@@ -190,31 +202,24 @@ fn sample_run(
 /// [`sample_inside`]'s assertions.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn sample_inside_avx2(
-    data: &[f32],
-    w: usize,
-    origin: [f32; 2],
-    dx: [f32; 2],
-    dy: [f32; 2],
-    size: usize,
-    out: &mut [f32],
-) {
+unsafe fn sample_inside_avx2(data: &[f32], w: usize, grid: Grid, out: &mut [f32]) {
     use std::arch::x86_64::*;
+    let size = grid.size;
     let last = data.len() - (w + 2);
     let stride = _mm256_set1_epi32(w as i32);
     let last_v = _mm256_set1_epi32(last as i32);
     let base = data.as_ptr();
     for i in 0..size {
         let row = &mut out[i * size..(i + 1) * size];
-        let (mut x, mut y) = (origin[0] + i as f32 * dy[0], origin[1] + i as f32 * dy[1]);
+        let (mut x, mut y) = grid.row_start(i);
         let mut chunks = row.chunks_exact_mut(8);
         for chunk in &mut chunks {
             let (mut xs, mut ys) = ([0f32; 8], [0f32; 8]);
             for k in 0..8 {
                 xs[k] = x;
                 ys[k] = y;
-                x += dx[0];
-                y += dx[1];
+                x += grid.dx[0];
+                y += grid.dx[1];
             }
             let vx = _mm256_loadu_ps(xs.as_ptr());
             let vy = _mm256_loadu_ps(ys.as_ptr());
@@ -256,7 +261,7 @@ unsafe fn sample_inside_avx2(
             let v = _mm256_add_ps(top, _mm256_mul_ps(ty, _mm256_sub_ps(bottom, top)));
             _mm256_storeu_ps(chunk.as_mut_ptr(), v);
         }
-        sample_run(data, w, last, x, y, dx, chunks.into_remainder());
+        sample_run(data, w, last, x, y, grid.dx, chunks.into_remainder());
     }
 }
 
@@ -420,8 +425,14 @@ mod tests {
                 ];
                 let mut fast = vec![0.0; size * size];
                 let mut plain = vec![0.0; size * size];
-                sample_inside(&data, w, origin, dx, dy, size, &mut fast);
-                sample_rows_scalar(&data, w, origin, dx, dy, size, &mut plain);
+                let grid = Grid {
+                    origin,
+                    dx,
+                    dy,
+                    size,
+                };
+                sample_inside(&data, w, grid, &mut fast);
+                sample_rows_scalar(&data, w, grid, &mut plain);
                 let (fast, plain): (Vec<u32>, Vec<u32>) = (
                     fast.iter().map(|v| v.to_bits()).collect(),
                     plain.iter().map(|v| v.to_bits()).collect(),

@@ -220,15 +220,13 @@ fn warp_window(
         .iter()
         .all(|&(x, y)| x >= 0.0 && y >= 0.0 && x < width as f32 - 0.01 && y < height as f32 - 0.01);
     if inside {
-        crate::patch::sample_inside(
-            data,
-            stride,
-            [corners[0].0, corners[0].1],
-            [a[0][0], a[1][0]],
-            [a[0][1], a[1][1]],
-            WINDOW,
-            out,
-        );
+        let grid = crate::patch::Grid {
+            origin: [corners[0].0, corners[0].1],
+            dx: [a[0][0], a[1][0]],
+            dy: [a[0][1], a[1][1]],
+            size: WINDOW,
+        };
+        crate::patch::sample_inside(data, stride, grid, out);
         return;
     }
     let mut k = 0;
