@@ -156,8 +156,7 @@ fn sample_rows_scalar(data: &[f32], w: usize, grid: Grid, out: &mut [f32]) {
     }
 }
 
-/// Bilinear samples along one run of positions `(x, y), (x, y) + dx, …`, one per element of `out`;
-/// returns the position after the last.
+/// Bilinear samples along one run of positions `(x, y), (x, y) + dx, …`, one per element of `out`.
 #[inline(always)]
 fn sample_run(
     data: &[f32],
@@ -167,7 +166,7 @@ fn sample_run(
     mut y: f32,
     dx: [f32; 2],
     out: &mut [f32],
-) -> (f32, f32) {
+) {
     let stride = w as i32;
     for o in out.iter_mut() {
         // SAFETY: the caller guarantees 0 ≤ x < W − 1 and 0 ≤ y < H − 1 (finite, far inside
@@ -190,7 +189,6 @@ fn sample_run(
         x += dx[0];
         y += dx[1];
     }
-    (x, y)
 }
 
 /// [`sample_inside`] eight samples at a time with AVX2 gathers: the same positions (the scalar

@@ -21,7 +21,7 @@ cargo build --release
 strip -o "$out/wbs" target/release/wbs
 # The parity tests of `cargo test --test device_parity`, built here: the GPU machine has no Rust
 # toolchain. They read data/sample from the checkout they run in.
-parity=$(cargo test --release --test device_parity --no-run --message-format=json 2>/dev/null \
+parity=$(cargo test --release --test device_parity --no-run --message-format=json \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$parity" ] || { echo "gpu-prepare: the device_parity test binary was not built" >&2; exit 2; }
 strip -o "$out/device_parity" "$parity"
